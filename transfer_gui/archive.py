@@ -1,0 +1,140 @@
+"""Safe extraction of uploaded zip archives.
+
+An upload may be anything: not a zip at all, encrypted, a zip bomb, or full of ``../`` paths. This
+module extracts only regular files, only inside the destination folder, and only within limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ArchiveError
+
+__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip"]
+
+_logger = logging.getLogger(__name__)
+
+_NESTED_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+_SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Caps that keep an upload from filling the disk or memory.
+
+    Attributes:
+        max_total_bytes: total uncompressed size (2 GB: generous for photos, far below a bomb).
+        max_files: number of entries (20,000 images is beyond what CPU training handles anyway).
+        max_ratio: uncompressed/compressed size of any one entry; images barely compress (JPEG ~1:1,
+            PNG rarely over 10:1), while zip bombs reach 1000:1.
+    """
+
+    max_total_bytes: int = 2 * 1024**3
+    max_files: int = 20_000
+    max_ratio: float = 200.0
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """An archive entry that was not extracted, and why."""
+
+    path: str
+    reason: str
+
+
+def _is_hidden(parts: tuple[str, ...]) -> bool:
+    return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in parts)
+
+
+def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | None = None) -> list[SkippedEntry]:
+    """Extract the regular files of a zip into ``dest``, never writing outside it.
+
+    ``dest`` must be new or empty: on failure it is removed with everything extracted so far.
+
+    Entries with absolute paths or ``..``, symbolic links and nested archives are skipped with a
+    reason; hidden/system entries are skipped silently.
+
+    Returns:
+        The skipped entries with reasons.
+
+    Raises:
+        ArchiveError: not a zip, encrypted, or over a size/count/ratio limit.
+    """
+    limits = limits or ArchiveLimits()
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zipfile.is_zipfile(zip_path):
+        raise ArchiveError(
+            f"{zip_path.name} is not a zip archive. Compress the class folders as a .zip "
+            "(right-click > Compress / Send to > Compressed folder) and upload that."
+        )
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"extract_zip needs a new or empty folder, and {dest} is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    dest_real = dest.resolve()
+    skipped: list[SkippedEntry] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            if len(infos) > limits.max_files:
+                raise ArchiveError(
+                    f"{zip_path.name} holds {len(infos)} entries; the limit is {limits.max_files}. "
+                    "Upload fewer images."
+                )
+            if any(info.flag_bits & 0x1 for info in infos):
+                raise ArchiveError(f"{zip_path.name} is encrypted (password-protected); upload an unencrypted zip.")
+            total = sum(info.file_size for info in infos)
+            if total > limits.max_total_bytes:
+                raise ArchiveError(
+                    f"{zip_path.name} unpacks to {total / 1e9:.1f} GB; the limit is "
+                    f"{limits.max_total_bytes / 1e9:.1f} GB. Upload fewer or smaller images."
+                )
+            written = 0
+            for info in infos:
+                name = info.filename
+                parts = PurePosixPath(name.replace("\\", "/")).parts
+                if info.is_dir() or not parts:
+                    continue
+                if _is_hidden(parts):
+                    continue
+                if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                    skipped.append(SkippedEntry(name, "unsafe path (absolute or with ..), not extracted"))
+                    continue
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    skipped.append(SkippedEntry(name, "symbolic link, not extracted"))
+                    continue
+                if name.lower().endswith(_NESTED_ARCHIVES):
+                    skipped.append(SkippedEntry(name, "archive inside the archive; unzip it and add its images directly"))
+                    continue
+                if info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
+                    raise ArchiveError(
+                        f"{zip_path.name} looks like a zip bomb ({name} expands "
+                        f"{info.file_size / info.compress_size:.0f}x); it was not extracted."
+                    )
+                target = (dest / Path(*parts)).resolve()
+                if dest_real not in target.parents:
+                    skipped.append(SkippedEntry(name, "unsafe path, not extracted"))
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Copy with a running count: the header's file_size can lie, the bytes cannot.
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > limits.max_total_bytes:
+                            raise ArchiveError(
+                                f"{zip_path.name} unpacks to more than "
+                                f"{limits.max_total_bytes / 1e9:.1f} GB; it was not extracted."
+                            )
+                        out.write(chunk)
+    except ArchiveError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArchiveError(f"{zip_path.name} is damaged and cannot be read ({exc}). Create the zip again.") from exc
+    _logger.info("Extracted %s into %s (%d entries skipped)", zip_path.name, dest, len(skipped))
+    return skipped

@@ -1,0 +1,262 @@
+"""The command line: ``python -m transfer_gui models | train | evaluate | predict``.
+
+This interface is a contract: results go to stdout as JSON (or CSV for ``predict --csv``),
+progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from . import __version__
+from .bundle import load_bundle, save_bundle, zip_bundle
+from .catalog import CATALOG, DEFAULT_MODEL
+from .config import MODES, TrainConfig
+from .data import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, is_hidden, load_image, open_dataset, split_dataset
+from .errors import UserInputError
+from .inference import Predictor
+from .training import fit
+from .weights import availability, hub_reachable
+
+__all__ = ["main", "build_parser"]
+
+_logger = logging.getLogger(__name__)
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    parser = _Parser(prog="python -m transfer_gui",
+                     description="Teach a pretrained image model your own pictures.")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("models", help="list the model shortlist and whether each works here")
+
+    t = sub.add_parser("train", help="train a classifier on a folder or .zip with one folder per class")
+    t.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a filename,label CSV")
+    t.add_argument("--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL}, built in)")
+    t.add_argument("--weights", dest="weights_file", help="local .safetensors/.pth weights for --model")
+    t.add_argument("--mode", choices=MODES, default="quick",
+                   help="quick: frozen backbone, seconds; finetune: whole network, minutes")
+    t.add_argument("--epochs", type=int, help="epochs (default: 60 quick, 12 finetune)")
+    t.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    t.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
+                   help="share of each class held out for validation (default 0.25)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--out", required=True, help="folder to write the trained model bundle to")
+    t.add_argument("--zip", dest="zip_path", help="also write the bundle as this .zip file")
+
+    e = sub.add_parser("evaluate", help="measure a trained bundle on labelled images")
+    e.add_argument("bundle", help="bundle folder or .zip")
+    e.add_argument("data", help="folder with one sub-folder per class (names as in the bundle), or a .zip")
+
+    p = sub.add_parser("predict", help="classify images")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("paths", nargs="+", help="images, folders of images, or .zip files")
+    p.add_argument("--top-k", type=int, default=3, help="how many top classes to list (default 3)")
+    p.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
+    return parser
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+    sys.stderr.flush()
+
+
+def _out(obj) -> None:
+    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _cmd_models(_: argparse.Namespace) -> int:
+    online = hub_reachable()
+    for info in CATALOG:
+        _out({"name": info.name, "title": info.title, "params_m": info.params_m, "input_size": info.input_size,
+              "speed": info.speed, "trained_on": info.trained_on, "licence": info.licence,
+              "source": info.source, "availability": availability(info.name, online)})
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
+                         val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+                         weights_file=args.weights_file)
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        for warning in dataset.report.warnings:
+            _err(f"warning: {warning}")
+        for skipped in dataset.report.skipped:
+            _err(f"skipped {skipped.path}: {skipped.reason}")
+        split = split_dataset(dataset, config.val_fraction, config.seed)
+        for warning in split.warnings:
+            _err(f"warning: {warning}")
+        result = None
+        for event in fit(dataset, config, split=split):
+            if event.phase == "head" and event.epoch % 10 and event.epoch != event.epochs:
+                continue  # quick head epochs take milliseconds: every 10th is plenty on a terminal
+            line = f"[{event.elapsed_s:6.1f}s] {event.message}"
+            if event.train_loss is not None and event.phase != "done":
+                line += f" | train loss {event.train_loss:.3f}"
+            if event.val_loss is not None and event.phase != "done":
+                line += f" | val loss {event.val_loss:.3f}"
+            _err(line)
+            result = event.result or result
+        predictor = Predictor(result.model, result.labels, result.data_config, device=config.device)
+        report = predictor.evaluate(dataset, split.val)
+        out = save_bundle(result, args.out, dataset_report=dataset.report.to_dict(), evaluation=report.to_dict())
+        if args.zip_path:
+            zip_bundle(out, args.zip_path)
+    _out({
+        "out": str(Path(args.out).resolve()),
+        "zip": str(Path(args.zip_path).resolve()) if args.zip_path else None,
+        "model": result.model_name,
+        "mode": config.mode,
+        "labels": result.labels,
+        "val_accuracy": report.accuracy,
+        "val_macro_f1": report.macro_f1,
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "best_epoch": result.best,
+        "train_seconds": round(result.train_seconds, 3),
+        "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped],
+        "warnings": dataset.report.warnings + split.warnings,
+    })
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        bundle = load_bundle(args.bundle, tmp)
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False)
+        if not dataset.items:
+            raise UserInputError(f"No readable images in class folders under {args.data}.")
+        predictor = Predictor(bundle.model, bundle.labels, bundle.data_config)
+        report = predictor.evaluate(dataset)
+    result = report.to_dict()
+    result["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped]
+    _out(result)
+    return 0
+
+
+def _iter_image_paths(paths: Sequence[str], tmp: Path) -> Iterator[tuple[str, Path]]:
+    """(shown path, file) for every candidate image under the given files, folders and zips."""
+    from .archive import extract_zip
+
+    for n, raw in enumerate(paths):
+        path = Path(raw)
+        if not path.exists():
+            raise UserInputError(f"{raw} does not exist.")
+        if path.is_file() and path.suffix.lower() == ".zip":
+            dest = tmp / f"zip{n}"
+            for skipped in extract_zip(path, dest):
+                _err(f"skipped {raw}:{skipped.path}: {skipped.reason}")
+            for file in sorted(p for p in dest.rglob("*") if p.is_file()):
+                rel = file.relative_to(dest)
+                if not is_hidden(rel):
+                    yield f"{raw}:{rel.as_posix()}", file
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                rel = file.relative_to(path)
+                if not is_hidden(rel) and file.suffix.lower() in IMAGE_EXTENSIONS:
+                    yield str(file), file
+        else:
+            yield raw, path
+
+
+def prediction_rows(predictor: Predictor, images: Iterator[tuple[str, Path]], top_k: int,
+                    on_skip=None, batch_size: int = 32) -> Iterator[dict]:
+    """One row per readable image: path, label, confidence, then top1..topK label/confidence."""
+    k = max(1, min(top_k, len(predictor.labels)))
+
+    def rows(batch):
+        probs = predictor.probabilities([img for _, img in batch])
+        for (shown, _), p in zip(batch, probs):
+            order = p.argsort()[::-1][:k]
+            row = {"path": shown, "label": predictor.labels[order[0]], "confidence": float(p[order[0]])}
+            for rank, i in enumerate(order, start=1):
+                row[f"top{rank}_label"] = predictor.labels[i]
+                row[f"top{rank}_confidence"] = float(p[i])
+            yield row
+
+    batch = []
+    for shown, file in images:
+        try:
+            batch.append((shown, load_image(file)))
+        except IMAGE_READ_ERRORS as exc:
+            if on_skip:
+                on_skip(shown, f"not a readable image ({exc})")
+            continue
+        if len(batch) == batch_size:
+            yield from rows(batch)
+            batch = []
+    if batch:
+        yield from rows(batch)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise UserInputError("--top-k must be at least 1.")
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
+        images = _iter_image_paths(args.paths, Path(tmp))
+        skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
+        count = 0
+        if args.csv_path:
+            with open(args.csv_path, "w", newline="") as f:
+                writer = None
+                for row in prediction_rows(predictor, images, args.top_k, skip):
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(row))
+                        writer.writeheader()
+                    writer.writerow(row)
+                    count += 1
+        else:
+            for row in prediction_rows(predictor, images, args.top_k, skip):
+                _out(row)
+                count += 1
+    if count == 0:
+        raise UserInputError("No readable images were found in the given paths.")
+    _err(f"{count} image(s) classified" + (f"; rows written to {args.csv_path}" if args.csv_path else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+    try:
+        return commands[args.command](args)
+    except UserInputError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130

@@ -1,0 +1,504 @@
+"""Reading a person's labelled image set: folders, zips or a CSV, with a report of what was read.
+
+A dataset is a list of readable images with labels, plus a ``DatasetReport`` that says what was
+counted, what was skipped (and why) and what looks risky. Everything that fails to read is skipped
+with a reason; only a dataset that cannot be trained at all raises ``DataError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import random
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import timm.data
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .archive import ArchiveLimits, extract_zip
+from .errors import DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "IMAGE_READ_ERRORS",
+    "ImageItem",
+    "Skipped",
+    "DatasetReport",
+    "ImageDataset",
+    "Split",
+    "load_image",
+    "to_rgb",
+    "is_hidden",
+    "open_dataset",
+    "scan_folder",
+    "scan_csv",
+    "scan_files",
+    "split_dataset",
+    "eval_transform",
+    "train_transform",
+    "TorchImages",
+]
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# System litter that archivers and file managers add; skipped silently, never reported.
+_SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini", "__pycache__"})
+
+IMBALANCE_RATIO = 3.0  # warn above 3:1 between the largest and smallest class
+FEW_IMAGES = 5  # warn below 5 images in a class
+MIN_IMAGES = 2  # one to train on, one to check
+
+
+# --- images ------------------------------------------------------------------------------------
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB the way a person expects to see it.
+
+    Transparency is composited on white (``convert("RGB")`` would keep whatever colour the
+    transparent pixels happen to hold, often black). 16-bit and 32-bit greyscale are scaled to 8 bit
+    rather than clipped; palette, greyscale and CMYK are converted.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0  # 65535 -> 255
+        elif mode == "F":
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+        image = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as RGB with its EXIF orientation applied and transparency on white.
+
+    Raises:
+        OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError: the file is not a
+        readable image (PIL's own exceptions, passed through so callers can give the reason).
+    """
+    with Image.open(path) as im:
+        im.load()
+        oriented = ImageOps.exif_transpose(im)
+        return to_rgb(oriented if oriented is not None else im)
+
+
+IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError)
+
+
+def _read_failure(path: Path) -> str | None:
+    """Why ``path`` is not a usable image, or None when it reads."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        load_image(path)
+    except Image.DecompressionBombError:
+        return "image is too large (over PIL's decompression-bomb pixel limit)"
+    except UnidentifiedImageError:
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return "damaged or not really an image (cannot be decoded)"
+        return f"not an image file ({path.suffix or 'no extension'})"
+    except IMAGE_READ_ERRORS as exc:
+        return f"cannot be read as an image: {exc}"
+    return None
+
+
+def is_hidden(rel: Path) -> bool:
+    """True for dotfiles and OS litter (``__MACOSX``, ``.DS_Store``, ``Thumbs.db``) anywhere in a path."""
+    return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in rel.parts)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- dataset and report ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One readable image: where it is, its label, and its content hash (for duplicate checks)."""
+
+    path: Path
+    label: str
+    sha1: str
+    rel: str  # path shown to the user, relative to the dataset root
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not used, and why, in words a user understands."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class DatasetReport:
+    """What was read: images per class, skipped files with reasons, warnings.
+
+    Attributes:
+        counts: readable images per class, in label order.
+        skipped: files not used, with reasons (hidden/system files are not listed).
+        warnings: plain-language warnings (imbalance, small classes, duplicates).
+        conflicts: groups of identical files that carry different labels (rel paths).
+    """
+
+    counts: dict[str, int]
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conflicts: list[list[str]] = field(default_factory=list)
+
+    @property
+    def n_images(self) -> int:
+        """Total readable images."""
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (used by the CLI, bundles and the UI)."""
+        return {
+            "counts": dict(self.counts),
+            "n_images": self.n_images,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class ImageDataset:
+    """Readable labelled images plus the report of how they were read.
+
+    Attributes:
+        root: the folder the images live in (an extraction folder for zips).
+        items: the images, sorted by label then path (scans are deterministic).
+        labels: class names in sorted order; a label's index is its class id.
+        report: what was read, skipped and warned about.
+    """
+
+    root: Path
+    items: list[ImageItem]
+    labels: list[str]
+    report: DatasetReport
+
+    @property
+    def targets(self) -> list[int]:
+        """Class index of every item."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        return [index[item.label] for item in self.items]
+
+    def fingerprint(self) -> str:
+        """A hash of the images and labels: the key for caches of per-image results."""
+        h = hashlib.sha1()
+        for item in self.items:
+            h.update(f"{item.label}\0{item.sha1}\0{item.rel}\n".encode())
+        return h.hexdigest()
+
+
+def _build(root: Path, found: list[tuple[Path, str]], skipped: list[Skipped],
+           require_trainable: bool = True) -> ImageDataset:
+    """Read every candidate, drop unreadable ones with reasons, then check and report."""
+    items: list[ImageItem] = []
+    for path, label in sorted(found, key=lambda t: (t[1], str(t[0]))):
+        rel = _rel(path, root)
+        reason = _read_failure(path)
+        if reason:
+            skipped.append(Skipped(rel, reason))
+            continue
+        items.append(ImageItem(path, label, _sha1(path), rel))
+
+    counts = Counter(item.label for item in items)
+    labels = sorted(counts)
+    report = DatasetReport(counts={label: counts[label] for label in labels}, skipped=skipped)
+    if require_trainable:
+        _check_trainable(report)
+    _add_warnings(report, items)
+    _logger.info("Read %d images in %d classes from %s (%d skipped)",
+                 len(items), len(labels), root, len(skipped))
+    return ImageDataset(root, items, labels, report)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _check_trainable(report: DatasetReport) -> None:
+    counts = report.counts
+    if len(counts) < 2:
+        found = f" (found only {', '.join(repr(c) for c in counts)})" if counts else ""
+        raise DataError(
+            f"Need at least 2 classes with images{found}. Put the images of each class in a "
+            "folder named after the class (e.g. cats/ and dogs/), and upload a zip of those folders."
+        )
+    small = [f"'{label}' ({n})" for label, n in counts.items() if n < MIN_IMAGES]
+    if small:
+        raise DataError(
+            f"Every class needs at least {MIN_IMAGES} readable images (one to learn from, one to "
+            f"check with); too few in: {', '.join(small)}. Add images or remove that class."
+        )
+
+
+def _add_warnings(report: DatasetReport, items: list[ImageItem]) -> None:
+    counts = report.counts
+    if counts:
+        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+        if counts[small] and counts[big] / counts[small] > IMBALANCE_RATIO:
+            report.warnings.append(
+                f"Classes are unbalanced: '{big}' has {counts[big]} images but '{small}' only "
+                f"{counts[small]} ({counts[big] / counts[small]:.1f}:1). The model may favour "
+                f"'{big}'; add images to the smaller classes."
+            )
+    for label, n in counts.items():
+        if n < FEW_IMAGES:
+            report.warnings.append(
+                f"Class '{label}' has only {n} images; {FEW_IMAGES} or more per class "
+                "(ideally 20+) give much better results."
+            )
+    by_hash: dict[str, list[ImageItem]] = defaultdict(list)
+    for item in items:
+        by_hash[item.sha1].append(item)
+    for group in by_hash.values():
+        labels = sorted({item.label for item in group})
+        if len(labels) > 1:
+            paths = [item.rel for item in group]
+            report.conflicts.append(paths)
+            report.warnings.append(
+                f"The same image is labelled {' and '.join(repr(x) for x in labels)}: "
+                f"{', '.join(paths)}. One of these is probably mislabelled; remove the wrong copy."
+            )
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+def _class_root(root: Path) -> Path:
+    """Descend through single wrapping folders (``photos.zip`` -> ``photos/cats, photos/dogs``)."""
+    while True:
+        children = [c for c in root.iterdir() if not is_hidden(Path(c.name))]
+        dirs = [c for c in children if c.is_dir()]
+        files = [c for c in children if c.is_file()]
+        if len(dirs) == 1 and not files and any(d.is_dir() for d in dirs[0].iterdir()):
+            root = dirs[0]
+            continue
+        return root
+
+
+def scan_folder(folder: str | Path, require_trainable: bool = True) -> ImageDataset:
+    """Read a folder with one sub-folder per class (images may sit deeper inside a class folder).
+
+    Args:
+        folder: the folder (a single wrapping folder inside it is looked through).
+        require_trainable: raise unless there are 2+ classes with 2+ images each (False for
+            evaluation data, where one class is fine).
+
+    Raises:
+        DataError: not a folder, fewer than 2 classes, or a class with fewer than 2 images.
+    """
+    top = Path(folder)
+    if not top.is_dir():
+        raise DataError(f"{top} is not a folder. Give a folder with one sub-folder per class, or a .zip of it.")
+    root = _class_root(top)
+    csvs = [p for p in root.iterdir() if p.suffix.lower() == ".csv" and not is_hidden(Path(p.name))]
+    if len(csvs) == 1 and not any(p.is_dir() and not is_hidden(Path(p.name)) for p in root.iterdir()):
+        return scan_csv(csvs[0], require_trainable)
+    found: list[tuple[Path, str]] = []
+    skipped: list[Skipped] = []
+    empty: list[str] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if is_hidden(rel):
+            continue
+        if path.is_symlink():
+            skipped.append(Skipped(rel.as_posix(), "symbolic link (not followed)"))
+            continue
+        if path.is_dir():
+            if len(rel.parts) == 1 and not any(
+                    f.is_file() and not is_hidden(f.relative_to(path)) for f in path.rglob("*")):
+                empty.append(rel.as_posix())
+            continue
+        if len(rel.parts) == 1:
+            skipped.append(Skipped(rel.as_posix(), "not inside a class folder (put each image in a "
+                                                   "folder named after its class)"))
+            continue
+        found.append((path, rel.parts[0]))
+    dataset = _build(root, found, skipped, require_trainable)
+    for name in empty:
+        dataset.report.warnings.append(f"Folder '{name}' has no images and was left out.")
+    return dataset
+
+
+def scan_csv(csv_path: str | Path, require_trainable: bool = True) -> ImageDataset:
+    """Read a CSV with columns ``filename,label``; file names are relative to the CSV's folder.
+
+    Raises:
+        DataError: the CSV has no ``filename`` and ``label`` columns, or too few classes/images.
+    """
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "filename" not in columns or "label" not in columns:
+                raise DataError(
+                    f"{csv_path.name} must have a header row with the columns filename,label "
+                    f"(found: {', '.join(columns) or 'nothing'})."
+                )
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{csv_path.name} is not a UTF-8 text CSV file.") from exc
+    found: list[tuple[Path, str]] = []
+    skipped: list[Skipped] = []
+    for line, row in enumerate(rows, start=2):
+        name, label = row.get("filename", ""), row.get("label", "")
+        if not name or not label:
+            skipped.append(Skipped(f"{csv_path.name} line {line}", "missing filename or label"))
+            continue
+        path = (root / name).resolve()
+        if root.resolve() not in path.parents:
+            skipped.append(Skipped(name, "path points outside the CSV's folder"))
+        elif not path.is_file():
+            skipped.append(Skipped(name, "listed in the CSV but not found"))
+        else:
+            found.append((path, label))
+    return _build(root, found, skipped, require_trainable)
+
+
+def scan_files(files_by_label: dict[str, Sequence[str | Path]], root: str | Path | None = None,
+               require_trainable: bool = True) -> ImageDataset:
+    """Read images that a user put into named classes (e.g. uploaded per class in the browser)."""
+    found = [(Path(p), label) for label, paths in files_by_label.items() for p in paths]
+    common = Path(root) if root else Path("/")
+    return _build(common, found, [], require_trainable)
+
+
+def open_dataset(source: str | Path, workdir: str | Path | None = None,
+                 limits: ArchiveLimits | None = None, require_trainable: bool = True) -> ImageDataset:
+    """Open a labelled image set from a folder, a ``.zip`` of one, or a ``filename,label`` CSV.
+
+    Args:
+        source: folder, zip or CSV path.
+        workdir: a new or empty folder to extract a zip into (a new temporary folder when None).
+        limits: archive safety limits (defaults when None).
+        require_trainable: see ``scan_folder``.
+
+    Raises:
+        DataError, ArchiveError: with a message that says what to fix.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source} does not exist.")
+    if source.is_dir():
+        return scan_folder(source, require_trainable)
+    if source.suffix.lower() == ".csv":
+        return scan_csv(source, require_trainable)
+    dest = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tls-data-"))
+    skipped_entries = extract_zip(source, dest, limits)
+    dataset = scan_folder(dest, require_trainable)
+    dataset.report.skipped[:0] = [Skipped(s.path, s.reason) for s in skipped_entries]
+    return dataset
+
+
+# --- split -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into ``ImageDataset.items`` for training and validation, plus leakage warnings."""
+
+    train: list[int]
+    val: list[int]
+    warnings: list[str]
+
+
+def split_dataset(dataset: ImageDataset, val_fraction: float, seed: int) -> Split:
+    """Stratified, seeded train/validation split.
+
+    Each class puts ``round(n * val_fraction)`` images in validation, but at least one, and always
+    keeps at least one for training (a class with 2 images gives one to each side).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"The validation fraction must be between 0 and 1 (got {val_fraction}).")
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(dataset.items):
+        by_label[item.label].append(i)
+    train: list[int] = []
+    val: list[int] = []
+    for label in dataset.labels:
+        idx = list(by_label[label])
+        rng.shuffle(idx)
+        n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    train.sort()
+    val.sort()
+    warnings = []
+    train_hashes = defaultdict(list)
+    for i in train:
+        train_hashes[dataset.items[i].sha1].append(dataset.items[i].rel)
+    leaks = [(train_hashes[dataset.items[i].sha1][0], dataset.items[i].rel)
+             for i in val if dataset.items[i].sha1 in train_hashes]
+    if leaks:
+        shown = "; ".join(f"{a} = {b}" for a, b in leaks[:5])
+        warnings.append(
+            f"{len(leaks)} validation image(s) are identical to training images ({shown}), so the "
+            "validation accuracy is too optimistic. Remove the duplicate copies."
+        )
+    return Split(train, val, warnings)
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+
+def eval_transform(data_config: dict) -> Callable:
+    """The model's evaluation preprocessing (resize, centre crop, normalise) from its timm config.
+
+    Training validation, the Predictor, the CLI and exports all use this one function, so they see
+    the same pixels.
+    """
+    return timm.data.create_transform(**data_config, is_training=False)
+
+
+def train_transform(data_config: dict) -> Callable:
+    """timm's training augmentation for the model's input size and normalisation.
+
+    ``scale=(0.35, 1)`` instead of timm's ImageNet default (0.08, 1): with a few dozen images per
+    class, tiny crops often cut the object out entirely and teach the model noise.
+    """
+    return timm.data.create_transform(**data_config, is_training=True, scale=(0.35, 1.0),
+                                      hflip=0.5, color_jitter=0.2)
+
+
+class TorchImages(torch.utils.data.Dataset):
+    """A torch Dataset over selected items: decodes with ``load_image`` and applies ``transform``."""
+
+    def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable):
+        self.items = list(items)
+        self.targets = list(targets)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.transform(load_image(self.items[i].path)), self.targets[i]

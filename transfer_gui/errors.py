@@ -1,0 +1,28 @@
+"""Errors a user can cause and fix.
+
+Every engine error that a person can act on is a ``UserInputError``: its message says what went
+wrong and what to do. The UI turns these (and only these) into ``gr.Error``; the CLI turns them into
+exit code 2 with a one-line reason. Anything else is a bug and keeps its traceback.
+"""
+
+__all__ = ["UserInputError", "DataError", "ArchiveError", "ModelError", "WeightsUnavailableError"]
+
+
+class UserInputError(Exception):
+    """Base class: the input was wrong or unusable, and the message says how to fix it."""
+
+
+class DataError(UserInputError):
+    """The image set cannot be used (too few classes or images, unreadable layout)."""
+
+
+class ArchiveError(UserInputError):
+    """An uploaded archive is not a usable zip (wrong format, encrypted, too large, unsafe)."""
+
+
+class ModelError(UserInputError):
+    """The model name, weights file or saved bundle cannot be used."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights need the internet and it cannot be reached."""

