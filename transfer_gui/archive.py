@@ -99,10 +99,11 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
                 parts = PurePosixPath(name.replace("\\", "/")).parts
                 if info.is_dir() or not parts:
                     continue
-                if _is_hidden(parts):
-                    continue
+                # Unsafe before hidden: ".." also starts with a dot, and must be reported.
                 if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                     skipped.append(SkippedEntry(name, "unsafe path (absolute or with ..), not extracted"))
+                    continue
+                if _is_hidden(parts):
                     continue
                 if stat.S_ISLNK(info.external_attr >> 16):
                     skipped.append(SkippedEntry(name, "symbolic link, not extracted"))

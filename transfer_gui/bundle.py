@@ -157,5 +157,7 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None) -> Bundle:
     metadata = {}
     if (folder / METADATA_FILE).is_file():
         metadata = json.loads((folder / METADATA_FILE).read_text())
-    data_config = timm.data.resolve_model_data_config(model)
+    # JSON gives lists where timm gives tuples; tuples make configs compare equal to training's.
+    data_config = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in timm.data.resolve_model_data_config(model).items()}
     return Bundle(model.eval(), list(labels), data_config, metadata, folder)

@@ -20,8 +20,7 @@ class ModelInfo:
         name: timm model name with its pretrained tag (what ``timm.create_model`` takes).
         title: a short human name.
         family: "cnn" or "vit" (heat maps and speed differ by family).
-        params_m: parameters in millions, with the 1000-class ImageNet head (or none where the
-            pretrained model has no head).
+        params_m: parameters in millions at ``input_size``, with the pretrained model's head.
         gmacs: multiply-accumulates per image at ``input_size``, in billions (from timm's results
             tables); drives the relative speed shown to users.
         input_size: square input side in pixels used for training and prediction.
@@ -91,7 +90,7 @@ CATALOG: tuple[ModelInfo, ...] = (
               224, "ImageNet-1k (1.3M photos, 1000 classes)", "Apache-2.0"),
     # DINOv2 is pretrained at 518 px; at 224 px timm resamples its position embeddings on load and
     # it is ~5x cheaper, which is what makes it usable on a CPU.
-    ModelInfo("vit_small_patch14_dinov2.lvd142m", "DINOv2-Small (vision transformer)", "vit", 22.06,
+    ModelInfo("vit_small_patch14_dinov2.lvd142m", "DINOv2-Small (vision transformer)", "vit", 21.63,
               4.6, 224, "LVD-142M (142M curated web images, self-supervised)", "Apache-2.0",
               create_kwargs={"img_size": 224}),
 )

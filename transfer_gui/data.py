@@ -116,7 +116,7 @@ def _read_failure(path: Path) -> str | None:
             return "damaged or not really an image (cannot be decoded)"
         return f"not an image file ({path.suffix or 'no extension'})"
     except IMAGE_READ_ERRORS as exc:
-        return f"cannot be read as an image: {exc}"
+        return f"damaged or incomplete image ({exc})"
     return None
 
 
@@ -490,15 +490,44 @@ def train_transform(data_config: dict) -> Callable:
 
 
 class TorchImages(torch.utils.data.Dataset):
-    """A torch Dataset over selected items: decodes with ``load_image`` and applies ``transform``."""
+    """A torch Dataset over selected items: decodes with ``load_image`` and applies ``transform``.
 
-    def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable):
+    Decoding a phone photo costs far more than a forward pass of a small model, and training reads
+    every image once per epoch, so a dataset can keep work in memory for its own lifetime:
+
+    * ``keep="tensor"``: the transformed tensor (for deterministic evaluation transforms: exact);
+    * ``keep="decoded"``: the decoded image, shrunk so its shorter side is at most
+      ``shorter_side`` (for random training augmentation, which crops and resizes anyway);
+    * ``keep=None``: nothing.
+    """
+
+    def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable,
+                 keep: str | None = None, shorter_side: int | None = None):
         self.items = list(items)
         self.targets = list(targets)
         self.transform = transform
+        self.keep = keep
+        self.shorter_side = shorter_side
+        self._kept: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _decoded(self, i: int) -> Image.Image:
+        image = load_image(self.items[i].path)
+        if self.shorter_side and min(image.size) > self.shorter_side:
+            scale = self.shorter_side / min(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return image
+
     def __getitem__(self, i: int):
+        if self.keep == "tensor":
+            if i not in self._kept:
+                self._kept[i] = self.transform(load_image(self.items[i].path))
+            return self._kept[i], self.targets[i]
+        if self.keep == "decoded":
+            if i not in self._kept:
+                self._kept[i] = self._decoded(i)
+            return self.transform(self._kept[i]), self.targets[i]
         return self.transform(load_image(self.items[i].path)), self.targets[i]

@@ -40,6 +40,9 @@ __all__ = ["ProgressEvent", "TrainResult", "FeatureCache", "fit", "train", "pick
 
 _logger = logging.getLogger(__name__)
 
+# Validation tensors kept in memory during fine-tuning: 1000 x 3 x 224 x 224 floats is ~600 MB.
+_MAX_KEPT_VAL_TENSORS = 1000
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -295,14 +298,17 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
 
 
 def _loader(dataset: ImageDataset, indices: list[int], transform, batch_size: int, shuffle: bool,
-            seed: int) -> torch.utils.data.DataLoader:
+            seed: int, keep: str | None = None, shorter_side: int | None = None
+            ) -> torch.utils.data.DataLoader:
     items = [dataset.items[i] for i in indices]
     targets = [dataset.targets[i] for i in indices]
     gen = torch.Generator().manual_seed(seed)
     # num_workers=0: on a 2-core machine the model already uses both cores, and worker processes
-    # inside a web server thread cost more than decoding small images in-line.
-    return torch.utils.data.DataLoader(TorchImages(items, targets, transform), batch_size=batch_size,
-                                       shuffle=shuffle, generator=gen, num_workers=0)
+    # inside a web server thread cost more than decoding small images in-line. It also lets the
+    # dataset keep decoded images between epochs (workers would each keep their own copy).
+    return torch.utils.data.DataLoader(TorchImages(items, targets, transform, keep, shorter_side),
+                                       batch_size=batch_size, shuffle=shuffle, generator=gen,
+                                       num_workers=0)
 
 
 def _cached_features(run: _Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
@@ -418,9 +424,15 @@ def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, d
     """Phase 2 of LP-FT: the whole network, lower backbone learning rate, best epoch kept."""
     cfg = run.config
     epochs = cfg.resolved_epochs
+    # Decode each image once, not once per epoch: training keeps a copy about 1.5x the input size
+    # (augmentation crops and resizes it anyway), validation keeps its exact evaluation tensors.
+    # Both live only as long as this run.
+    side = int(data_config["input_size"][-1] * 1.5)
     train_loader = _loader(run.dataset, run.split.train, train_transform(data_config),
-                           cfg.batch_size, True, cfg.seed)
-    val_loader = _loader(run.dataset, run.split.val, eval_transform(data_config), 32, False, cfg.seed)
+                           cfg.batch_size, True, cfg.seed, keep="decoded", shorter_side=side)
+    val_keep = "tensor" if len(run.split.val) <= _MAX_KEPT_VAL_TENSORS else None
+    val_loader = _loader(run.dataset, run.split.val, eval_transform(data_config), 32, False, cfg.seed,
+                         keep=val_keep)
     steps = len(train_loader)
     opt = torch.optim.AdamW(_param_groups(model, head, cfg), lr=cfg.resolved_lr)
     sched = timm.scheduler.CosineLRScheduler(
@@ -433,7 +445,8 @@ def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, d
     since_best, updates, last_emit = 0, 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        _set_norm_eval(model)
+        if cfg.pretrained:  # a random backbone has no statistics worth keeping
+            _set_norm_eval(model)
         total, seen = 0.0, 0
         for step, (x, y) in enumerate(train_loader, start=1):
             if run.stop.is_set():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import socket
 import tempfile
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from .catalog import BUILTIN_MODEL, get_info
@@ -265,10 +267,17 @@ def create_model(
     if info is not None:
         name = info.name
     _check_known(name)
+    overlay = {}
+    if "img_size" in kwargs:
+        # timm builds the smaller model but keeps the checkpoint's input size in pretrained_cfg,
+        # which is what preprocessing (and a saved bundle) would then use: override it too.
+        size = kwargs["img_size"]
+        overlay["input_size"] = (3, size, size)
 
     if not pretrained:
         arch = name.split(":", 1)[-1] if name.startswith("local-dir:") else name
-        model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes,
+                                  pretrained_cfg_overlay=overlay, **kwargs)
         return LoadedModel(model.eval(), name, "random", kwargs)
 
     if weights_file is not None:
@@ -280,10 +289,10 @@ def create_model(
                 f"Weights file {path.name} is not a .safetensors or .pth file; "
                 "upload a PyTorch state dict saved with torch.save or safetensors."
             )
-        return LoadedModel(_create_from_file(name, num_classes, path, kwargs), name, "file", kwargs)
+        return LoadedModel(_create_from_file(name, num_classes, path, kwargs, overlay), name, "file", kwargs)
 
     if info is not None and info.builtin and prefer_builtin:
-        model = _create_from_file(name, num_classes, builtin_weights_file(), kwargs)
+        model = _create_from_file(name, num_classes, builtin_weights_file(), kwargs, overlay)
         return LoadedModel(model, name, "builtin", kwargs)
 
     if name.startswith("local-dir:"):
@@ -293,7 +302,8 @@ def create_model(
     cached = hub_cached_file(name, hf_cache_dir)
     if cached is not None:
         # Loading the cached file directly keeps us off the network entirely (no etag check).
-        return LoadedModel(_create_from_file(name, num_classes, cached, kwargs), name, "hub-cache", kwargs)
+        return LoadedModel(_create_from_file(name, num_classes, cached, kwargs, overlay), name,
+                           "hub-cache", kwargs)
 
     if not hub_reachable():
         raise WeightsUnavailableError(
@@ -302,11 +312,13 @@ def create_model(
             f"({BUILTIN_MODEL}) or upload a weights file for this architecture."
         )
     _logger.info("Downloading %s from the Hugging Face Hub", name)
-    model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    model = timm.create_model(name, pretrained=True, num_classes=num_classes,
+                              pretrained_cfg_overlay=overlay, **kwargs)
     return LoadedModel(model.eval(), name, "hub", kwargs)
 
 
-def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict) -> nn.Module:
+def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict,
+                      overlay: dict | None = None) -> nn.Module:
     """Build ``name`` and load a local state dict through timm's pretrained loader.
 
     timm drops the file's classifier when its class count differs from ``num_classes`` and
@@ -315,7 +327,7 @@ def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict) -> 
     try:
         model = timm.create_model(
             name, pretrained=True, num_classes=num_classes,
-            pretrained_cfg_overlay={"file": str(path)}, **kwargs,
+            pretrained_cfg_overlay={**(overlay or {}), "file": str(path)}, **kwargs,
         )
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
@@ -324,6 +336,9 @@ def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict) -> 
             f"The weights in {path.name} do not fit the architecture {name.split('.')[0]}: "
             f"{detail[:300]}. Pick the architecture these weights were trained with."
         ) from exc
-    except (ValueError, OSError, KeyError) as exc:
-        raise ModelError(f"Could not read weights from {path.name}: {exc}") from exc
+    except (ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        raise ModelError(
+            f"Could not read weights from {path.name} ({exc}); upload a state dict saved with "
+            "torch.save or safetensors."
+        ) from exc
     return model.eval()

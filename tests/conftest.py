@@ -1,0 +1,108 @@
+"""Shared fixtures: real example data, real built-in weights, small generated image sets."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXAMPLE = ROOT / "assets" / "example_dataset"
+TEST_IMAGES = ROOT / "assets" / "test_images"
+PHOTOS = ROOT / "tests" / "data"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def shape_image(kind: str, seed: int, size: int = 64) -> Image.Image:
+    """A red square or a blue circle at a random place on random noise."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    draw = ImageDraw.Draw(img)
+    r = size // 4
+    cx, cy = rng.integers(r, size - r, 2)
+    box = [cx - r, cy - r, cx + r, cy + r]
+    if kind == "square":
+        draw.rectangle(box, fill=(230, 20, 20))
+    else:
+        draw.ellipse(box, fill=(20, 20, 230))
+    return img
+
+
+def write_shapes(folder: Path, per_class: int = 8, size: int = 64) -> Path:
+    """A two-class folder dataset (square/, circle/) of generated PNGs."""
+    for k, kind in enumerate(("square", "circle")):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape_image(kind, 1000 * k + i, size).save(folder / kind / f"{kind}_{i}.png")
+    return folder
+
+
+def zip_folder(folder: Path, zip_path: Path, wrap: str | None = None) -> Path:
+    """Zip a folder's files, optionally inside a single wrapping folder."""
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(folder).as_posix()
+                zf.write(p, f"{wrap}/{rel}" if wrap else rel)
+    return zip_path
+
+
+@pytest.fixture
+def shapes_dir(tmp_path: Path) -> Path:
+    """Two classes x 8 generated images."""
+    return write_shapes(tmp_path / "shapes")
+
+
+@pytest.fixture(scope="session")
+def example_zip(tmp_path_factory) -> Path:
+    """The committed example dataset as a zip with a wrapping folder, as a user would make it."""
+    return zip_folder(EXAMPLE, tmp_path_factory.mktemp("zip") / "example.zip", wrap="example_dataset")
+
+
+@pytest.fixture(scope="session")
+def example_dataset():
+    """The example dataset, scanned once."""
+    from transfer_gui.data import open_dataset
+
+    return open_dataset(EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def quick_result(example_dataset):
+    """Quick training with the real built-in weights on the example data (seed 0)."""
+    from transfer_gui.config import TrainConfig
+    from transfer_gui.training import train
+
+    return train(example_dataset, TrainConfig(mode="quick", seed=0))
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(tmp_path_factory, quick_result, example_dataset) -> Path:
+    """``quick_result`` saved as a bundle folder."""
+    from transfer_gui.bundle import save_bundle
+
+    folder = tmp_path_factory.mktemp("bundle") / "example_model"
+    return save_bundle(quick_result, folder, dataset_report=example_dataset.report.to_dict())
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Folder for screenshots and other outputs a person should look at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def copy_example(dest: Path, labels: list[str] | None = None) -> Path:
+    """Copy (some classes of) the example dataset to ``dest``."""
+    for d in sorted(EXAMPLE.iterdir()):
+        if labels is None or d.name in labels:
+            shutil.copytree(d, dest / d.name)
+    return dest

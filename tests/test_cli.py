@@ -1,0 +1,110 @@
+"""The command line as a user runs it: real processes, outputs and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example
+
+ENV_OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, env=None, timeout=600):
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "transfer_gui", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, example_zip):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    proc = run("train", example_zip, "--out", out, "--zip", out.with_suffix(".zip"), "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(proc.stdout), proc.stderr
+
+
+def test_train_prints_progress_and_one_json_object(trained):
+    out, result, stderr = trained
+    assert {"out", "model", "mode", "labels", "val_accuracy", "train_seconds", "skipped"} <= set(result)
+    assert result["model"] == "tf_efficientnet_lite0.in1k" and result["mode"] == "quick"
+    assert result["labels"] == sorted(p.name for p in EXAMPLE.iterdir())
+    assert result["val_accuracy"] > 0.4 and result["skipped"] == []
+    assert "Reading images with the pretrained model" in stderr and "Finished" in stderr
+    assert (out / "model.safetensors").is_file() and out.with_suffix(".zip").is_file()
+
+
+def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path):
+    out, result, _ = trained
+    data = copy_example(tmp_path / "eval", ["fish", "bird"])  # a subset of classes, by name
+    (data / "fish" / "notes.txt").write_text("not an image")
+    proc = run("evaluate", out, data)
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads(proc.stdout)
+    assert {"accuracy", "macro_f1", "per_class", "labels", "confusion_matrix", "n_images", "skipped"} <= set(ev)
+    assert ev["n_images"] == 32 and ev["labels"] == result["labels"]
+    assert ev["skipped"] == [{"path": "fish/notes.txt", "reason": "not an image file (.txt)"}]
+    assert sum(map(sum, ev["confusion_matrix"])) == 32
+    assert ev["per_class"]["fish"]["support"] == 16
+
+
+def test_predict_json_lines_and_csv_agree(trained, tmp_path):
+    out, result, _ = trained
+    (tmp_path / "junk.png").write_bytes(b"nope")
+    proc = run("predict", out.with_suffix(".zip"), TEST_IMAGES, tmp_path / "junk.png", "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == len(list(TEST_IMAGES.iterdir()))
+    assert list(rows[0]) == ["path", "label", "confidence", "top1_label", "top1_confidence",
+                             "top2_label", "top2_confidence"]
+    assert all(r["label"] in result["labels"] and r["label"] == r["top1_label"] for r in rows)
+    assert "skipped" in proc.stderr and "junk.png" in proc.stderr
+    csv_path = tmp_path / "p.csv"
+    proc2 = run("predict", out, TEST_IMAGES, "--top-k", "2", "--csv", csv_path)
+    assert proc2.returncode == 0 and proc2.stdout == ""
+    with open(csv_path) as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [(r["path"], r["label"]) for r in csv_rows] == [(r["path"], r["label"]) for r in rows]
+    assert [float(r["confidence"]) for r in csv_rows] == pytest.approx([r["confidence"] for r in rows])
+
+
+def test_models_lists_the_catalog_with_availability():
+    proc = run("models", env=ENV_OFFLINE)
+    assert proc.returncode == 0
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) >= 8
+    assert rows[0]["availability"] == "built in (works offline)"
+    assert all(r["availability"] in ("needs internet (offline now)", "downloaded (works offline)")
+               for r in rows[1:])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "/no/such/folder", "--out", "/tmp/x"], "does not exist"),
+    (["train", EXAMPLE, "--out", "/tmp/x", "--model", "resnet_999"], "Unknown model"),
+    (["train", EXAMPLE, "--out", "/tmp/x", "--model", "resnet18.a1_in1k"], "needs the internet"),
+    (["train", TEST_IMAGES / "fish_dolphin_01.png", "--out", "/tmp/x"], "not a zip archive"),
+    (["train", EXAMPLE / "bird", "--out", "/tmp/x"], "at least 2 classes"),
+    (["predict", "/no/bundle", TEST_IMAGES], "does not exist"),
+    (["train", EXAMPLE, "--out", "/tmp/x", "--epochs", "0"], "Epochs must be between"),
+    (["train"], "required"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message):
+    proc = run(*args, env=ENV_OFFLINE)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_too_few_images_in_a_class(tmp_path):
+    data = copy_example(tmp_path / "d", ["bird", "fish"])
+    for p in sorted((data / "fish").iterdir())[1:]:
+        p.unlink()
+    proc = run("train", data, "--out", tmp_path / "m")
+    assert proc.returncode == 2 and "'fish' (1)" in proc.stderr and "Traceback" not in proc.stderr
