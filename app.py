@@ -1,0 +1,25 @@
+"""Start the Transfer Learning Studio web app: ``python app.py``.
+
+Serves on http://127.0.0.1:7860 by default; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (which Hugging
+Face Spaces sets) take precedence. Works offline with the built-in model and the example data.
+"""
+
+import logging
+import os
+
+from transfer_gui.ui import build_demo, launch_kwargs
+
+
+def main() -> None:
+    """Build the app and serve it until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo = build_demo()
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **launch_kwargs(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Event functions: UI values in, engine calls, UI values out.
+
+Every function here is a plain ``def`` (Gradio runs it in a worker thread, so torch work never
+blocks the event loop) and can be called directly in tests. Engine errors a user can fix
+(``UserInputError``) become ``gr.Error`` with the engine's message; nothing else is caught, so a
+bug keeps its traceback in the server log while the page shows only a generic error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from .bundle import save_bundle, zip_bundle
+from .catalog import CATALOG, DEFAULT_MODEL, get_info
+from .config import TrainConfig
+from .data import IMAGE_EXTENSIONS, open_dataset, scan_files
+from .errors import UserInputError
+from .inference import Predictor
+from .session import Session
+from .training import ProgressEvent, fit
+from .weights import availability
+
+__all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "ROOT"]
+
+_logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
+
+MODE_CHOICES = [
+    ("Quick: train only the last layer (seconds)", "quick"),
+    ("Fine-tune: adjust the whole model (minutes, usually more accurate)", "finetune"),
+]
+_GALLERY_PER_CLASS = 4
+_MIN_YIELD_S = 0.4  # at most ~2 UI updates a second: the plot stays smooth, the socket quiet
+_WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """Dropdown entries: a readable line per catalog model, value = timm name."""
+    out = []
+    for m in CATALOG:
+        where = "works offline" if m.builtin else "downloads once"
+        out.append((f"{m.title}: {m.params_m:.1f}M parameters, {m.speed}, {where}", m.name))
+    return out
+
+
+def model_card(name: str) -> str:
+    """What a non-programmer needs to choose a model, in Markdown."""
+    info = get_info(name)
+    if info is None:
+        return f"**{name}**: any timm model name; availability: {availability(name)}."
+    return (
+        f"**{info.title}** (`{info.name}`)  \n"
+        f"Size: {info.params_m:.1f} million parameters · Speed on a laptop CPU: {info.speed} · "
+        f"Input: {info.input_size}×{info.input_size} px  \n"
+        f"Learned from: {info.trained_on} · Licence: {info.licence}  \n"
+        f"Weights: {info.source} · **{availability(info.name)}**"
+    )
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _user_error(exc: UserInputError) -> gr.Error:
+    return gr.Error(str(exc), print_exception=False)
+
+
+class Handlers:
+    """The app's event functions, with the app-wide training guard.
+
+    Args:
+        training_slots: trainings that may run at once in this process (the shared slot).
+    """
+
+    def __init__(self, training_slots: int = 1):
+        self.training_slots = training_slots
+        # Held by each run from its first to its last step. Gradio's concurrency limit frees its
+        # slot as soon as an event is cancelled (a closed tab), while the step in flight still
+        # runs; this guard makes the next run wait for it instead of overlapping it.
+        self._guard = threading.BoundedSemaphore(training_slots)
+        self._sessions: dict[str, Session] = {}  # session hash -> Session, for unload
+        self._sessions_lock = threading.Lock()
+
+    # --- session lifecycle ---------------------------------------------------------------------
+
+    def on_load(self, session: Session, request: gr.Request) -> Session:
+        """Remember which Session belongs to this browser tab, so closing the tab can end it."""
+        if request is not None and request.session_hash:
+            with self._sessions_lock:
+                self._sessions[request.session_hash] = session
+        return session
+
+    def on_unload(self, request: gr.Request) -> None:
+        """The tab closed: stop its training (freeing the slot) and delete its files."""
+        with self._sessions_lock:
+            session = self._sessions.pop(getattr(request, "session_hash", None) or "", None)
+        if session is not None:
+            session.close()
+
+    @staticmethod
+    def on_state_deleted(session: Session | None) -> None:
+        """Gradio expired the state: delete the session's files."""
+        if isinstance(session, Session):
+            session.close()
+
+    # --- step 1: data --------------------------------------------------------------------------
+
+    @staticmethod
+    def data_view(session: Session):
+        """(summary, counts table, gallery, skipped table, train button) for the current dataset."""
+        ds = session.dataset
+        if ds is None:
+            return ("No images yet: upload a zip, build classes, or use the example.",
+                    pd.DataFrame(columns=["class", "images"]), [],
+                    pd.DataFrame(columns=["file", "reason"]), gr.Button(interactive=False))
+        report = ds.report
+        lines = [f"**{report.n_images} images in {len(ds.labels)} classes** are ready"
+                 + (f"; **{len(report.skipped)} files were skipped** (listed below)." if report.skipped else ".")]
+        lines += [f"⚠️ {w}" for w in report.warnings]
+        counts = pd.DataFrame({"class": list(report.counts), "images": list(report.counts.values())})
+        gallery = []
+        for label in ds.labels:
+            items = [i for i in ds.items if i.label == label][:_GALLERY_PER_CLASS]
+            gallery += [(str(i.path), label) for i in items]
+        skipped = pd.DataFrame([{"file": s.path, "reason": s.reason} for s in report.skipped],
+                               columns=["file", "reason"])
+        return "\n\n".join(lines), counts, gallery, skipped, gr.Button(interactive=True)
+
+    def load_zip(self, session: Session, zip_file: str | None):
+        """Read an uploaded .zip with one folder per class."""
+        if not zip_file:
+            raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
+        try:
+            dataset = open_dataset(zip_file, workdir=session.new_folder("upload"))
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        return self._use_dataset(session, dataset)
+
+    def load_example(self, session: Session):
+        """Use the bundled example dataset (6 classes of public-domain drawings)."""
+        try:
+            dataset = open_dataset(EXAMPLE_DATASET)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        return self._use_dataset(session, dataset)
+
+    def _use_dataset(self, session: Session, dataset):
+        session.dataset = dataset
+        session.reset_model()
+        return (*self.data_view(session), session)
+
+    @staticmethod
+    def classes_table(session: Session) -> pd.DataFrame:
+        """The class builder's classes and image counts."""
+        return pd.DataFrame({"class": list(session.classes),
+                             "images": [len(v) for v in session.classes.values()]},
+                            columns=["class", "images"])
+
+    def add_images(self, session: Session, class_name: str, files: list[str] | None,
+                   snapshot: Image.Image | None):
+        """Add uploaded files and/or a webcam/clipboard snapshot to a named class."""
+        name = (class_name or "").strip().strip("/\\")
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise gr.Error("Type a class name first (letters, numbers, spaces; no slashes).")
+        files = list(files or [])
+        if not files and snapshot is None:
+            raise gr.Error(f"Add some images for '{name}': upload files, take a webcam photo or paste one.")
+        folder = session.workdir / "classes" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        added = session.classes.setdefault(name, [])
+        for f in files:
+            src = Path(f)
+            dest = folder / f"{len(added):04d}_{src.name}"
+            shutil.copyfile(src, dest)
+            added.append(dest)
+        if snapshot is not None:
+            dest = folder / f"{len(added):04d}_snapshot.png"
+            snapshot.save(dest)
+            added.append(dest)
+        gr.Info(f"'{name}' now has {len(added)} images.")
+        return self.classes_table(session), None, None, session
+
+    def clear_classes(self, session: Session):
+        """Empty the class builder."""
+        session.classes.clear()
+        shutil.rmtree(session.workdir / "classes", ignore_errors=True)
+        return self.classes_table(session), session
+
+    def use_classes(self, session: Session):
+        """Use the classes built in the browser as the dataset."""
+        if not session.classes:
+            raise gr.Error("Create at least two classes and add images to each first.")
+        try:
+            dataset = scan_files({k: v for k, v in session.classes.items()},
+                                 root=session.workdir / "classes")
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        return self._use_dataset(session, dataset)
+
+    # --- step 3: train -------------------------------------------------------------------------
+
+    @staticmethod
+    def make_config(model_choice: str, custom_model: str, weights_file: str | None, mode: str,
+                    epochs: float | None, lr: float | None, val_fraction: float, seed: float) -> TrainConfig:
+        """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default"."""
+        model = (custom_model or "").strip() or model_choice or DEFAULT_MODEL
+        return TrainConfig(
+            model=model, mode=mode or "quick",
+            epochs=int(epochs) if epochs else None,
+            lr=float(lr) if lr else None,
+            val_fraction=float(val_fraction) if val_fraction else TrainConfig.val_fraction,
+            seed=int(seed or 0),
+            weights_file=str(weights_file) if weights_file else None,
+        )
+
+    @staticmethod
+    def _x(event: ProgressEvent, config: TrainConfig) -> float:
+        """Plot position in epochs. In fine-tune mode the quick head phase is squeezed into
+        epoch 0-1 so the slower full-network epochs get the room they need."""
+        if event.phase == "head":
+            return float(event.epoch) if config.mode == "quick" else event.epoch / max(1, event.epochs)
+        offset = 1.0
+        if event.val_loss is None:  # mid-epoch: a fraction of the running epoch
+            return offset + event.epoch + event.step / max(1, event.steps)
+        return offset + event.epoch
+
+    @staticmethod
+    def _status(event: ProgressEvent, best_acc: float | None) -> str:
+        parts = [f"**{event.message}**", f"elapsed {_fmt_s(event.elapsed_s)}"]
+        if event.eta_s is not None and event.phase != "done":
+            parts.append(f"about {_fmt_s(event.eta_s)} left")
+        if best_acc is not None:
+            parts.append(f"best validation accuracy so far {best_acc:.0%}")
+        return " · ".join(parts)
+
+    @staticmethod
+    def _plots(rows: list[dict]):
+        df = pd.DataFrame(rows, columns=["epoch", "value", "series"])
+        loss = df[df["series"] != "validation accuracy"].reset_index(drop=True)
+        acc = df[df["series"] == "validation accuracy"].reset_index(drop=True)
+        return loss, acc
+
+    def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+              mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float
+              ) -> Iterator[tuple]:
+        """Train with live updates. Yields (status, loss plot, accuracy plot, train button,
+        stop button, download button, results, per-class table, mistakes, session)."""
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        try:
+            config = self.make_config(model_choice, custom_model, weights_file, mode, epochs, lr,
+                                      val_fraction, seed)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        busy = (gr.Button(interactive=False), gr.Button(interactive=True), gr.DownloadButton(interactive=False))
+        rows: list[dict] = []
+        empty = self._plots(rows)
+        if not session.training.acquire(blocking=False):
+            yield ("Waiting for the previous training to finish its last step...", *empty, *busy,
+                   "", None, [], session)
+            if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
+                raise gr.Error("The previous training is still stopping; try again in a minute.")
+        try:
+            if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
+                raise gr.Error("Another training on this server is still stopping; try again in a minute.")
+            try:
+                yield from self._run(session, config, rows, busy)
+            finally:
+                self._guard.release()
+        finally:
+            session.training.release()
+
+    def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple):
+        session.stop.clear()
+        session.reset_model()
+        best_acc = None
+        last_yield = 0.0
+        result = None
+        try:
+            for event in fit(session.dataset, config, stop=session.stop, cache=session.cache):
+                if event.phase in ("head", "finetune"):
+                    x = self._x(event, config)
+                    if event.train_loss is not None:
+                        rows.append({"epoch": x, "value": event.train_loss, "series": "training loss"})
+                    if event.val_loss is not None:
+                        rows.append({"epoch": x, "value": event.val_loss, "series": "validation loss"})
+                        rows.append({"epoch": x, "value": event.val_acc, "series": "validation accuracy"})
+                        if event.is_best:
+                            best_acc = event.val_acc
+                if event.result is not None:
+                    result = event.result
+                    break
+                now = time.perf_counter()
+                if now - last_yield >= _MIN_YIELD_S or event.phase in ("load", "features"):
+                    last_yield = now
+                    yield (self._status(event, best_acc), *self._plots(rows), *busy, "", None, [], session)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        if not result.history:  # stopped while reading images: there is no trained head to keep
+            yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
+                   "Press Train again.", *self._plots(rows), gr.Button(interactive=True),
+                   gr.Button(interactive=False), gr.DownloadButton(interactive=False), "", None, [], session)
+            return
+        yield (f"**Checking the model on the validation images...** elapsed {_fmt_s(result.train_seconds)}",
+               *self._plots(rows), *busy, "", None, [], session)
+        session.result = result
+        session.predictor = Predictor(result.model, result.labels, result.data_config, device=config.device)
+        session.evaluation = session.predictor.evaluate(session.dataset, result.split.val)
+        folder = save_bundle(result, session.new_folder("bundle") / "model",
+                             dataset_report=session.dataset.report.to_dict(),
+                             evaluation=session.evaluation.to_dict())
+        session.bundle_zip = zip_bundle(folder, folder.parent / "trained-model.zip")
+        ev = session.evaluation
+        what = "Stopped" if result.stopped else "Done"
+        status = (f"**{what}.** Kept the best model (epoch {result.best['epoch']} of "
+                  f"{'the head training' if result.best['phase'] == 'head' else 'fine-tuning'}): "
+                  f"validation accuracy **{ev.accuracy:.0%}** on {ev.n_images} images · "
+                  f"trained in {_fmt_s(result.train_seconds)}. Test it in step 4, download it in step 5.")
+        yield (status, *self._plots(rows), gr.Button(interactive=True), gr.Button(interactive=False),
+               gr.DownloadButton(value=str(session.bundle_zip), interactive=True),
+               *self.results_view(session), session)
+
+    @staticmethod
+    def results_view(session: Session):
+        """(summary, per-class table, mistakes gallery) of the last evaluation."""
+        ev = session.evaluation
+        if ev is None:
+            return "", None, []
+        correct = round(ev.accuracy * ev.n_images)
+        summary = (f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out images "
+                   f"right) · macro-F1 {ev.macro_f1:.2f} · {len(ev.mistakes)} mistakes, most confident first:")
+        table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
+                               "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()])
+        root = session.dataset.root if session.dataset else Path(".")
+        mistakes = [(str(root / m.path) if not Path(m.path).is_absolute() else m.path,
+                     f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%})") for m in ev.mistakes[:12]]
+        return summary, table, mistakes
+
+    @staticmethod
+    def stop(session: Session) -> str:
+        """Ask the running training to stop after the current batch, keeping the best model."""
+        session.stop.set()
+        return "**Stopping after this batch...** the best model so far will be kept."
+
+    # --- step 4: test --------------------------------------------------------------------------
+
+    @staticmethod
+    def predict(session: Session, image: Image.Image | None):
+        """Top classes with confidences for one picture (gr.Label's dict)."""
+        if image is None:
+            return None
+        if session.predictor is None:
+            raise gr.Error("Train a model first (step 3), then test it here.")
+        predictor = session.predictor
+        return dict(predictor.predict(image, top_k=len(predictor.labels)))
+
+
+def training_slots_from_env() -> int:
+    """Trainings at once, from TLS_TRAINING_SLOTS (default 1: a CPU has no room for two)."""
+    try:
+        return max(1, int(os.environ.get("TLS_TRAINING_SLOTS", "1")))
+    except ValueError:
+        return 1
+
+
+def queue_size_from_env() -> int:
+    """Waiting users allowed in the queue, from TLS_QUEUE_SIZE (default 20)."""
+    try:
+        return max(1, int(os.environ.get("TLS_QUEUE_SIZE", "20")))
+    except ValueError:
+        return 20
+
+
+def image_extensions() -> list[str]:
+    """File types the uploaders accept."""
+    return sorted(IMAGE_EXTENSIONS)

@@ -1,0 +1,88 @@
+"""One browser session's state: its data, model, training run and files.
+
+A ``Session`` is the value of the app's ``gr.State``: Gradio creates one per page load, so nothing
+here is shared between users. Its files live in its own temporary folder, removed by ``close()``
+(called when the tab closes, or when Gradio expires the state).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+from .data import ImageDataset
+from .evaluation import EvalReport
+from .inference import Predictor
+from .training import FeatureCache, TrainResult
+
+__all__ = ["Session", "new_session"]
+
+_logger = logging.getLogger(__name__)
+
+class Session:
+    """Everything one user has built so far.
+
+    A plain class, not a dataclass: Gradio serialises dataclass values of components, and a lock
+    cannot be serialised.
+
+    Attributes:
+        id: a short random id (log lines, folder names).
+        workdir: this session's private folder for uploads, extractions and bundles.
+        dataset: the image set in use, or None.
+        classes: the Teachable-Machine-style class builder: class name -> image files.
+        result: the last training result (kept even when training was stopped).
+        predictor: a Predictor for ``result``.
+        evaluation: the validation report of ``result``.
+        bundle_zip: the downloadable bundle of ``result``.
+        stop: set to stop the running training between batches.
+        training: held while this session trains; a new run waits for a stopped one to finish.
+        cache: frozen-backbone features of this session's data, reused by later runs.
+        closed: the session ended; its files are gone.
+    """
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tls-session-{self.id}-"))
+        self.dataset: ImageDataset | None = None
+        self.classes: dict[str, list[Path]] = {}
+        self.result: TrainResult | None = None
+        self.predictor: Predictor | None = None
+        self.evaluation: EvalReport | None = None
+        self.bundle_zip: Path | None = None
+        self.stop = threading.Event()
+        self.training = threading.Lock()
+        self.cache = FeatureCache()
+        self.closed = False
+
+    def __deepcopy__(self, memo):
+        # Gradio deep-copies a State's initial value per session; ours is built fresh per session
+        # by the factory already, and locks/events cannot be copied.
+        return self
+
+    def new_folder(self, name: str) -> Path:
+        """A fresh, empty sub-folder of this session's workdir."""
+        folder = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def reset_model(self) -> None:
+        """Forget the trained model (the data changed, so it no longer matches)."""
+        self.result = self.predictor = self.evaluation = self.bundle_zip = None
+
+    def close(self) -> None:
+        """Stop any training and delete this session's files. Safe to call more than once."""
+        self.closed = True
+        self.stop.set()
+        if self.training.acquire(timeout=30):  # let a running step finish before deleting its files
+            self.training.release()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        _logger.info("Session %s closed", self.id)
+
+
+def new_session() -> Session:
+    """A fresh Session: the ``gr.State`` factory, called once per page load."""
+    return Session()

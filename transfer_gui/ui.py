@@ -1,0 +1,169 @@
+"""``build_demo()``: the page's layout and wiring. No logic lives here (see handlers.py)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .catalog import DEFAULT_MODEL
+from .handlers import (MODE_CHOICES, ROOT, Handlers, image_extensions, model_card, model_choices,
+                       queue_size_from_env, training_slots_from_env)
+from .session import new_session
+
+__all__ = ["build_demo", "launch_kwargs"]
+
+CSS_FILE = ROOT / "assets" / "style.css"
+TEST_IMAGES = ROOT / "assets" / "test_images"
+STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
+
+INTRO = """# Transfer Learning Studio
+Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
+let it learn (you can watch), then try it on new pictures. It starts from a model that has already
+seen millions of photos, so a few dozen images per class are enough."""
+
+
+def launch_kwargs() -> dict:
+    """Arguments for ``demo.launch`` that style the page (Gradio 6 takes css/theme at launch)."""
+    return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft()}
+
+
+def build_demo(training_slots: int | None = None, queue_size: int | None = None) -> gr.Blocks:
+    """Build the app.
+
+    Args:
+        training_slots: trainings at once across all users (default: $TLS_TRAINING_SLOTS or 1).
+        queue_size: waiting events allowed in the queue (default: $TLS_QUEUE_SIZE or 20).
+    """
+    slots = training_slots or training_slots_from_env()
+    h = Handlers(slots)
+    # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
+    # than 6 hours, checking hourly, so a public server's disk does not fill up.
+    with gr.Blocks(title="Transfer Learning Studio", delete_cache=(3600, STATE_TTL_S)) as demo:
+        state = gr.State(new_session, time_to_live=STATE_TTL_S, delete_callback=Handlers.on_state_deleted)
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            # --- 1. data ---------------------------------------------------------------------
+            with gr.Tab("1. Your images", id="tab-data"):
+                with gr.Row():
+                    with gr.Column():
+                        gr.Markdown("**Upload a .zip** with one folder per class "
+                                    "(e.g. `cats/`, `dogs/`), pictures inside.")
+                        zip_upload = gr.File(label="Zip of class folders", file_types=[".zip"],
+                                             elem_id="zip-upload")
+                        example_btn = gr.Button("Use the example dataset (6 kinds of drawings)",
+                                                elem_id="example-btn")
+                    with gr.Column():
+                        gr.Markdown("**Or make classes here**: name a class, add pictures "
+                                    "(files, webcam or paste), repeat for each class.")
+                        with gr.Row():
+                            class_name = gr.Textbox(label="Class name", placeholder="e.g. apples",
+                                                    elem_id="class-name", scale=2)
+                            add_btn = gr.Button("Add to class", elem_id="add-images", scale=1)
+                        with gr.Row():
+                            class_files = gr.File(label="Pictures", file_count="multiple",
+                                                  file_types=image_extensions(), elem_id="class-files")
+                            snapshot = gr.Image(label="Webcam or paste", type="pil",
+                                                sources=["webcam", "clipboard", "upload"],
+                                                elem_id="class-snapshot")
+                        classes_table = gr.Dataframe(label="Your classes", interactive=False,
+                                                     elem_id="classes-table")
+                        with gr.Row():
+                            use_classes_btn = gr.Button("Use these classes", variant="primary",
+                                                        elem_id="use-classes")
+                            clear_btn = gr.Button("Start over", elem_id="clear-classes")
+                data_summary = gr.Markdown("No images yet: upload a zip, build classes, or use the example.",
+                                           elem_id="data-summary")
+                with gr.Row():
+                    counts = gr.Dataframe(label="Images per class", interactive=False, elem_id="counts", scale=1)
+                    gallery = gr.Gallery(label="A few images of each class", columns=8, height=260,
+                                         elem_id="gallery", scale=3)
+                skipped = gr.Dataframe(label="Skipped files and why", interactive=False, elem_id="skipped")
+
+            # --- 2. model --------------------------------------------------------------------
+            with gr.Tab("2. Model", id="tab-model"):
+                model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Pretrained model",
+                                    elem_id="model")
+                card = gr.Markdown(model_card(DEFAULT_MODEL), elem_id="model-card")
+                with gr.Accordion("Advanced: any timm model, or your own weights", open=False):
+                    custom_model = gr.Textbox(label="timm model name (overrides the list)",
+                                              placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
+                                              elem_id="custom-model")
+                    weights_file = gr.File(label="Weights file for that architecture (.safetensors or .pth)",
+                                           file_types=[".safetensors", ".pth", ".pt", ".bin"],
+                                           elem_id="weights-file")
+
+            # --- 3. train --------------------------------------------------------------------
+            with gr.Tab("3. Train", id="tab-train"):
+                mode = gr.Radio(MODE_CHOICES, value="quick", label="How to train", elem_id="mode")
+                with gr.Accordion("Advanced settings", open=False):
+                    with gr.Row():
+                        epochs = gr.Number(label="Epochs (0 = automatic: 60 quick, 12 fine-tune)", value=0,
+                                           precision=0, minimum=0, maximum=1000, elem_id="epochs")
+                        lr = gr.Number(label="Learning rate (0 = automatic: 0.001)", value=0, minimum=0,
+                                       elem_id="lr")
+                        val_fraction = gr.Slider(0.1, 0.5, value=0.25, step=0.05,
+                                                 label="Share of images held back to check the model",
+                                                 elem_id="val-fraction")
+                        seed = gr.Number(label="Random seed", value=0, precision=0, elem_id="seed")
+                with gr.Row():
+                    train_btn = gr.Button("Train", variant="primary", interactive=False, elem_id="train-btn")
+                    stop_btn = gr.Button("Stop (keeps the best model so far)", variant="stop",
+                                         interactive=False, elem_id="stop-btn")
+                status = gr.Markdown("Load images in step 1 first; then press Train.", elem_id="train-status")
+                with gr.Row():
+                    loss_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Loss (lower is better)",
+                                            x_title="epoch", y_title="loss", height=300, elem_id="loss-plot")
+                    acc_plot = gr.LinePlot(x="epoch", y="value", color="series",
+                                           title="Validation accuracy (higher is better)", x_title="epoch",
+                                           y_title="accuracy", y_lim=[0, 1], height=300, elem_id="acc-plot")
+
+            # --- 4. test ---------------------------------------------------------------------
+            with gr.Tab("4. Test", id="tab-test"):
+                with gr.Row():
+                    with gr.Column():
+                        test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="pil",
+                                              sources=["upload", "webcam", "clipboard"], elem_id="test-image")
+                        examples = sorted(str(p) for p in TEST_IMAGES.glob("*") if p.is_file())
+                        gr.Examples(examples, inputs=[test_image], label="Or try one of these",
+                                    cache_examples=False)
+                    prediction = gr.Label(num_top_classes=5, label="What the model sees", elem_id="prediction")
+                results = gr.Markdown(elem_id="results-summary")
+                per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
+                                         interactive=False, elem_id="per-class")
+                mistakes = gr.Gallery(label="Mistakes on held-out images (true → predicted)", columns=6,
+                                      height=240, elem_id="mistakes")
+
+            # --- 5. download -----------------------------------------------------------------
+            with gr.Tab("5. Download", id="tab-download"):
+                gr.Markdown("The trained model as a zip in timm / Hugging Face layout "
+                            "(`config.json` + `model.safetensors`, labels and preprocessing inside). "
+                            "Load it with `timm.create_model('local-dir:FOLDER', pretrained=True)` "
+                            "or `python -m transfer_gui predict model.zip photo.jpg`.")
+                download_btn = gr.DownloadButton("Download the trained model (.zip)", interactive=False,
+                                                 elem_id="download-btn")
+
+        # --- wiring ----------------------------------------------------------------------------
+        data_outputs = [data_summary, counts, gallery, skipped, train_btn, state]
+        demo.load(h.on_load, [state], [state], queue=False, api_visibility="private")
+        demo.load(h.classes_table, [state], [classes_table], queue=False, api_visibility="private")
+        demo.unload(h.on_unload)
+        zip_upload.upload(h.load_zip, [state, zip_upload], data_outputs, show_progress_on=[data_summary],
+                          api_name="load_zip")
+        example_btn.click(h.load_example, [state], data_outputs, show_progress_on=[data_summary],
+                          api_name="use_example")
+        add_btn.click(h.add_images, [state, class_name, class_files, snapshot],
+                      [classes_table, class_files, snapshot, state], api_name="add_images")
+        use_classes_btn.click(h.use_classes, [state], data_outputs, show_progress_on=[data_summary],
+                              api_name="use_classes")
+        clear_btn.click(h.clear_classes, [state], [classes_table, state], api_name="clear_classes")
+        model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
+        train_btn.click(
+            h.train, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed],
+            [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, results, per_class, mistakes, state],
+            # the queue position and progress show on the status line, never over the live plots
+            show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
+        )
+        stop_btn.click(h.stop, [state], [status], queue=False, api_name="stop")
+        test_image.change(h.predict, [state, test_image], [prediction], show_progress_on=[prediction],
+                          api_name="predict")
+    demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)
+    return demo
