@@ -111,12 +111,13 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
 
 def test_stop_during_fine_tune_keeps_the_best_model(h, session):
     h.load_example(session)
-    updates = _train(h, session, mode="finetune", epochs=30, stop_when="Fine-tuning")
+    updates = _train(h, session, mode="finetune", epochs=30, stop_when="/30, validation accuracy")
     final = updates[-1][0]
     assert "**Stopped.**" in final and "Kept the best model" in final
     assert session.result.stopped and session.predictor is not None and session.bundle_zip.is_file()
     ft_epochs = [r for r in session.result.history if r["phase"] == "finetune"]
-    assert len(ft_epochs) < 30
+    assert 1 <= len(ft_epochs) < 30
+    assert session.result.best == min(session.result.history, key=lambda r: r["val_loss"])
 
 
 def test_a_second_training_waits_for_a_stopping_one(h, session):

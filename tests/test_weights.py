@@ -132,3 +132,17 @@ def test_catalog_facts_match_timm():
         size = timm.data.resolve_model_data_config(model)["input_size"][-1]
         assert size == info.input_size, (info.name, size)
     assert get_info("tf_efficientnet_lite0") is CATALOG[0]
+
+
+def test_check_available_answers_before_any_work(monkeypatch, tmp_path):
+    from transfer_gui.weights import check_available
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    check_available(BUILTIN_MODEL)  # built in: fine offline
+    check_available("resnet18", pretrained=False)  # random init needs nothing
+    with pytest.raises(WeightsUnavailableError, match="resnet18.a1_in1k needs the internet"):
+        check_available("resnet18.a1_in1k")
+    with pytest.raises(ModelError, match="Unknown model"):
+        check_available("no_such_net")
+    with pytest.raises(ModelError, match="does not exist"):
+        check_available("resnet18", weights_file=tmp_path / "missing.safetensors")

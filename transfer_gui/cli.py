@@ -24,7 +24,7 @@ from .data import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, is_hidden, load_image, op
 from .errors import UserInputError
 from .inference import Predictor
 from .training import fit
-from .weights import availability, hub_reachable
+from .weights import availability, check_available, hub_reachable
 
 __all__ = ["main", "build_parser"]
 
@@ -107,6 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                          weights_file=args.weights_file)
+    check_available(config.model, weights_file=config.weights_file)  # before reading any images
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
         for warning in dataset.report.warnings:

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import logging
 import random
+import shutil
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "ImageDataset",
     "Split",
     "load_image",
+    "prepare_image",
     "to_rgb",
     "is_hidden",
     "open_dataset",
@@ -86,6 +88,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def prepare_image(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied, then ``to_rgb``: what every image goes through before the model.
+
+    Safe to apply twice (the orientation tag is removed once applied), so images that a UI
+    already rotated are not rotated again.
+    """
+    oriented = ImageOps.exif_transpose(image)
+    return to_rgb(oriented if oriented is not None else image)
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied and transparency on white.
 
@@ -95,8 +107,7 @@ def load_image(path: str | Path) -> Image.Image:
     """
     with Image.open(path) as im:
         im.load()
-        oriented = ImageOps.exif_transpose(im)
-        return to_rgb(oriented if oriented is not None else im)
+        return prepare_image(im)
 
 
 IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
@@ -415,7 +426,11 @@ def open_dataset(source: str | Path, workdir: str | Path | None = None,
         return scan_csv(source, require_trainable)
     dest = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tls-data-"))
     skipped_entries = extract_zip(source, dest, limits)
-    dataset = scan_folder(dest, require_trainable)
+    try:
+        dataset = scan_folder(dest, require_trainable)
+    except DataError:
+        shutil.rmtree(dest, ignore_errors=True)  # unusable: don't leave its files behind
+        raise
     dataset.report.skipped[:0] = [Skipped(s.path, s.reason) for s in skipped_entries]
     return dataset
 

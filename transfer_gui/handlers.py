@@ -28,7 +28,7 @@ from .errors import UserInputError
 from .inference import Predictor
 from .session import Session
 from .training import ProgressEvent, fit
-from .weights import availability
+from .weights import availability, check_available
 
 __all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "ROOT"]
 
@@ -76,7 +76,9 @@ def _fmt_s(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _user_error(exc: UserInputError) -> gr.Error:
+def _user_error(exc: UserInputError, session: Session | None = None) -> gr.Error:
+    if session is not None:
+        session.last_error = str(exc)
     return gr.Error(str(exc), print_exception=False)
 
 
@@ -250,7 +252,14 @@ class Handlers:
 
     @staticmethod
     def _plots(rows: list[dict]):
-        df = pd.DataFrame(rows, columns=["epoch", "value", "series"])
+        if not rows:
+            # No update rather than an empty table: a plot whose first data is empty draws its
+            # axes later but never its lines or legend (seen in the browser test).
+            return gr.skip(), gr.skip()
+        # Explicit dtypes: an empty first update would otherwise be "object" columns, which the
+        # plot reads as categories and keeps for the rest of the run (seen in the browser test).
+        df = pd.DataFrame(rows, columns=["epoch", "value", "series"]).astype(
+            {"epoch": float, "value": float, "series": str})
         loss = df[df["series"] != "validation accuracy"].reset_index(drop=True)
         acc = df[df["series"] == "validation accuracy"].reset_index(drop=True)
         return loss, acc
@@ -265,8 +274,9 @@ class Handlers:
         try:
             config = self.make_config(model_choice, custom_model, weights_file, mode, epochs, lr,
                                       val_fraction, seed)
+            check_available(config.model, weights_file=config.weights_file)
         except UserInputError as exc:
-            raise _user_error(exc) from exc
+            raise _user_error(exc, session) from exc
         busy = (gr.Button(interactive=False), gr.Button(interactive=True), gr.DownloadButton(interactive=False))
         rows: list[dict] = []
         empty = self._plots(rows)
@@ -306,11 +316,14 @@ class Handlers:
                     result = event.result
                     break
                 now = time.perf_counter()
-                if now - last_yield >= _MIN_YIELD_S or event.phase in ("load", "features"):
+                # Fast head epochs and mid-epoch reports are thinned out; a fine-tune epoch's
+                # result is always shown.
+                epoch_end = event.phase == "finetune" and event.val_loss is not None
+                if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
                     last_yield = now
                     yield (self._status(event, best_acc), *self._plots(rows), *busy, "", None, [], session)
         except UserInputError as exc:
-            raise _user_error(exc) from exc
+            raise _user_error(exc, session) from exc
         if not result.history:  # stopped while reading images: there is no trained head to keep
             yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
                    "Press Train again.", *self._plots(rows), gr.Button(interactive=True),
@@ -350,6 +363,14 @@ class Handlers:
         mistakes = [(str(root / m.path) if not Path(m.path).is_absolute() else m.path,
                      f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%})") for m in ev.mistakes[:12]]
         return summary, table, mistakes
+
+    @staticmethod
+    def after_failure(session: Session):
+        """Training failed: keep the reason on the status line and make Train usable again."""
+        reason = session.last_error or "Training failed; see the message above."
+        session.last_error = None
+        return (f"**Could not train:** {reason}", gr.Button(interactive=session.dataset is not None),
+                gr.Button(interactive=False))
 
     @staticmethod
     def stop(session: Session) -> str:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data import ImageDataset, eval_transform, load_image
+from .data import ImageDataset, eval_transform, load_image, prepare_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
 
@@ -51,12 +51,7 @@ class Predictor:
         self.transform = eval_transform(self.data_config)
 
     def _tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
-        if not isinstance(image, Image.Image):
-            image = load_image(image)
-        else:
-            from .data import to_rgb
-
-            image = to_rgb(image)
+        image = prepare_image(image) if isinstance(image, Image.Image) else load_image(image)
         return self.transform(image)
 
     def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:

@@ -42,6 +42,7 @@ class Session:
         training: held while this session trains; a new run waits for a stopped one to finish.
         cache: frozen-backbone features of this session's data, reused by later runs.
         closed: the session ended; its files are gone.
+        last_error: the message of the last failed training, for the status line.
     """
 
     def __init__(self) -> None:
@@ -57,6 +58,7 @@ class Session:
         self.training = threading.Lock()
         self.cache = FeatureCache()
         self.closed = False
+        self.last_error: str | None = None
 
     def __deepcopy__(self, memo):
         # Gradio deep-copies a State's initial value per session; ours is built fresh per session

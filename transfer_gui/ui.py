@@ -61,7 +61,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                         with gr.Row():
                             class_files = gr.File(label="Pictures", file_count="multiple",
                                                   file_types=image_extensions(), elem_id="class-files")
-                            snapshot = gr.Image(label="Webcam or paste", type="pil",
+                            # image_mode=None keeps transparency: the engine composites it on white
+                            # (Gradio's default "RGB" would drop alpha and expose hidden colours).
+                            snapshot = gr.Image(label="Webcam or paste", type="pil", image_mode=None,
                                                 sources=["webcam", "clipboard", "upload"],
                                                 elem_id="class-snapshot")
                         classes_table = gr.Dataframe(label="Your classes", interactive=False,
@@ -75,7 +77,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                 with gr.Row():
                     counts = gr.Dataframe(label="Images per class", interactive=False, elem_id="counts", scale=1)
                     gallery = gr.Gallery(label="A few images of each class", columns=8, height=260,
-                                         elem_id="gallery", scale=3)
+                                         object_fit="contain", elem_id="gallery", scale=3)
                 skipped = gr.Dataframe(label="Skipped files and why", interactive=False, elem_id="skipped")
 
             # --- 2. model --------------------------------------------------------------------
@@ -121,6 +123,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                 with gr.Row():
                     with gr.Column():
                         test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="pil",
+                                              image_mode=None,
                                               sources=["upload", "webcam", "clipboard"], elem_id="test-image")
                         examples = sorted(str(p) for p in TEST_IMAGES.glob("*") if p.is_file())
                         gr.Examples(examples, inputs=[test_image], label="Or try one of these",
@@ -130,7 +133,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                 per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
                                          interactive=False, elem_id="per-class")
                 mistakes = gr.Gallery(label="Mistakes on held-out images (true → predicted)", columns=6,
-                                      height=240, elem_id="mistakes")
+                                      object_fit="contain", height=240, elem_id="mistakes")
 
             # --- 5. download -----------------------------------------------------------------
             with gr.Tab("5. Download", id="tab-download"):
@@ -156,12 +159,15 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                               api_name="use_classes")
         clear_btn.click(h.clear_classes, [state], [classes_table, state], api_name="clear_classes")
         model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
-        train_btn.click(
+        training = train_btn.click(
             h.train, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed],
             [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, results, per_class, mistakes, state],
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
+        # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
+        training.failure(h.after_failure, [state], [status, train_btn, stop_btn], queue=False,
+                         api_visibility="private")
         stop_btn.click(h.stop, [state], [status], queue=False, api_name="stop")
         test_image.change(h.predict, [state, test_image], [prediction], show_progress_on=[prediction],
                           api_name="predict")

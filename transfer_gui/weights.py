@@ -39,6 +39,7 @@ __all__ = [
     "hub_reachable",
     "hub_cached_file",
     "availability",
+    "check_available",
     "create_model",
     "LoadedModel",
 ]
@@ -235,6 +236,33 @@ def _check_known(name: str) -> None:
     raise ModelError(f"Unknown model {name!r}: timm has no model of that name.{hint}")
 
 
+def check_available(name: str, *, weights_file: str | Path | None = None, pretrained: bool = True,
+                    hf_cache_dir: str | Path | None = None) -> None:
+    """Fail fast, before any work, when ``create_model`` could not get this model's weights.
+
+    Raises:
+        ModelError: unknown name, or a weights file that does not exist.
+        WeightsUnavailableError: the weights need the internet and it cannot be reached.
+    """
+    info = get_info(name)
+    name = info.name if info else name
+    _check_known(name)
+    if weights_file is not None:
+        if not Path(weights_file).is_file():
+            raise ModelError(f"Weights file {weights_file} does not exist.")
+        return
+    if not pretrained or (info is not None and info.builtin) or name.startswith("local-dir:"):
+        return
+    if hub_cached_file(name, hf_cache_dir) is None and not hub_reachable():
+        raise WeightsUnavailableError(_offline_message(name))
+
+
+def _offline_message(name: str) -> str:
+    return (f"Model {name} needs the internet to download its pretrained weights, and the "
+            "Hugging Face Hub cannot be reached from here. Pick the built-in model "
+            f"({BUILTIN_MODEL}) or upload a weights file for this architecture.")
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -306,11 +334,7 @@ def create_model(
                            "hub-cache", kwargs)
 
     if not hub_reachable():
-        raise WeightsUnavailableError(
-            f"Model {name} needs the internet to download its pretrained weights, and the "
-            "Hugging Face Hub cannot be reached from here. Pick the built-in model "
-            f"({BUILTIN_MODEL}) or upload a weights file for this architecture."
-        )
+        raise WeightsUnavailableError(_offline_message(name))
     _logger.info("Downloading %s from the Hugging Face Hub", name)
     model = timm.create_model(name, pretrained=True, num_classes=num_classes,
                               pretrained_cfg_overlay=overlay, **kwargs)

@@ -1,0 +1,101 @@
+"""The real app on 127.0.0.1, driven with gradio_client: one Client is one browser session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+
+from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
+
+MODEL = "tf_efficientnet_lite0.in1k"
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from transfer_gui.ui import build_demo, launch_kwargs
+
+    demo = build_demo(training_slots=1, queue_size=10)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    yield url
+    demo.close()
+
+
+def _train(client: Client, mode="quick", epochs=0):
+    """Submit training; return (updates with their arrival times, final outputs)."""
+    t0 = time.perf_counter()
+    job = client.submit(MODEL, "", None, mode, epochs, 0, 0.25, 0, api_name="/train")
+    updates = [(time.perf_counter() - t0, out) for out in job]
+    return updates, job.result()
+
+
+def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_path):
+    client = Client(app_url, verbose=False)
+    summary, counts, _, skipped = client.predict(handle_file(str(example_zip)), api_name="/load_zip")
+    assert "96 images in 6 classes" in summary and skipped["data"] == []
+    updates, final = _train(client)
+    assert len(updates) > 1  # progress arrived while training, not just at the end
+    assert any("Reading images" in u[1][0] for u in updates[:-1])
+    status, loss, acc, download, results, per_class, mistakes = final
+    bundle_zip = download["value"]  # a component update: {"value": downloaded file, "interactive": True}
+    assert download["interactive"] and bundle_zip.endswith("trained-model.zip")
+    assert "**Done.**" in status and "Validation accuracy" in results
+    assert len(loss["data"]) > 0 and len(acc["data"]) > 0
+    pred = client.predict(handle_file(str(TEST_IMAGES / "bird_gabbiano_architetto_fran_01.png")), api_name="/predict")
+    labels = [c["label"] for c in pred["confidences"]]
+    assert set(labels) < {p.name for p in EXAMPLE.iterdir()} and len(labels) == 5  # the top 5 shown
+    # the downloaded bundle, loaded by the command line, gives the app's top-1
+    proc = subprocess.run([sys.executable, "-m", "transfer_gui", "predict", bundle_zip,
+                           str(TEST_IMAGES / "bird_gabbiano_architetto_fran_01.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["label"] == pred["label"]
+    assert row["confidence"] == pytest.approx(pred["confidences"][0]["confidence"], abs=1e-4)
+
+
+def test_two_sessions_train_different_data_and_keep_their_own_labels(app_url, tmp_path):
+    a_zip = zip_folder(copy_example(tmp_path / "a", ["bird", "fish", "bug"]), tmp_path / "a.zip")
+    b_zip = zip_folder(copy_example(tmp_path / "b", ["flower", "fruit", "vehicle"]), tmp_path / "b.zip")
+    clients = {"a": Client(app_url, verbose=False), "b": Client(app_url, verbose=False)}
+    clients["a"].predict(handle_file(str(a_zip)), api_name="/load_zip")
+    clients["b"].predict(handle_file(str(b_zip)), api_name="/load_zip")
+    finals = {}
+
+    def run(name):
+        finals[name] = _train(clients[name])[1]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert "**Done.**" in finals["a"][0] and "**Done.**" in finals["b"][0]
+    image = handle_file(str(TEST_IMAGES / "fish_dolphin_01.png"))
+    labels_a = {c["label"] for c in clients["a"].predict(image, api_name="/predict")["confidences"]}
+    labels_b = {c["label"] for c in clients["b"].predict(image, api_name="/predict")["confidences"]}
+    assert labels_a == {"bird", "fish", "bug"} and labels_b == {"flower", "fruit", "vehicle"}
+
+
+def test_engine_errors_reach_the_client_as_messages(app_url, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from gradio_client.exceptions import AppError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on this machine
+
+    client = Client(app_url, verbose=False)
+    bad = tmp_path / "photos.zip"
+    bad.write_text("this is not a zip")
+    with pytest.raises(AppError, match="not a zip archive"):
+        client.predict(handle_file(str(bad)), api_name="/load_zip")
+    with pytest.raises(AppError, match="Load some images first"):
+        client.predict(MODEL, "", None, "quick", 0, 0, 0.25, 0, api_name="/train")
+    client.predict(api_name="/use_example")
+    with pytest.raises(AppError, match="needs the internet.*Pick the built-in model"):
+        client.predict(MODEL, "resnet18.a1_in1k", None, "quick", 0, 0, 0.25, 0, api_name="/train")

@@ -1,0 +1,145 @@
+"""A real Chromium clicks through the real app, saving a screenshot of each step.
+
+Uses Debian's Chromium (`apt-get install -y chromium`) through the playwright pip package; never
+`playwright install`. Skipped on a developer machine without Chromium, never in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zipfile
+
+import pytest
+
+from conftest import TEST_IMAGES
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser tests: apt-get install -y chromium")
+    pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+expect.set_options(timeout=60_000)  # the default 5 s is too short for a 2-core CI machine
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    import huggingface_hub.constants
+
+    from transfer_gui.ui import build_demo, launch_kwargs
+
+    # as on this project's machines: the Hub is unreachable (also on a developer's laptop)
+    offline, huggingface_hub.constants.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE, True
+
+    demo = build_demo(training_slots=1)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield url
+    demo.close()
+    huggingface_hub.constants.HF_HUB_OFFLINE = offline
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def _wait_for_images(page, selector):
+    """Wait until every image matching ``selector`` has loaded (so screenshots show them)."""
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector, timeout=30_000)
+
+
+def _tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts, tmp_path):
+    shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)  # noqa: E731
+    shot("01-start")
+    _tab(page, "3. Train")
+    expect(page.locator("#train-btn")).to_be_disabled()  # nothing to train on yet
+    expect(page.locator("#train-status")).to_contain_text("Load images in step 1 first")
+
+    _tab(page, "1. Your images")
+    page.locator("#example-btn").click()
+    expect(page.locator("#data-summary")).to_contain_text("96 images in 6 classes")
+    expect(page.locator("#gallery img").first).to_be_visible()
+    _wait_for_images(page, "#gallery img")
+    shot("02-data")
+
+    _tab(page, "2. Model")
+    expect(page.locator("#model-card")).to_contain_text("built in (works offline)")
+    shot("03-model")
+
+    # A model that needs the internet, offline: a clear message, and Train works again after it.
+    page.get_by_text("Advanced: any timm model").click()
+    page.locator("#custom-model textarea, #custom-model input").first.fill("resnet18.a1_in1k")
+    _tab(page, "3. Train")
+    page.locator("#train-btn").click()
+    expect(page.locator("#train-status")).to_contain_text("Could not train: Model resnet18.a1_in1k needs the internet")
+    expect(page.locator("#train-btn")).to_be_enabled()
+    shot("03b-offline-model-error")
+    _tab(page, "2. Model")
+    page.locator("#custom-model textarea, #custom-model input").first.fill("")
+
+    _tab(page, "3. Train")
+    expect(page.locator("#train-btn")).to_be_enabled()
+    page.locator("#train-btn").click()
+    status = page.locator("#train-status")
+    expect(status).to_contain_text("Reading images", timeout=60_000)
+    expect(status).to_contain_text("Done.", timeout=240_000)
+    # the live plots have their lines (training and validation loss; accuracy) and nothing covers them
+    expect(page.locator("#loss-plot .mark-line path")).to_have_count(2)
+    expect(page.locator("#acc-plot .mark-line path")).to_have_count(1)
+    expect(page.locator("#loss-plot .mark-line path").first).to_be_visible()
+    shot("04-trained-quick")
+
+    _tab(page, "4. Test")
+    page.locator("#test-image input[type=file]").set_input_files(str(TEST_IMAGES / "fish_dolphin_01.png"))
+    expect(page.locator("#prediction")).to_contain_text("%", timeout=60_000)
+    expect(page.locator("#results-summary")).to_contain_text("Validation accuracy")
+    _wait_for_images(page, "#mistakes img")
+    shot("05-test")
+
+    # A longer fine-tune, stopped by the user: the best model so far is kept.
+    _tab(page, "3. Train")
+    page.get_by_text("Fine-tune: adjust the whole model").click()
+    page.get_by_text("Advanced settings").click()
+    epochs = page.locator("#epochs input")
+    epochs.fill("40")
+    epochs.press("Tab")
+    page.locator("#train-btn").click()
+    # Stop once a fine-tune epoch has finished, so there is a fine-tuned epoch to keep.
+    expect(status).to_contain_text(re.compile(r"Fine-tuning: epoch \d+/40, validation accuracy"),
+                                   timeout=300_000)
+    shot("06-fine-tuning")
+    page.locator("#stop-btn").click()
+    expect(status).to_contain_text("Stopped.", timeout=120_000)
+    expect(status).to_contain_text("Kept the best model")
+    shot("07-stopped")
+
+    _tab(page, "5. Download")
+    button = page.locator("#download-btn")
+    expect(button).to_be_enabled()
+    with page.expect_download() as info:
+        button.click()
+    saved = tmp_path / "model.zip"
+    info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        assert {"config.json", "model.safetensors", "transfer_gui.json"} <= set(zf.namelist())
+    shot("08-download")
