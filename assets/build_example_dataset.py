@@ -14,10 +14,13 @@ from pathlib import Path
 from PIL import Image
 
 SRC = Path("/usr/share/openclipart/png")
+# Six classes a non-programmer recognises at a glance. Chosen among openclipart's folders by a
+# logistic-regression probe on the built-in model's features (16 images per class, 3-fold):
+# about 0.78 for this set, 0.65 for birds/bugs/fish/flowers/fruit/vehicles.
 CLASSES = {
-    "bird": "animals/birds",
+    "animal": "animals/mammals",
     "bug": "animals/bugs",
-    "fish": "animals/fish",
+    "computer": "computer/hardware",
     "flower": "plants/flowers",
     "fruit": "food/fruit",
     "vehicle": "transportation/vehicles",

@@ -47,12 +47,12 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert download["interactive"] and bundle_zip.endswith("trained-model.zip")
     assert "**Done.**" in status and "Validation accuracy" in results
     assert len(loss["data"]) > 0 and len(acc["data"]) > 0
-    pred = client.predict(handle_file(str(TEST_IMAGES / "bird_gabbiano_architetto_fran_01.png")), api_name="/predict")
+    pred = client.predict(handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), api_name="/predict")
     labels = [c["label"] for c in pred["confidences"]]
     assert set(labels) < {p.name for p in EXAMPLE.iterdir()} and len(labels) == 5  # the top 5 shown
     # the downloaded bundle, loaded by the command line, gives the app's top-1
     proc = subprocess.run([sys.executable, "-m", "transfer_gui", "predict", bundle_zip,
-                           str(TEST_IMAGES / "bird_gabbiano_architetto_fran_01.png")],
+                           str(TEST_IMAGES / "vehicle_hummer_01.png")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
@@ -61,7 +61,7 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
 
 
 def test_two_sessions_train_different_data_and_keep_their_own_labels(app_url, tmp_path):
-    a_zip = zip_folder(copy_example(tmp_path / "a", ["bird", "fish", "bug"]), tmp_path / "a.zip")
+    a_zip = zip_folder(copy_example(tmp_path / "a", ["animal", "computer", "bug"]), tmp_path / "a.zip")
     b_zip = zip_folder(copy_example(tmp_path / "b", ["flower", "fruit", "vehicle"]), tmp_path / "b.zip")
     clients = {"a": Client(app_url, verbose=False), "b": Client(app_url, verbose=False)}
     clients["a"].predict(handle_file(str(a_zip)), api_name="/load_zip")
@@ -77,10 +77,10 @@ def test_two_sessions_train_different_data_and_keep_their_own_labels(app_url, tm
     for t in threads:
         t.join(timeout=600)
     assert "**Done.**" in finals["a"][0] and "**Done.**" in finals["b"][0]
-    image = handle_file(str(TEST_IMAGES / "fish_dolphin_01.png"))
+    image = handle_file(str(TEST_IMAGES / "animal_dolphin.png"))
     labels_a = {c["label"] for c in clients["a"].predict(image, api_name="/predict")["confidences"]}
     labels_b = {c["label"] for c in clients["b"].predict(image, api_name="/predict")["confidences"]}
-    assert labels_a == {"bird", "fish", "bug"} and labels_b == {"flower", "fruit", "vehicle"}
+    assert labels_a == {"animal", "computer", "bug"} and labels_b == {"flower", "fruit", "vehicle"}
 
 
 def test_engine_errors_reach_the_client_as_messages(app_url, tmp_path, monkeypatch):

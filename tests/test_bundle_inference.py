@@ -28,7 +28,7 @@ def test_bundle_is_timm_hf_layout_with_our_metadata(quick_bundle, quick_result):
     meta = json.loads((quick_bundle / METADATA_FILE).read_text())
     assert meta["labels"] == quick_result.labels and meta["seed"] == 0
     assert meta["training"]["mode"] == "quick" and meta["best_epoch"]["val_acc"] == quick_result.val_accuracy
-    assert meta["dataset"]["counts"]["bird"] == 16
+    assert meta["dataset"]["counts"]["animal"] == 16
     assert set(meta["versions"]) == {"python", "torch", "timm", "transfer_gui"}
 
 
@@ -58,7 +58,7 @@ def test_predictor_on_validation_matches_training_numbers(quick_result, example_
     predictor = Predictor(quick_result.model, quick_result.labels, quick_result.data_config)
     report = predictor.evaluate(example_dataset, quick_result.split.val)
     assert report.accuracy == pytest.approx(quick_result.val_accuracy, abs=1e-6)
-    top = predictor.predict(TEST_IMAGES / "fish_dolphin_01.png", top_k=3)
+    top = predictor.predict(TEST_IMAGES / "animal_dolphin.png", top_k=3)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
 
 

@@ -42,16 +42,16 @@ def test_train_prints_progress_and_one_json_object(trained):
 
 def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path):
     out, result, _ = trained
-    data = copy_example(tmp_path / "eval", ["fish", "bird"])  # a subset of classes, by name
-    (data / "fish" / "notes.txt").write_text("not an image")
+    data = copy_example(tmp_path / "eval", ["computer", "animal"])  # a subset of classes, by name
+    (data / "computer" / "notes.txt").write_text("not an image")
     proc = run("evaluate", out, data)
     assert proc.returncode == 0, proc.stderr
     ev = json.loads(proc.stdout)
     assert {"accuracy", "macro_f1", "per_class", "labels", "confusion_matrix", "n_images", "skipped"} <= set(ev)
     assert ev["n_images"] == 32 and ev["labels"] == result["labels"]
-    assert ev["skipped"] == [{"path": "fish/notes.txt", "reason": "not an image file (.txt)"}]
+    assert ev["skipped"] == [{"path": "computer/notes.txt", "reason": "not an image file (.txt)"}]
     assert sum(map(sum, ev["confusion_matrix"])) == 32
-    assert ev["per_class"]["fish"]["support"] == 16
+    assert ev["per_class"]["computer"]["support"] == 16
 
 
 def test_predict_json_lines_and_csv_agree(trained, tmp_path):
@@ -88,8 +88,8 @@ def test_models_lists_the_catalog_with_availability():
     (["train", "/no/such/folder", "--out", "/tmp/x"], "does not exist"),
     (["train", EXAMPLE, "--out", "/tmp/x", "--model", "resnet_999"], "Unknown model"),
     (["train", EXAMPLE, "--out", "/tmp/x", "--model", "resnet18.a1_in1k"], "needs the internet"),
-    (["train", TEST_IMAGES / "fish_dolphin_01.png", "--out", "/tmp/x"], "not a zip archive"),
-    (["train", EXAMPLE / "bird", "--out", "/tmp/x"], "at least 2 classes"),
+    (["train", TEST_IMAGES / "animal_dolphin.png", "--out", "/tmp/x"], "not a zip archive"),
+    (["train", EXAMPLE / "animal", "--out", "/tmp/x"], "at least 2 classes"),
     (["predict", "/no/bundle", TEST_IMAGES], "does not exist"),
     (["train", EXAMPLE, "--out", "/tmp/x", "--epochs", "0"], "Epochs must be between"),
     (["train"], "required"),
@@ -103,8 +103,8 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message):
 
 
 def test_too_few_images_in_a_class(tmp_path):
-    data = copy_example(tmp_path / "d", ["bird", "fish"])
-    for p in sorted((data / "fish").iterdir())[1:]:
+    data = copy_example(tmp_path / "d", ["animal", "computer"])
+    for p in sorted((data / "computer").iterdir())[1:]:
         p.unlink()
     proc = run("train", data, "--out", tmp_path / "m")
-    assert proc.returncode == 2 and "'fish' (1)" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "'computer' (1)" in proc.stderr and "Traceback" not in proc.stderr

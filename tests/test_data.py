@@ -68,7 +68,7 @@ def test_exif_orientation_is_applied(tmp_path):
 # --- scanning ----------------------------------------------------------------------------------
 
 def test_example_dataset_reads_cleanly(example_dataset):
-    assert example_dataset.labels == ["bird", "bug", "fish", "flower", "fruit", "vehicle"]
+    assert example_dataset.labels == ["animal", "bug", "computer", "flower", "fruit", "vehicle"]
     assert all(n >= 15 for n in example_dataset.report.counts.values())
     assert example_dataset.report.skipped == []
     assert example_dataset.report.warnings == []
@@ -138,11 +138,11 @@ def test_csv_without_header_is_a_clear_error(tmp_path):
 
 
 def test_fewer_than_two_classes_is_an_error(tmp_path):
-    copy_example(tmp_path / "one", ["bird"])
+    copy_example(tmp_path / "one", ["animal"])
     with pytest.raises(DataError, match="at least 2 classes"):
         scan_folder(tmp_path / "one")
     with pytest.raises(DataError, match="at least 2 classes"):
-        scan_folder(tmp_path / "one" / "bird")  # images but no class folders
+        scan_folder(tmp_path / "one" / "animal")  # images but no class folders
 
 
 def test_class_with_one_image_is_an_error(tmp_path):
@@ -213,7 +213,7 @@ def test_not_an_image_folder_gives_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         open_dataset(tmp_path / "nope")
     with pytest.raises(DataError, match="not a folder"):
-        scan_folder(EXAMPLE / "bird" / sorted(p.name for p in (EXAMPLE / "bird").iterdir())[0])
+        scan_folder(EXAMPLE / "animal" / sorted(p.name for p in (EXAMPLE / "animal").iterdir())[0])
 
 
 def test_zip_stored_inside_zip_is_skipped_with_reason(tmp_path):
