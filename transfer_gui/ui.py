@@ -132,8 +132,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                 results = gr.Markdown(elem_id="results-summary")
                 per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
                                          interactive=False, elem_id="per-class")
-                mistakes = gr.Gallery(label="Mistakes on held-out images (true → predicted)", columns=6,
-                                      object_fit="contain", height=240, elem_id="mistakes")
+                mistakes = gr.Gallery(label="Mistakes on held-out images (true → predicted)", columns=8,
+                                      object_fit="contain", height="auto", elem_id="mistakes")
 
             # --- 5. download -----------------------------------------------------------------
             with gr.Tab("5. Download", id="tab-download"):
