@@ -102,9 +102,7 @@ def main() -> None:
     backbone = backbone.to(memory_format=torch.channels_last)
     transform = eval_transform(timm.data.resolve_model_data_config(backbone))
     paths = [item.path for item in dataset.items]
-    t = time.perf_counter()
     feats = _features(backbone, paths, transform)
-    feature_s = time.perf_counter() - t
     y = np.array(dataset.targets)
 
     rows = []

@@ -132,7 +132,7 @@ def test_a_second_training_waits_for_a_stopping_one(h, session):
         order = []
 
         def second():
-            for out in h.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
+            for _ in h.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
                 if not order:
                     order.append("second started")
             order.append("second done")

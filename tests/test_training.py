@@ -46,7 +46,7 @@ def test_finetune_overfits_eight_images_and_loss_falls(tmp_path):
     assert result.best["val_acc"] == 1.0
 
 
-def test_finetune_gives_backbone_gradients_with_a_lower_learning_rate(shapes_dir):
+def test_finetune_param_groups_give_the_backbone_a_lower_learning_rate(shapes_dir):
     from transfer_gui.training import _param_groups
     from transfer_gui.weights import create_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ModelInfo", "CATALOG", "BUILTIN_MODEL", "DEFAULT_MODEL", "get_info", "catalog_names"]
+__all__ = ["ModelInfo", "CATALOG", "BUILTIN_MODEL", "DEFAULT_MODEL", "get_info"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,3 @@ def get_info(name: str) -> ModelInfo | None:
     """Return the catalog entry for a model name (with or without its pretrained tag), or None."""
     return _BY_NAME.get(name) or _BY_ARCH.get(name)
 
-
-def catalog_names() -> list[str]:
-    """Names of the shortlist, built-in model first."""
-    return [m.name for m in CATALOG]

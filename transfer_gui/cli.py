@@ -10,7 +10,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -87,8 +86,6 @@ def _out(obj) -> None:
 
 
 def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
@@ -197,7 +194,7 @@ def prediction_rows(predictor: Predictor, images: Iterator[tuple[str, Path]], to
 
     def rows(batch):
         probs = predictor.probabilities([img for _, img in batch])
-        for (shown, _), p in zip(batch, probs):
+        for (shown, _), p in zip(batch, probs, strict=True):
             order = p.argsort()[::-1][:k]
             row = {"path": shown, "label": predictor.labels[order[0]], "confidence": float(p[order[0]])}
             for rank, i in enumerate(order, start=1):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from .catalog import DEFAULT_MODEL
 from .errors import UserInputError
@@ -71,6 +71,3 @@ class TrainConfig:
         """JSON-ready copy (saved in bundles)."""
         return asdict(self)
 
-    def with_(self, **changes) -> "TrainConfig":
-        """A validated copy with some fields changed."""
-        return replace(self, **changes)

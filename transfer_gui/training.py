@@ -301,7 +301,8 @@ def _loader(dataset: ImageDataset, indices: list[int], transform, batch_size: in
             seed: int, keep: str | None = None, shorter_side: int | None = None
             ) -> torch.utils.data.DataLoader:
     items = [dataset.items[i] for i in indices]
-    targets = [dataset.targets[i] for i in indices]
+    all_targets = dataset.targets  # computed per call: take it once, not once per index
+    targets = [all_targets[i] for i in indices]
     gen = torch.Generator().manual_seed(seed)
     # num_workers=0: on a 2-core machine the model already uses both cores, and worker processes
     # inside a web server thread cost more than decoding small images in-line. It also lets the
