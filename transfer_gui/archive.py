@@ -11,16 +11,17 @@ import shutil
 import stat
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from .errors import ArchiveError
 
-__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip"]
+__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden"]
 
 _logger = logging.getLogger(__name__)
 
 _NESTED_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
-_SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
+# System litter that archivers and file managers add; skipped silently, never reported.
+_SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini", "__pycache__"})
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,12 @@ class SkippedEntry:
     reason: str
 
 
-def _is_hidden(parts: tuple[str, ...]) -> bool:
-    return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in parts)
+def is_hidden(rel: PurePath) -> bool:
+    """True for dotfiles and OS litter (``__MACOSX``, ``.DS_Store``, ``Thumbs.db``) anywhere in a path.
+
+    The one rule for both extraction and scanning, so what a zip hides and what a folder hides agree.
+    """
+    return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in rel.parts)
 
 
 def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | None = None) -> list[SkippedEntry]:
@@ -96,14 +101,15 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
             written = 0
             for info in infos:
                 name = info.filename
-                parts = PurePosixPath(name.replace("\\", "/")).parts
+                rel = PurePosixPath(name.replace("\\", "/"))
+                parts = rel.parts
                 if info.is_dir() or not parts:
                     continue
                 # Unsafe before hidden: ".." also starts with a dot, and must be reported.
                 if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                     skipped.append(SkippedEntry(name, "unsafe path (absolute or with ..), not extracted"))
                     continue
-                if _is_hidden(parts):
+                if is_hidden(rel):
                     continue
                 if stat.S_ISLNK(info.external_attr >> 16):
                     skipped.append(SkippedEntry(name, "symbolic link, not extracted"))

@@ -23,7 +23,7 @@ import timm.data
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .archive import ArchiveLimits, extract_zip
+from .archive import ArchiveLimits, extract_zip, is_hidden
 from .errors import DataError
 
 __all__ = [
@@ -51,8 +51,6 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-# System litter that archivers and file managers add; skipped silently, never reported.
-_SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini", "__pycache__"})
 
 IMBALANCE_RATIO = 3.0  # warn above 3:1 between the largest and smallest class
 FEW_IMAGES = 5  # warn below 5 images in a class
@@ -129,11 +127,6 @@ def _read_failure(path: Path) -> str | None:
     except IMAGE_READ_ERRORS as exc:
         return f"damaged or incomplete image ({exc})"
     return None
-
-
-def is_hidden(rel: Path) -> bool:
-    """True for dotfiles and OS litter (``__MACOSX``, ``.DS_Store``, ``Thumbs.db``) anywhere in a path."""
-    return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in rel.parts)
 
 
 def _sha1(path: Path) -> str:
