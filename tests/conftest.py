@@ -22,6 +22,11 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 def shape_image(kind: str, seed: int, size: int = 64) -> Image.Image:
     """A red square or a blue circle at a random place on random noise."""
+    return shape_with_box(kind, seed, size)[0]
+
+
+def shape_with_box(kind: str, seed: int, size: int = 64) -> tuple[Image.Image, list[int]]:
+    """``shape_image`` and the shape's bounding box [left, top, right, bottom] (inclusive)."""
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     img = Image.fromarray(arr)
@@ -33,7 +38,7 @@ def shape_image(kind: str, seed: int, size: int = 64) -> Image.Image:
         draw.rectangle(box, fill=(230, 20, 20))
     else:
         draw.ellipse(box, fill=(20, 20, 230))
-    return img
+    return img, [int(v) for v in box]
 
 
 def write_shapes(folder: Path, per_class: int = 8, size: int = 64) -> Path:

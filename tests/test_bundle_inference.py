@@ -97,5 +97,13 @@ def test_metrics_match_scikit_learn():
         assert report.per_class[label]["recall"] == pytest.approx(r[i])
         assert report.per_class[label]["support"] == s[i]
     assert len(report.mistakes) == int((pred != y).sum())
-    confidences = [m.confidence for m in report.mistakes]
-    assert confidences == sorted(confidences, reverse=True)
+    # top losses first: the lowest probability given to the true class
+    losses = [-np.log(m.true_confidence) for m in report.mistakes]
+    assert losses == sorted(losses, reverse=True)
+    assert all(m.true_confidence == pytest.approx(probs[m.index, y[m.index]]) for m in report.images)
+    # each confusion cell holds exactly the images with that (true, predicted) pair
+    for i, t in enumerate(labels):
+        for j, q in enumerate(labels):
+            cell = report.cell(t, q)
+            assert len(cell) == report.confusion[i][j]
+            assert {r.index for r in cell} == set(np.nonzero((y == i) & (pred == j))[0].tolist())

@@ -56,9 +56,14 @@ class Bundle:
     metadata: dict
     folder: Path
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature saved with the model (1.0 for uncalibrated bundles)."""
+        return float((self.metadata.get("calibration") or {}).get("temperature", 1.0))
+
 
 def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = None,
-                evaluation: dict | None = None) -> Path:
+                evaluation: dict | None = None, calibration: dict | None = None) -> Path:
     """Write a trained model as a bundle folder.
 
     Args:
@@ -66,6 +71,7 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
         folder: where to write (created; existing bundle files are overwritten).
         dataset_report: ``DatasetReport.to_dict()`` of the training data.
         evaluation: ``EvalReport.to_dict()`` on the validation images.
+        calibration: ``Calibration.to_dict()``; its temperature is applied when the bundle is loaded.
 
     Returns:
         The folder.
@@ -96,6 +102,7 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
                   "warnings": list(result.split.warnings)},
         "dataset": dataset_report,
         "evaluation": evaluation,
+        "calibration": calibration,
         "versions": library_versions(),
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))

@@ -7,21 +7,21 @@ progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reaso
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from . import __version__
+from .batch import iter_image_files, prediction_rows, write_csv
 from .bundle import load_bundle, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL
 from .config import MODES, TrainConfig
-from .data import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, is_hidden, load_image, open_dataset, split_dataset
+from .data import open_dataset, split_dataset
 from .errors import UserInputError
-from .inference import Predictor
+from .inference import Predictor, evaluate_result
 from .training import fit
 from .weights import availability, check_available, hub_reachable
 
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle folder or .zip")
     p.add_argument("paths", nargs="+", help="images, folders of images, or .zip files")
     p.add_argument("--top-k", type=int, default=3, help="how many top classes to list (default 3)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help='answer "not sure" below this confidence, 0-1 (default 0: always answer)')
     p.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
     return parser
 
@@ -125,9 +127,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 line += f" | val loss {event.val_loss:.3f}"
             _err(line)
             result = event.result or result
-        predictor = Predictor(result.model, result.labels, result.data_config, device=config.device)
-        report = predictor.evaluate(dataset, split.val)
-        out = save_bundle(result, args.out, dataset_report=dataset.report.to_dict(), evaluation=report.to_dict())
+        _, calibration, report = evaluate_result(result, dataset, device=config.device)
+        out = save_bundle(result, args.out, dataset_report=dataset.report.to_dict(), evaluation=report.to_dict(),
+                          calibration=calibration.to_dict())
         if args.zip_path:
             zip_bundle(out, args.zip_path)
     _out({
@@ -142,6 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "n_val": len(split.val),
         "best_epoch": result.best,
         "train_seconds": round(result.train_seconds, 3),
+        "calibration": calibration.to_dict(),
         "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped],
         "warnings": dataset.report.warnings + split.warnings,
     })
@@ -154,7 +157,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False)
         if not dataset.items:
             raise UserInputError(f"No readable images in class folders under {args.data}.")
-        predictor = Predictor(bundle.model, bundle.labels, bundle.data_config)
+        predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, temperature=bundle.temperature)
         report = predictor.evaluate(dataset)
     result = report.to_dict()
     result["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped]
@@ -162,80 +165,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iter_image_paths(paths: Sequence[str], tmp: Path) -> Iterator[tuple[str, Path]]:
-    """(shown path, file) for every candidate image under the given files, folders and zips."""
-    from .archive import extract_zip
-
-    for n, raw in enumerate(paths):
-        path = Path(raw)
-        if not path.exists():
-            raise UserInputError(f"{raw} does not exist.")
-        if path.is_file() and path.suffix.lower() == ".zip":
-            dest = tmp / f"zip{n}"
-            for skipped in extract_zip(path, dest):
-                _err(f"skipped {raw}:{skipped.path}: {skipped.reason}")
-            for file in sorted(p for p in dest.rglob("*") if p.is_file()):
-                rel = file.relative_to(dest)
-                if not is_hidden(rel):
-                    yield f"{raw}:{rel.as_posix()}", file
-        elif path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                rel = file.relative_to(path)
-                if not is_hidden(rel) and file.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield str(file), file
-        else:
-            yield raw, path
-
-
-def prediction_rows(predictor: Predictor, images: Iterator[tuple[str, Path]], top_k: int,
-                    on_skip=None, batch_size: int = 32) -> Iterator[dict]:
-    """One row per readable image: path, label, confidence, then top1..topK label/confidence."""
-    k = max(1, min(top_k, len(predictor.labels)))
-
-    def rows(batch):
-        probs = predictor.probabilities([img for _, img in batch])
-        for (shown, _), p in zip(batch, probs, strict=True):
-            order = p.argsort()[::-1][:k]
-            row = {"path": shown, "label": predictor.labels[order[0]], "confidence": float(p[order[0]])}
-            for rank, i in enumerate(order, start=1):
-                row[f"top{rank}_label"] = predictor.labels[i]
-                row[f"top{rank}_confidence"] = float(p[i])
-            yield row
-
-    batch = []
-    for shown, file in images:
-        try:
-            batch.append((shown, load_image(file)))
-        except IMAGE_READ_ERRORS as exc:
-            if on_skip:
-                on_skip(shown, f"not a readable image ({exc})")
-            continue
-        if len(batch) == batch_size:
-            yield from rows(batch)
-            batch = []
-    if batch:
-        yield from rows(batch)
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserInputError("--top-k must be at least 1.")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserInputError("--threshold must be between 0 and 1.")
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
-        images = _iter_image_paths(args.paths, Path(tmp))
         skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
-        count = 0
+        images = iter_image_files([(raw, Path(raw)) for raw in args.paths], Path(tmp), skip)
+        rows = prediction_rows(predictor, images, args.top_k, args.threshold, skip)
         if args.csv_path:
-            with open(args.csv_path, "w", newline="") as f:
-                writer = None
-                for row in prediction_rows(predictor, images, args.top_k, skip):
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(row))
-                        writer.writeheader()
-                    writer.writerow(row)
-                    count += 1
+            count = write_csv(rows, args.csv_path)
         else:
-            for row in prediction_rows(predictor, images, args.top_k, skip):
+            count = 0
+            for row in rows:
                 _out(row)
                 count += 1
     if count == 0:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .archive import ArchiveLimits, extract_zip, is_hidden
+from .checks import leakage_check, scan_checks
 from .errors import DataError
 
 __all__ = [
@@ -52,8 +53,6 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-IMBALANCE_RATIO = 3.0  # warn above 3:1 between the largest and smallest class
-FEW_IMAGES = 5  # warn below 5 images in a class
 MIN_IMAGES = 2  # one to train on, one to check
 
 
@@ -265,33 +264,8 @@ def _check_trainable(report: DatasetReport) -> None:
 
 
 def _add_warnings(report: DatasetReport, items: list[ImageItem]) -> None:
-    counts = report.counts
-    if counts:
-        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-        if counts[small] and counts[big] / counts[small] > IMBALANCE_RATIO:
-            report.warnings.append(
-                f"Classes are unbalanced: '{big}' has {counts[big]} images but '{small}' only "
-                f"{counts[small]} ({counts[big] / counts[small]:.1f}:1). The model may favour "
-                f"'{big}'; add images to the smaller classes."
-            )
-    for label, n in counts.items():
-        if n < FEW_IMAGES:
-            report.warnings.append(
-                f"Class '{label}' has only {n} images; {FEW_IMAGES} or more per class "
-                "(ideally 20+) give much better results."
-            )
-    by_hash: dict[str, list[ImageItem]] = defaultdict(list)
-    for item in items:
-        by_hash[item.sha1].append(item)
-    for group in by_hash.values():
-        labels = sorted({item.label for item in group})
-        if len(labels) > 1:
-            paths = [item.rel for item in group]
-            report.conflicts.append(paths)
-            report.warnings.append(
-                f"The same image is labelled {' and '.join(repr(x) for x in labels)}: "
-                f"{', '.join(paths)}. One of these is probably mislabelled; remove the wrong copy."
-            )
+    checks, report.conflicts = scan_checks(items, report.counts)
+    report.warnings.extend(check.message for check in checks if not check.ok)
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -461,19 +435,11 @@ def split_dataset(dataset: ImageDataset, val_fraction: float, seed: int) -> Spli
         train.extend(idx[n_val:])
     train.sort()
     val.sort()
-    warnings = []
-    train_hashes = defaultdict(list)
-    for i in train:
-        train_hashes[dataset.items[i].sha1].append(dataset.items[i].rel)
-    leaks = [(train_hashes[dataset.items[i].sha1][0], dataset.items[i].rel)
-             for i in val if dataset.items[i].sha1 in train_hashes]
-    if leaks:
-        shown = "; ".join(f"{a} = {b}" for a, b in leaks[:5])
-        warnings.append(
-            f"{len(leaks)} validation image(s) are identical to training images ({shown}), so the "
-            "validation accuracy is too optimistic. Remove the duplicate copies."
-        )
-    return Split(train, val, warnings)
+    split = Split(train, val, [])
+    leakage = leakage_check(dataset, split)
+    if not leakage.ok:
+        split.warnings.append(leakage.message)
+    return split
 
 
 # --- preprocessing -----------------------------------------------------------------------------

@@ -6,18 +6,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Mistake", "EvalReport", "evaluate_predictions"]
+__all__ = ["ImageResult", "EvalReport", "evaluate_predictions"]
 
 
 @dataclass(frozen=True)
-class Mistake:
-    """A wrongly classified image: which, what it is, what the model said and how sure it was."""
+class ImageResult:
+    """What the model said about one evaluated image.
+
+    Attributes:
+        index: position in the evaluated list.
+        path: the image (as given to ``evaluate_predictions``).
+        true_label: its class.
+        predicted_label: the model's top class.
+        confidence: probability of ``predicted_label``.
+        true_confidence: probability of ``true_label`` (its loss is ``-log(true_confidence)``).
+    """
 
     index: int
     path: str
     true_label: str
     predicted_label: str
     confidence: float
+    true_confidence: float
+
+    @property
+    def correct(self) -> bool:
+        """The top class is the true class."""
+        return self.true_label == self.predicted_label
 
 
 @dataclass
@@ -31,8 +46,10 @@ class EvalReport:
             prediction).
         per_class: {label: {precision, recall, f1, support}}.
         confusion: counts; ``confusion[i][j]`` = images of class i predicted as class j.
-        mistakes: wrong predictions, most confident first (the most telling errors).
+        mistakes: wrong predictions, highest loss first (lowest probability for the true class:
+            fastai's "top losses", the most telling errors).
         n_images: images evaluated.
+        images: one ImageResult per evaluated image, in the order given.
     """
 
     labels: list[str]
@@ -40,8 +57,21 @@ class EvalReport:
     macro_f1: float
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
-    mistakes: list[Mistake]
+    mistakes: list[ImageResult]
     n_images: int
+    images: list[ImageResult]
+
+    def cell(self, true_label: str, predicted_label: str) -> list[ImageResult]:
+        """The images of one confusion-matrix cell, most confident first.
+
+        Raises:
+            KeyError: a label this report does not have.
+        """
+        for label in (true_label, predicted_label):
+            if label not in self.labels:
+                raise KeyError(label)
+        found = [r for r in self.images if r.true_label == true_label and r.predicted_label == predicted_label]
+        return sorted(found, key=lambda r: -r.confidence)
 
     def to_dict(self) -> dict:
         """JSON-ready form (the CLI's ``evaluate`` output)."""
@@ -86,10 +116,9 @@ def evaluate_predictions(y_true: np.ndarray | list[int], probs: np.ndarray, labe
         if support or predicted:  # like scikit-learn: classes absent from both sides don't count
             f1s.append(f1)
     paths = paths or [str(i) for i in range(len(y_true))]
-    wrong = np.nonzero(y_pred != y_true)[0]
-    mistakes = [Mistake(int(i), paths[i], labels[y_true[i]], labels[y_pred[i]], float(probs[i, y_pred[i]]))
-                for i in wrong]
-    mistakes.sort(key=lambda m: -m.confidence)
+    images = [ImageResult(i, paths[i], labels[t], labels[p], float(probs[i, p]), float(probs[i, t]))
+              for i, (t, p) in enumerate(zip(y_true, y_pred))]
+    mistakes = sorted((r for r in images if not r.correct), key=lambda r: (r.true_confidence, -r.confidence))
     n = len(y_true)
     return EvalReport(
         labels=list(labels),
@@ -99,4 +128,5 @@ def evaluate_predictions(y_true: np.ndarray | list[int], probs: np.ndarray, labe
         confusion=confusion.tolist(),
         mistakes=mistakes,
         n_images=n,
+        images=images,
     )

@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .calibration import Calibration, fit_temperature
 from .data import ImageDataset, eval_transform, load_image, prepare_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "evaluate_result"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,9 +35,11 @@ class Predictor:
         labels: class names.
         data_config: the timm data config (input size, interpolation, crop, mean, std).
         device: "auto", "cpu" or "cuda".
+        temperature: logits are divided by this before the softmax (see ``calibrate``).
     """
 
-    def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto"):
+    def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
+                 temperature: float = 1.0):
         from .training import pick_device
 
         self.device = pick_device(device)
@@ -49,22 +52,27 @@ class Predictor:
         self.labels = list(labels)
         self.data_config = dict(data_config)
         self.transform = eval_transform(self.data_config)
+        self.temperature = float(temperature)
 
     def _tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
         image = prepare_image(image) if isinstance(image, Image.Image) else load_image(image)
         return self.transform(image)
 
-    def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, one row per image, columns in ``labels`` order."""
+    def batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stack preprocessed images into a batch on this predictor's device and memory format."""
+        x = torch.stack(list(tensors)).to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def logits(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
+        """Raw (uncalibrated) class scores, one row per image, columns in ``labels`` order."""
         out: list[np.ndarray] = []
         batch: list[torch.Tensor] = []
 
         def flush() -> None:
-            x = torch.stack(batch).to(self.device)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                out.append(self.model(x).float().softmax(dim=1).cpu().numpy())
+                out.append(self.model(self.batch(batch)).float().cpu().numpy())
             batch.clear()
 
         for image in images:
@@ -75,11 +83,27 @@ class Predictor:
             flush()
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
+    def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from ``logits()``' output."""
+        return torch.as_tensor(logits, dtype=torch.float32).div(self.temperature).softmax(dim=1).numpy()
+
+    def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
+        """Calibrated class probabilities, one row per image, columns in ``labels`` order."""
+        return self.to_probabilities(self.logits(images, batch_size))
+
     def predict(self, image: Image.Image | str | Path, top_k: int = 5) -> list[tuple[str, float]]:
         """The ``top_k`` most likely labels of one image, most likely first."""
         probs = self.probabilities([image])[0]
         order = np.argsort(-probs)[: max(1, min(top_k, len(self.labels)))]
         return [(self.labels[i], float(probs[i])) for i in order]
+
+    def _check_labels(self, dataset: ImageDataset) -> None:
+        unknown = sorted(set(dataset.labels) - set(self.labels))
+        if unknown:
+            raise DataError(
+                f"The images include classes this model was not trained on: {', '.join(unknown)}. "
+                f"Its classes are: {', '.join(self.labels)}. Name the folders after those classes."
+            )
 
     def evaluate(self, dataset: ImageDataset, indices: Sequence[int] | None = None) -> EvalReport:
         """Metrics on (some of) a dataset whose class names match this model's labels.
@@ -87,12 +111,7 @@ class Predictor:
         Raises:
             DataError: the dataset has classes this model does not know.
         """
-        unknown = sorted(set(dataset.labels) - set(self.labels))
-        if unknown:
-            raise DataError(
-                f"The images include classes this model was not trained on: {', '.join(unknown)}. "
-                f"Its classes are: {', '.join(self.labels)}. Name the folders after those classes."
-            )
+        self._check_labels(dataset)
         index = {label: i for i, label in enumerate(self.labels)}
         chosen = range(len(dataset.items)) if indices is None else indices
         items = [dataset.items[i] for i in chosen]
@@ -100,10 +119,39 @@ class Predictor:
         return evaluate_predictions([index[item.label] for item in items], probs, self.labels,
                                     [item.rel for item in items])
 
+    def calibrate(self, dataset: ImageDataset, indices: Sequence[int]) -> Calibration:
+        """Fit this predictor's temperature on held-out images (sets ``temperature``).
+
+        Use images the weights were not trained on (the validation split): on training images a
+        model looks more certain than it is.
+        """
+        self._check_labels(dataset)
+        index = {label: i for i, label in enumerate(self.labels)}
+        items = [dataset.items[i] for i in indices]
+        calibration = fit_temperature(self.logits(item.path for item in items),
+                                      np.array([index[item.label] for item in items]))
+        self.temperature = calibration.temperature
+        return calibration
+
     @classmethod
     def from_bundle(cls, path: str | Path, workdir: str | Path | None = None, device: str = "auto") -> "Predictor":
         """Load a saved bundle (folder or .zip) as a Predictor."""
         from .bundle import load_bundle
 
         bundle = load_bundle(path, workdir)
-        return cls(bundle.model, bundle.labels, bundle.data_config, device)
+        return cls(bundle.model, bundle.labels, bundle.data_config, device, bundle.temperature)
+
+
+def evaluate_result(result, dataset: ImageDataset, device: str = "auto") -> tuple[Predictor, Calibration, EvalReport]:
+    """What follows every training: a Predictor for ``result``, calibrated on its validation
+    images, and its evaluation on them (with calibrated confidences). The app and the CLI both
+    call this, so their bundles and numbers agree.
+
+    Args:
+        result: a ``training.TrainResult``.
+        dataset: the dataset it was trained on (``result.split`` indexes into it).
+        device: "auto", "cpu" or "cuda".
+    """
+    predictor = Predictor(result.model, result.labels, result.data_config, device=device)
+    calibration = predictor.calibrate(dataset, result.split.val)
+    return predictor, calibration, predictor.evaluate(dataset, result.split.val)

@@ -1,0 +1,135 @@
+"""Pictures the engine draws for people: heat-map overlays and the confusion matrix.
+
+Drawn with Pillow alone (no plotting library), as plain RGB images that any UI or file can show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["overlay_heat", "heat_colours", "ConfusionPicture", "confusion_picture"]
+
+# A perceptually ordered dark-blue -> cyan -> yellow -> red ramp ("turbo"-like, few stops).
+_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_RGB = np.array([[48, 18, 59], [40, 160, 230], [120, 240, 90], [250, 190, 40], [200, 20, 10]], dtype=np.float32)
+
+
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours, blue (cold) to red (hot)."""
+    h = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    return np.stack([np.interp(h, _STOPS, _RGB[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
+
+
+def overlay_heat(image: Image.Image, heat: np.ndarray, strength: float = 0.6) -> Image.Image:
+    """The picture with its heat map blended over it.
+
+    Cold areas keep most of the picture (opacity grows with heat), so a viewer still sees what is
+    under the hot spot.
+    """
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if heat.shape != base.shape[:2]:
+        raise ValueError(f"heat map {heat.shape} does not match the picture {base.shape[:2]}")
+    alpha = (0.15 + strength * np.clip(heat, 0, 1))[..., None]
+    out = base * (1 - alpha) + heat_colours(heat).astype(np.float32) * alpha
+    return Image.fromarray(out.round().astype(np.uint8))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Shorten ``text`` with an ellipsis until it fits in ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+@dataclass
+class ConfusionPicture:
+    """A drawn confusion matrix and where its cells are (to turn a click into a cell).
+
+    Attributes:
+        image: the picture (RGB).
+        labels: class names, rows = true class, columns = predicted class.
+        counts: the counts drawn, ``counts[i][j]`` = images of class i predicted as j.
+        left, top: pixel position of the first cell's top-left corner.
+        cell: side of a cell in pixels.
+    """
+
+    image: Image.Image
+    labels: list[str]
+    counts: list[list[int]]
+    left: int
+    top: int
+    cell: int
+
+    def cell_at(self, x: float, y: float) -> tuple[str, str] | None:
+        """(true label, predicted label) of the cell at pixel (x, y), or None outside the grid."""
+        col = int((x - self.left) // self.cell)
+        row = int((y - self.top) // self.cell)
+        n = len(self.labels)
+        if x < self.left or y < self.top or not (0 <= row < n and 0 <= col < n):
+            return None
+        return self.labels[row], self.labels[col]
+
+    def centre(self, true_label: str, predicted_label: str) -> tuple[int, int]:
+        """Pixel centre of a cell (what a click on it would report)."""
+        i, j = self.labels.index(true_label), self.labels.index(predicted_label)
+        return self.left + j * self.cell + self.cell // 2, self.top + i * self.cell + self.cell // 2
+
+
+def confusion_picture(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> ConfusionPicture:
+    """Draw a confusion matrix with its counts: rows = true class, columns = predicted class.
+
+    Right answers (the diagonal) are green, mistakes red; the shade is the share of the true
+    class's images in that cell, so a small class's errors are as visible as a big one's.
+    """
+    labels = list(labels)
+    counts = np.asarray(confusion, dtype=int).reshape(len(labels), len(labels))
+    n = len(labels)
+    cell = int(np.clip(560 // max(n, 1), 26, 72))
+    font, small = _font(max(11, min(18, cell // 3))), _font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = int(max([probe.textlength(label, font=small) for label in labels] + [40]))
+    label_w = min(text_w, 180) + 12
+    left, top = 30 + label_w, 30 + label_w
+    width, height = left + n * cell + 12, top + n * cell + 12
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    row_totals = counts.sum(axis=1)
+    for i in range(n):
+        for j in range(n):
+            x0, y0 = left + j * cell, top + i * cell
+            share = counts[i, j] / row_totals[i] if row_totals[i] else 0.0
+            if counts[i, j] == 0:
+                fill = (245, 245, 245)
+            elif i == j:
+                fill = tuple(int(255 - share * (255 - c)) for c in (30, 140, 60))
+            else:
+                fill = tuple(int(255 - max(share, 0.15) * (255 - c)) for c in (200, 40, 40))
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
+            ink = "white" if counts[i, j] and share > 0.55 else (40, 40, 40)
+            draw.text((x0 + cell / 2, y0 + cell / 2), str(counts[i, j]), fill=ink, font=font, anchor="mm")
+    for k, label in enumerate(labels):
+        shown = _fit(draw, label, small, label_w - 12)
+        # row labels (true class), right-aligned against the grid
+        draw.text((left - 6, top + k * cell + cell / 2), shown, fill="black", font=small, anchor="rm")
+        # column labels (predicted class), written upwards
+        strip = Image.new("RGB", (label_w, cell), "white")
+        ImageDraw.Draw(strip).text((6, cell / 2), shown, fill="black", font=small, anchor="lm")
+        img.paste(strip.rotate(90, expand=True), (left + k * cell, top - label_w))
+    draw.text((left + n * cell / 2, 14), "predicted class", fill=(90, 90, 90), font=small, anchor="mm")
+    axis = Image.new("RGB", (n * cell, 24), "white")
+    ImageDraw.Draw(axis).text((n * cell / 2, 12), "true class", fill=(90, 90, 90), font=small, anchor="mm")
+    img.paste(axis.rotate(90, expand=True), (4, top))
+    return ConfusionPicture(img, labels, counts.tolist(), left, top, cell)
