@@ -37,17 +37,25 @@ def _train(client: Client, mode="quick", epochs=0):
 
 def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_path):
     client = Client(app_url, verbose=False)
-    summary, counts, _, skipped = client.predict(handle_file(str(example_zip)), api_name="/load_zip")
+    summary, counts, _, skipped, checks, _ = client.predict(handle_file(str(example_zip)), api_name="/load_zip")
     assert "96 images in 6 classes" in summary and skipped["data"] == []
+    assert "**Conflicting labels:** No image carries two different labels" in checks
     updates, final = _train(client)
     assert len(updates) > 1  # progress arrived while training, not just at the end
     assert any("Reading images" in u[1][0] for u in updates[:-1])
-    status, loss, acc, download, results, per_class, mistakes = final
+    status, loss, acc, download = final
     bundle_zip = download["value"]  # a component update: {"value": downloaded file, "interactive": True}
     assert download["interactive"] and bundle_zip.endswith("trained-model.zip")
-    assert "**Done.**" in status and "Validation accuracy" in results
+    assert "**Done.**" in status
     assert len(loss["data"]) > 0 and len(acc["data"]) > 0
-    pred = client.predict(handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), api_name="/predict")
+    # the Results step (the browser runs it after training succeeds)
+    results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _ = client.predict(api_name="/results")
+    assert "Validation accuracy" in results and "Confidences were" in results
+    assert confusion.endswith(".png") or confusion.endswith(".webp")
+    assert len(per_class["data"]) == 6
+    verdict, pred, heat, heat_note = client.predict(handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), 0.0,
+                                                    api_name="/predict")
+    assert pred["label"] in verdict and heat and "where the model found" in heat_note
     labels = [c["label"] for c in pred["confidences"]]
     assert set(labels) < {p.name for p in EXAMPLE.iterdir()} and len(labels) == 5  # the top 5 shown
     # the downloaded bundle, loaded by the command line, gives the app's top-1
@@ -78,8 +86,8 @@ def test_two_sessions_train_different_data_and_keep_their_own_labels(app_url, tm
         t.join(timeout=600)
     assert "**Done.**" in finals["a"][0] and "**Done.**" in finals["b"][0]
     image = handle_file(str(TEST_IMAGES / "animal_dolphin.png"))
-    labels_a = {c["label"] for c in clients["a"].predict(image, api_name="/predict")["confidences"]}
-    labels_b = {c["label"] for c in clients["b"].predict(image, api_name="/predict")["confidences"]}
+    labels_a = {c["label"] for c in clients["a"].predict(image, 0.5, api_name="/predict")[1]["confidences"]}
+    labels_b = {c["label"] for c in clients["b"].predict(image, 0.5, api_name="/predict")[1]["confidences"]}
     assert labels_a == {"animal", "computer", "bug"} and labels_b == {"flower", "fruit", "vehicle"}
 
 

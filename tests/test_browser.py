@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from conftest import TEST_IMAGES
+from conftest import EXAMPLE, TEST_IMAGES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
@@ -68,6 +68,25 @@ def _tab(page, name):
     page.get_by_role("tab", name=name).click()
 
 
+EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
+
+
+def _click_cell(page, labels, true_label, predicted):
+    """Click a confusion-matrix cell where the user would: the picture is scaled to fit, so the
+    cell's pixel position is mapped through the displayed size. The layout does not depend on the
+    counts, so the geometry of an all-zero matrix with the same labels is the real one."""
+    from transfer_gui.figures import confusion_picture
+
+    geometry = confusion_picture(labels, [[0] * len(labels)] * len(labels))
+    x, y = geometry.centre(true_label, predicted)
+    img = page.locator("#confusion img")
+    box = img.bounding_box()
+    natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    scale = min(box["width"] / natural[0], box["height"] / natural[1], 1)
+    pad_x, pad_y = (box["width"] - natural[0] * scale) / 2, (box["height"] - natural[1] * scale) / 2
+    img.click(position={"x": pad_x + x * scale, "y": pad_y + y * scale})
+
+
 def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts, tmp_path):
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)  # noqa: E731
     shot("01-start")
@@ -113,12 +132,49 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#loss-plot .mark-line path").first).to_be_visible()
     shot("04-trained-quick")
 
-    _tab(page, "4. Test")
+    _tab(page, "4. Results")
+    expect(page.locator("#results-summary")).to_contain_text("Validation accuracy")
+    expect(page.locator("#results-summary")).to_contain_text("Confidences were")
+    _wait_for_images(page, "#confusion img")
+    _wait_for_images(page, "#mistakes img")
+    shot("05-results")
+    # a click on the (bug, bug) cell of the matrix shows the bugs it recognised
+    _click_cell(page, EXAMPLE_LABELS, "bug", "bug")
+    expect(page.locator("#cell-note")).to_contain_text("of 'bug' were correctly recognised")
+    expect(page.locator("#cell-true input")).to_have_value("bug")
+    _wait_for_images(page, "#cell-gallery img")
+    n_shown = page.locator("#cell-gallery img").count()
+    assert n_shown >= 1
+    page.locator("#mistake-heat input").check()
+    expect(page.locator("#mistakes .progress-text, #mistakes .eta-bar")).to_have_count(0)
+    expect(page.locator("#mistakes img").first).to_be_visible()
+    _wait_for_images(page, "#mistakes img")
+    shot("05b-mistakes-heat-maps")
+
+    _tab(page, "5. Test")
     page.locator("#test-image input[type=file]").set_input_files(str(TEST_IMAGES / "animal_dolphin.png"))
     expect(page.locator("#prediction")).to_contain_text("%", timeout=60_000)
-    expect(page.locator("#results-summary")).to_contain_text("Validation accuracy")
-    _wait_for_images(page, "#mistakes img")
-    shot("05-test")
+    expect(page.locator("#verdict")).to_contain_text("sure")
+    expect(page.locator("#heat-note")).to_contain_text("where the model found the most evidence")
+    _wait_for_images(page, "#test-heat img")
+    shot("05c-test-heat-map")
+    # a 100% threshold: the answer becomes "not sure" with the candidates
+    page.locator("#threshold input[type=number]").fill("1")
+    page.locator("#threshold input[type=number]").press("Enter")
+    expect(page.locator("#verdict")).to_contain_text("Not sure", timeout=60_000)
+    expect(page.locator("#verdict")).to_contain_text("Top candidates")
+    # many pictures at once -> a table and a CSV (threshold back to 50%)
+    page.locator("#threshold input[type=number]").fill("0.5")
+    page.locator("#threshold input[type=number]").press("Enter")
+    expect(page.locator("#verdict")).not_to_contain_text("Not sure")
+    page.locator("#batch-files input[type=file]").set_input_files(
+        [str(p) for p in sorted(TEST_IMAGES.glob("*.png"))])
+    page.locator("#batch-btn").click()
+    expect(page.locator("#batch-note")).to_contain_text("6 picture(s) classified", timeout=60_000)
+    expect(page.locator("#batch-csv")).to_be_enabled()
+    expect(page.locator("#batch-table")).to_contain_text("vehicle_hummer_01.png")
+    expect(page.locator("#batch-table")).to_contain_text("vehicle")
+    shot("05d-batch")
 
     # A longer fine-tune, stopped by the user: the best model so far is kept.
     _tab(page, "3. Train")
@@ -138,7 +194,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(status).to_contain_text("Kept the best model")
     shot("07-stopped")
 
-    _tab(page, "5. Download")
+    _tab(page, "6. Download")
     button = page.locator("#download-btn")
     expect(button).to_be_enabled()
     with page.expect_download() as info:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import gradio as gr
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLE, TEST_IMAGES, write_shapes, zip_folder
+from conftest import EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
 from transfer_gui.handlers import Handlers
 from transfer_gui.session import Session
 
@@ -38,19 +43,21 @@ def _train(h, session, mode="quick", epochs=0, stop_when=None):
 
 
 def test_example_dataset_fills_the_report_and_enables_training(h, session):
-    summary, counts, gallery, skipped, train_btn, state = h.load_example(session)
+    summary, counts, gallery, skipped, checks, check_images, train_btn, state = h.load_example(session)
     assert state is session and session.dataset is not None
     assert "96 images in 6 classes" in summary
     assert counts["images"].tolist() == [16] * 6
     assert len(gallery) == 6 * 4 and {caption for _, caption in gallery} == set(session.dataset.labels)
     assert skipped.empty and train_btn.interactive is True
+    assert checks.count("OK ·") == 4 and "Look at this" not in checks
+    assert check_images["value"] == [] and check_images["visible"] is False  # the example data is clean
 
 
 def test_zip_with_junk_reports_skips_in_plain_words(h, session, tmp_path):
     root = write_shapes(tmp_path / "d")
     (root / "square" / "notes.txt").write_text("x")
     (root / "circle" / "bad.jpg").write_bytes(b"garbage")
-    summary, counts, _, skipped, _, _ = h.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
+    summary, counts, _, skipped, *_ = h.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
     assert "16 images in 2 classes" in summary and "2 files were skipped" in summary
     assert sorted(skipped["file"]) == ["circle/bad.jpg", "square/notes.txt"]
     assert session.workdir in next(iter(session.dataset.items)).path.parents  # files stay in the session
@@ -90,7 +97,9 @@ def test_train_before_data_and_predict_before_training_explain_why(h, session):
         next(h.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
     with pytest.raises(gr.Error, match="Train a model first"):
         h.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
-    assert h.predict(session, None) is None
+    assert h.predict(session, None) == ("", None, None, "")
+    with pytest.raises(gr.Error, match="Train a model first"):
+        h.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
 
 
 def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, session):
@@ -105,9 +114,10 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     download = updates[-1][5]
     assert session.bundle_zip.name == "trained-model.zip" and session.bundle_zip.is_file()
     assert download.value["orig_name"] == "trained-model.zip" and download.interactive
-    assert "Validation accuracy" in updates[-1][6]
-    label = h.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"))
-    assert set(label) <= set(session.dataset.labels) and abs(sum(label.values()) - 1) < 0.02
+    assert "Validation accuracy" in h.results_view(session)[0]
+    verdict, label, heat, _ = h.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
+    assert set(label) == set(session.dataset.labels) and abs(sum(label.values()) - 1) < 0.02
+    assert max(label, key=label.get) in verdict and heat.size == (192, 178)
 
 
 def test_stop_during_fine_tune_keeps_the_best_model(h, session):
@@ -158,3 +168,103 @@ def test_session_close_removes_its_files(h):
     s.close()
     assert not s.workdir.exists() and s.stop.is_set()
     s.close()  # twice is fine
+
+
+# --- results, heat maps, "not sure", batch prediction ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(h):
+    """A session with the quick model trained on the example data (seed 0)."""
+    s = Session()
+    h.load_example(s)
+    _train(h, s)
+    yield s
+    s.close()
+
+
+def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
+    ev = trained.evaluation
+    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat = h.results_view(trained)
+    assert f"Validation accuracy {ev.accuracy:.0%}" in summary and "macro-F1" in summary
+    assert "Confidences were" in summary and "No validation image is a copy" in summary
+    assert table["class"].tolist() == ev.labels and table["images"].sum() == ev.n_images
+    assert picture.size[0] > 300 and show_heat is False
+    # it opens on the cell with the most mistakes
+    off = max((ev.confusion[i][j], i, j) for i in range(6) for j in range(6) if i != j)
+    assert (true_dd.value, pred_dd.value) == (ev.labels[off[1]], ev.labels[off[2]])
+    # a click on each cell of the picture shows exactly that cell's validation images
+    from transfer_gui.figures import confusion_picture
+
+    geometry = confusion_picture(ev.labels, ev.confusion)
+    val_items = [trained.dataset.items[i] for i in trained.result.split.val]
+    probs = trained.predictor.probabilities([it.path for it in val_items])
+    for i, t in enumerate(ev.labels):
+        for j, p in enumerate(ev.labels):
+            x, y = geometry.centre(t, p)
+            event = gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+            got_t, got_p, note, gallery = h.select_cell(trained, event)
+            assert (got_t, got_p) == (t, p)
+            expected = {str(it.path) for it, pr in zip(val_items, probs)
+                        if it.label == t and ev.labels[pr.argmax()] == p}
+            assert {path for path, _ in gallery} == expected
+            assert len(gallery) == ev.confusion[i][j] and f"**{len(gallery)} validation image" in note
+    # outside the grid: nothing changes
+    assert h.select_cell(trained, gr.SelectData(None, {"index": [1, 1], "value": None})) == (gr.skip(),) * 4
+    # mistakes: top losses first; with heat maps, each is an overlay of the picture's size
+    assert len(mistakes) == len(ev.mistakes)
+    heat = h.mistakes_view(trained, True)
+    for (plain, caption), (overlay, caption2) in zip(mistakes, heat):
+        assert caption == caption2 and overlay.size == Image.open(plain).size
+
+
+def test_not_sure_below_the_threshold_shows_the_candidates(h, trained):
+    image = Image.open(TEST_IMAGES / "fruit_lemon_wedge_ganson.png")
+    verdict, label, _, _ = h.predict(trained, image, 1.0)
+    assert verdict.startswith("### Not sure") and "Top candidates" in verdict
+    top = max(label, key=label.get)
+    assert top in verdict
+    verdict, _, _, note = h.predict(trained, image, 0.0)
+    assert verdict.startswith(f"### {top}") and f"evidence for '{top}'" in note
+
+
+def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "more").mkdir(parents=True)
+    for p in sorted(TEST_IMAGES.glob("*.png"))[:3]:
+        shutil.copy(p, folder / "more" / p.name)
+    (folder / "more" / "notes.jpg").write_bytes(b"not an image")
+    zip_folder(folder / "more", folder / "batch.zip")
+    single = folder / "vehicle.png"
+    shutil.copy(TEST_IMAGES / "vehicle_hummer_01.png", single)
+    summary, table, csv_button = h.batch_predict(trained, [str(folder / "batch.zip"), str(single)], 0.6)
+    assert "4 picture(s) classified" in summary and "1 file(s) skipped: batch.zip:notes.jpg" in summary
+    assert table.columns.tolist() == ["image", "label", "confidence"] and len(table) == 4
+    app_rows = list(csv.DictReader(open(csv_button.value["path"])))
+    cli_csv = tmp_path / "cli.csv"
+    proc = subprocess.run([sys.executable, "-m", "transfer_gui", "predict", str(trained.bundle_zip),
+                           "batch.zip", "vehicle.png", "--threshold", "0.6", "--csv", str(cli_csv)],
+                          cwd=folder, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    cli_rows = list(csv.DictReader(open(cli_csv)))
+    assert [r["path"] for r in app_rows] == [r["path"] for r in cli_rows] == table["image"].tolist()
+    assert [r["label"] for r in app_rows] == [r["label"] for r in cli_rows]
+    assert list(app_rows[0]) == list(cli_rows[0])  # same columns, same order
+    for a, c in zip(app_rows, cli_rows):
+        for key in a:
+            if "confidence" in key:
+                assert float(a[key]) == pytest.approx(float(c[key]), abs=1e-5)
+            else:
+                assert a[key] == c[key]
+
+
+def test_dataset_checks_in_step_one_show_the_offending_images(h, session, tmp_path):
+    root = write_shapes(tmp_path / "d")
+    (root / "circle" / "copy.png").write_bytes((root / "square" / "square_0.png").read_bytes())
+    _, _, _, _, checks, update, _, _ = h.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
+    images = update["value"]
+    assert update["visible"] is True
+    assert "**Look at this** · **Conflicting labels:** The same image is labelled 'circle' and 'square'" in checks
+    assert sorted(caption for _, caption in images) == ["labelled 'circle': circle/copy.png",
+                                                        "labelled 'square': square/square_0.png"]
+    assert all(session.workdir in Path(p).parents for p, _ in images)

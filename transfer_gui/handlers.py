@@ -20,12 +20,16 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from .batch import NOT_SURE, decide, iter_image_files, prediction_rows, write_csv
 from .bundle import save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
+from .checks import Check, dataset_checks, leakage_check
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, open_dataset, scan_files
 from .errors import UserInputError
-from .inference import Predictor
+from .explain import heat_map
+from .figures import confusion_picture
+from .inference import evaluate_result
 from .session import Session
 from .training import ProgressEvent, fit
 from .weights import availability, check_available
@@ -42,6 +46,9 @@ MODE_CHOICES = [
     ("Fine-tune: adjust the whole model (minutes, usually more accurate)", "finetune"),
 ]
 _GALLERY_PER_CLASS = 4
+# Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
+_OK, _WARN = "OK ·", "**Look at this** ·"
+_MAX_MISTAKES = 24  # the mistakes gallery shows the worst ones; heat maps cost ~0.1 s each on a CPU
 _MIN_YIELD_S = 0.4  # at most ~2 UI updates a second: the plot stays smooth, the socket quiet
 _WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
 
@@ -124,16 +131,20 @@ class Handlers:
 
     @staticmethod
     def data_view(session: Session):
-        """(summary, counts table, gallery, skipped table, train button) for the current dataset."""
+        """(summary, counts table, gallery, skipped table, checks, check images, train button)
+        for the current dataset."""
         ds = session.dataset
         if ds is None:
             return ("No images yet: upload a zip, build classes, or use the example.",
                     pd.DataFrame(columns=["class", "images"]), [],
-                    pd.DataFrame(columns=["file", "reason"]), gr.Button(interactive=False))
+                    pd.DataFrame(columns=["file", "reason"]), "", gr.update(value=[], visible=False),
+                    gr.Button(interactive=False))
         report = ds.report
         lines = [f"**{report.n_images} images in {len(ds.labels)} classes** are ready"
                  + (f"; **{len(report.skipped)} files were skipped** (listed below)." if report.skipped else ".")]
-        lines += [f"⚠️ {w}" for w in report.warnings]
+        checks = dataset_checks(ds)
+        shown_below = {c.message for c in checks}
+        lines += [f"{_WARN} {w}" for w in report.warnings if w not in shown_below]
         counts = pd.DataFrame({"class": list(report.counts), "images": list(report.counts.values())})
         gallery = []
         for label in ds.labels:
@@ -141,7 +152,10 @@ class Handlers:
             gallery += [(str(i.path), label) for i in items]
         skipped = pd.DataFrame([{"file": s.path, "reason": s.reason} for s in report.skipped],
                                columns=["file", "reason"])
-        return "\n\n".join(lines), counts, gallery, skipped, gr.Button(interactive=True)
+        checks_md, check_images = checks_view(checks)
+        # the gallery only takes room when there is something to look at
+        return ("\n\n".join(lines), counts, gallery, skipped, checks_md,
+                gr.update(value=check_images, visible=bool(check_images)), gr.Button(interactive=True))
 
     def load_zip(self, session: Session, zip_file: str | None):
         """Read an uploaded .zip with one folder per class."""
@@ -268,7 +282,7 @@ class Handlers:
               mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float
               ) -> Iterator[tuple]:
         """Train with live updates. Yields (status, loss plot, accuracy plot, train button,
-        stop button, download button, results, per-class table, mistakes, session)."""
+        stop button, download button, session); ``results_view`` then fills the Results step."""
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
         try:
@@ -281,8 +295,7 @@ class Handlers:
         rows: list[dict] = []
         empty = self._plots(rows)
         if not session.training.acquire(blocking=False):
-            yield ("Waiting for the previous training to finish its last step...", *empty, *busy,
-                   "", None, [], session)
+            yield ("Waiting for the previous training to finish its last step...", *empty, *busy, session)
             if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
                 raise gr.Error("The previous training is still stopping; try again in a minute.")
         try:
@@ -321,48 +334,117 @@ class Handlers:
                 epoch_end = event.phase == "finetune" and event.val_loss is not None
                 if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
                     last_yield = now
-                    yield (self._status(event, best_acc), *self._plots(rows), *busy, "", None, [], session)
+                    yield (self._status(event, best_acc), *self._plots(rows), *busy, session)
         except UserInputError as exc:
             raise _user_error(exc, session) from exc
         if not result.history:  # stopped while reading images: there is no trained head to keep
             yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
                    "Press Train again.", *self._plots(rows), gr.Button(interactive=True),
-                   gr.Button(interactive=False), gr.DownloadButton(interactive=False), "", None, [], session)
+                   gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
         yield (f"**Checking the model on the validation images...** elapsed {_fmt_s(result.train_seconds)}",
-               *self._plots(rows), *busy, "", None, [], session)
+               *self._plots(rows), *busy, session)
         session.result = result
-        session.predictor = Predictor(result.model, result.labels, result.data_config, device=config.device)
-        session.evaluation = session.predictor.evaluate(session.dataset, result.split.val)
+        session.predictor, session.calibration, session.evaluation = evaluate_result(
+            result, session.dataset, device=config.device)
         folder = save_bundle(result, session.new_folder("bundle") / "model",
                              dataset_report=session.dataset.report.to_dict(),
-                             evaluation=session.evaluation.to_dict())
+                             evaluation=session.evaluation.to_dict(),
+                             calibration=session.calibration.to_dict())
         session.bundle_zip = zip_bundle(folder, folder.parent / "trained-model.zip")
         ev = session.evaluation
         what = "Stopped" if result.stopped else "Done"
         status = (f"**{what}.** Kept the best model (epoch {result.best['epoch']} of "
                   f"{'the head training' if result.best['phase'] == 'head' else 'fine-tuning'}): "
                   f"validation accuracy **{ev.accuracy:.0%}** on {ev.n_images} images · "
-                  f"trained in {_fmt_s(result.train_seconds)}. Test it in step 4, download it in step 5.")
+                  f"trained in {_fmt_s(result.train_seconds)}. See what it got right and wrong in step 4, "
+                  "test it in step 5, download it in step 6.")
         yield (status, *self._plots(rows), gr.Button(interactive=True), gr.Button(interactive=False),
-               gr.DownloadButton(value=str(session.bundle_zip), interactive=True),
-               *self.results_view(session), session)
+               gr.DownloadButton(value=str(session.bundle_zip), interactive=True), session)
+
+    # --- step 4: results ------------------------------------------------------------------------
 
     @staticmethod
     def results_view(session: Session):
-        """(summary, per-class table, mistakes gallery) of the last evaluation."""
+        """The Results step: (summary, per-class table, confusion picture, true-class picker,
+        predicted-class picker, cell note, cell gallery, mistakes gallery, heat-map switch)."""
         ev = session.evaluation
         if ev is None:
-            return "", None, []
+            picker = gr.Dropdown(choices=[], value=None)
+            return ("Train a model (step 3) to see how it does on the images it did not learn from.",
+                    None, None, picker, picker, "", [], [], False)
         correct = round(ev.accuracy * ev.n_images)
-        summary = (f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out images "
-                   f"right) · macro-F1 {ev.macro_f1:.2f} · {len(ev.mistakes)} mistakes, most confident first:")
+        lines = [f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out images "
+                 f"right) · macro-F1 {ev.macro_f1:.2f}"]
+        if session.calibration is not None:
+            lines.append(session.calibration.sentence())
+        leakage = leakage_check(session.dataset, session.result.split)
+        lines.append(f"{_OK if leakage.ok else _WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()])
+        picture = confusion_picture(ev.labels, ev.confusion).image
+        # Start on the cell with the most mistakes: the first thing worth looking at.
+        off = [(ev.confusion[i][j], i, j) for i in range(len(ev.labels)) for j in range(len(ev.labels)) if i != j]
+        n, i, j = max(off) if off else (0, 0, 0)
+        true_label, predicted = (ev.labels[i], ev.labels[j]) if n else (ev.labels[0], ev.labels[0])
+        note, cell = Handlers.cell_view(session, true_label, predicted)
+        return ("  \n".join(lines), table, picture,
+                gr.Dropdown(choices=ev.labels, value=true_label), gr.Dropdown(choices=ev.labels, value=predicted),
+                note, cell, Handlers.mistakes_view(session, False), False)
+
+    @staticmethod
+    def _image_path(session: Session, rel: str) -> str:
         root = session.dataset.root if session.dataset else Path(".")
-        mistakes = [(str(root / m.path) if not Path(m.path).is_absolute() else m.path,
-                     f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%})") for m in ev.mistakes[:12]]
-        return summary, table, mistakes
+        return rel if Path(rel).is_absolute() else str(root / rel)
+
+    @staticmethod
+    def cell_view(session: Session, true_label: str | None, predicted: str | None):
+        """(note, gallery) of the validation images of one confusion-matrix cell."""
+        ev = session.evaluation
+        if ev is None or not true_label or not predicted:
+            return "", []
+        try:
+            cell = ev.cell(true_label, predicted)
+        except KeyError:
+            return "", []
+        what = "correctly recognised" if true_label == predicted else f"taken for '{predicted}'"
+        note = f"**{len(cell)} validation image(s) of '{true_label}' were {what}**"
+        note += ", most confident first." if cell else "."
+        gallery = [(Handlers._image_path(session, r.path), f"{r.predicted_label} {r.confidence:.0%} · {r.path}")
+                   for r in cell]
+        return note, gallery
+
+    @staticmethod
+    def select_cell(session: Session, evt: gr.SelectData):
+        """A click on the confusion matrix picture: pick that cell."""
+        ev = session.evaluation
+        if ev is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        found = confusion_picture(ev.labels, ev.confusion).cell_at(*evt.index)
+        if found is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (found[0], found[1], *Handlers.cell_view(session, *found))
+
+    @staticmethod
+    def mistakes_view(session: Session, show_heat: bool):
+        """The most confident mistakes (top losses) as a gallery; with ``show_heat``, each one
+        drawn with the heat map of the class the model wrongly chose."""
+        ev = session.evaluation
+        if ev is None:
+            return []
+        out = []
+        for m in ev.mistakes[:_MAX_MISTAKES]:
+            caption = (f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%}; "
+                       f"{m.true_confidence:.0%} for {m.true_label})")
+            path = Handlers._image_path(session, m.path)
+            if show_heat and session.predictor is not None:
+                key = (path, m.predicted_label)
+                if key not in session.heat_cache:
+                    session.heat_cache[key] = heat_map(session.predictor, path, m.predicted_label).overlay()
+                out.append((session.heat_cache[key], caption))
+            else:
+                out.append((path, caption))
+        return out
 
     @staticmethod
     def after_failure(session: Session):
@@ -378,17 +460,64 @@ class Handlers:
         session.stop.set()
         return "**Stopping after this batch...** the best model so far will be kept."
 
-    # --- step 4: test --------------------------------------------------------------------------
+    # --- step 5: test --------------------------------------------------------------------------
 
     @staticmethod
-    def predict(session: Session, image: Image.Image | None):
-        """Top classes with confidences for one picture (gr.Label's dict)."""
+    def predict(session: Session, image: Image.Image | None, threshold: float = 0.5):
+        """One picture: (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
         if image is None:
-            return None
+            return "", None, None, ""
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
         predictor = session.predictor
-        return dict(predictor.predict(image, top_k=len(predictor.labels)))
+        probs = predictor.probabilities([image])[0]
+        label, confidence = decide(probs, predictor.labels, threshold or 0.0)
+        ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])
+        if label == NOT_SURE:
+            top = ", ".join(f"{name} {p:.0%}" for name, p in ranked[:3])
+            verdict = (f"### Not sure\nThe best guess is **{ranked[0][0]}** at {confidence:.0%}, below your "
+                       f"{threshold:.0%} threshold. Top candidates: {top}.")
+        else:
+            verdict = f"### {label}\n{confidence:.0%} sure."
+        hm = heat_map(predictor, image)
+        return verdict, dict(ranked), hm.overlay(), hm.caption()
+
+    def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5):
+        """Many pictures (and/or .zip files): (summary, table, CSV download button)."""
+        if session.predictor is None:
+            raise gr.Error("Train a model first (step 3), then classify pictures here.")
+        if not files:
+            raise gr.Error("Choose some pictures or a .zip of pictures first.")
+        folder = session.new_folder("batch")
+        skipped: list[str] = []
+        try:
+            images = iter_image_files([(Path(f).name, Path(f)) for f in files], folder,
+                                      lambda shown, why: skipped.append(f"{shown}: {why}"))
+            rows = list(prediction_rows(session.predictor, images, top_k=3, threshold=threshold or 0.0,
+                                        on_skip=lambda shown, why: skipped.append(f"{shown}: {why}")))
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        if not rows:
+            raise gr.Error("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")
+        csv_path = folder / "predictions.csv"
+        write_csv(rows, csv_path)
+        table = pd.DataFrame([{"image": r["path"], "label": r["label"], "confidence": round(r["confidence"], 3)}
+                              for r in rows], columns=["image", "label", "confidence"])
+        unsure = sum(r["label"] == NOT_SURE for r in rows)
+        summary = f"**{len(rows)} picture(s) classified**"
+        summary += f", {unsure} of them 'not sure' (below {threshold:.0%})." if unsure else "."
+        if skipped:
+            summary += f"  \n{len(skipped)} file(s) skipped: " + "; ".join(skipped[:10])
+        return summary, table, gr.DownloadButton(value=str(csv_path), interactive=True)
+
+
+def checks_view(checks: list[Check]) -> tuple[str, list[tuple[str, str]]]:
+    """Dataset checks as a Markdown checklist and a gallery of the images to look at."""
+    lines = [f"{_OK if c.ok else _WARN} **{c.title}:** {c.message}" for c in checks]
+    images = [img for c in checks if not c.ok for img in c.images]
+    if images:
+        lines.append("The images to look at are shown below.")
+    return "  \n".join(lines), images
 
 
 def training_slots_from_env() -> int:

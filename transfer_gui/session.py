@@ -14,6 +14,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from .calibration import Calibration
 from .data import ImageDataset
 from .evaluation import EvalReport
 from .inference import Predictor
@@ -37,6 +38,8 @@ class Session:
         result: the last training result (kept even when training was stopped).
         predictor: a Predictor for ``result``.
         evaluation: the validation report of ``result``.
+        calibration: the temperature fitted for ``predictor`` on the validation images.
+        heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
         bundle_zip: the downloadable bundle of ``result``.
         stop: set to stop the running training between batches.
         training: held while this session trains; a new run waits for a stopped one to finish.
@@ -53,6 +56,8 @@ class Session:
         self.result: TrainResult | None = None
         self.predictor: Predictor | None = None
         self.evaluation: EvalReport | None = None
+        self.calibration: Calibration | None = None
+        self.heat_cache: dict[tuple[str, str], object] = {}
         self.bundle_zip: Path | None = None
         self.stop = threading.Event()
         self.training = threading.Lock()
@@ -73,7 +78,8 @@ class Session:
 
     def reset_model(self) -> None:
         """Forget the trained model (the data changed, so it no longer matches)."""
-        self.result = self.predictor = self.evaluation = self.bundle_zip = None
+        self.result = self.predictor = self.evaluation = self.calibration = self.bundle_zip = None
+        self.heat_cache = {}
 
     def close(self) -> None:
         """Stop any training and delete this session's files. Safe to call more than once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from .catalog import DEFAULT_MODEL
 from .handlers import (MODE_CHOICES, ROOT, Handlers, image_extensions, model_card, model_choices,
@@ -79,6 +80,10 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                     gallery = gr.Gallery(label="A few images of each class", columns=8, height=260,
                                          object_fit="contain", elem_id="gallery", scale=3)
                 skipped = gr.Dataframe(label="Skipped files and why", interactive=False, elem_id="skipped")
+                gr.Markdown("**Checks**: problems that quietly spoil a small image set.")
+                checks_md = gr.Markdown(elem_id="checks")
+                check_images = gr.Gallery(label="Images to look at", columns=8, height="auto", visible=False,
+                                          object_fit="contain", elem_id="check-images")
 
             # --- 2. model --------------------------------------------------------------------
             with gr.Tab("2. Model", id="tab-model"):
@@ -118,8 +123,38 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                            title="Validation accuracy (higher is better)", x_title="epoch",
                                            y_title="accuracy", y_lim=[0, 1], height=300, elem_id="acc-plot")
 
-            # --- 4. test ---------------------------------------------------------------------
-            with gr.Tab("4. Test", id="tab-test"):
+            # --- 4. results ------------------------------------------------------------------
+            with gr.Tab("4. Results", id="tab-results"):
+                results = gr.Markdown("Train a model (step 3) to see how it does on the images it did not "
+                                      "learn from.", elem_id="results-summary")
+                per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
+                                         interactive=False, elem_id="per-class")
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        gr.Markdown("**Confusion matrix**: rows are the true classes, columns what the model "
+                                    "said. Click a cell to see its images.")
+                        # No label: its badge would cover the top of the picture.
+                        confusion = gr.Image(show_label=False, type="pil", interactive=False,
+                                             elem_id="confusion", buttons=["download", "fullscreen"])
+                    with gr.Column(scale=3):
+                        with gr.Row():
+                            cell_true = gr.Dropdown(label="True class", choices=[], elem_id="cell-true")
+                            cell_pred = gr.Dropdown(label="Predicted as", choices=[], elem_id="cell-pred")
+                        cell_note = gr.Markdown(elem_id="cell-note")
+                        cell_gallery = gr.Gallery(label="Images in this cell (predicted class, confidence)",
+                                                  columns=5, height=320, object_fit="contain",
+                                                  elem_id="cell-gallery")
+                gr.Markdown("**Most confident mistakes**: the images the model got wrong with the most "
+                            "conviction (fastai's *top losses*). Mislabelled images often show up here.")
+                show_heat = gr.Checkbox(label="Show where the model looked (heat map of the class it chose)",
+                                        value=False, elem_id="mistake-heat")
+                mistakes = gr.Gallery(label="Mistakes (true → predicted)", columns=6, object_fit="contain",
+                                      height="auto", elem_id="mistakes")
+
+            # --- 5. test ---------------------------------------------------------------------
+            with gr.Tab("5. Test", id="tab-test"):
+                threshold = gr.Slider(0, 1, value=0.5, step=0.05, elem_id="threshold",
+                                      label='Answer "not sure" below this confidence')
                 with gr.Row():
                     with gr.Column():
                         test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="pil",
@@ -128,15 +163,28 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                         examples = sorted(str(p) for p in TEST_IMAGES.glob("*") if p.is_file())
                         gr.Examples(examples, inputs=[test_image], label="Or try one of these",
                                     cache_examples=False)
-                    prediction = gr.Label(num_top_classes=5, label="What the model sees", elem_id="prediction")
-                results = gr.Markdown(elem_id="results-summary")
-                per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
-                                         interactive=False, elem_id="per-class")
-                mistakes = gr.Gallery(label="Mistakes on held-out images (true → predicted)", columns=8,
-                                      object_fit="contain", height="auto", elem_id="mistakes")
+                    with gr.Column():
+                        verdict = gr.Markdown(elem_id="verdict")
+                        prediction = gr.Label(num_top_classes=5, label="Confidence per class", elem_id="prediction")
+                    with gr.Column():
+                        heat = gr.Image(label="Where the model looked", type="pil", interactive=False,
+                                        elem_id="test-heat")
+                        heat_note = gr.Markdown(elem_id="heat-note")
+                gr.Markdown("**Many pictures at once**: choose pictures or .zip files; get a table and a CSV "
+                            "(the same rows as `python -m transfer_gui predict --csv`).")
+                with gr.Row():
+                    batch_files = gr.File(label="Pictures or .zip files", file_count="multiple",
+                                          file_types=image_extensions() + [".zip"], elem_id="batch-files")
+                    with gr.Column():
+                        batch_btn = gr.Button("Classify them", variant="primary", elem_id="batch-btn")
+                        batch_csv = gr.DownloadButton("Download the table (.csv)", interactive=False,
+                                                      elem_id="batch-csv")
+                batch_note = gr.Markdown(elem_id="batch-note")
+                batch_table = gr.Dataframe(pd.DataFrame(columns=["image", "label", "confidence"]),
+                                           label="Predictions", interactive=False, elem_id="batch-table")
 
-            # --- 5. download -----------------------------------------------------------------
-            with gr.Tab("5. Download", id="tab-download"):
+            # --- 6. download -----------------------------------------------------------------
+            with gr.Tab("6. Download", id="tab-download"):
                 gr.Markdown("The trained model as a zip in timm / Hugging Face layout "
                             "(`config.json` + `model.safetensors`, labels and preprocessing inside). "
                             "Load it with `timm.create_model('local-dir:FOLDER', pretrained=True)` "
@@ -145,7 +193,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                                  elem_id="download-btn")
 
         # --- wiring ----------------------------------------------------------------------------
-        data_outputs = [data_summary, counts, gallery, skipped, train_btn, state]
+        data_outputs = [data_summary, counts, gallery, skipped, checks_md, check_images, train_btn, state]
+        results_outputs = [results, per_class, confusion, cell_true, cell_pred, cell_note, cell_gallery,
+                           mistakes, show_heat]
         demo.load(h.on_load, [state], [state], queue=False, api_visibility="private")
         demo.load(h.classes_table, [state], [classes_table], queue=False, api_visibility="private")
         demo.unload(h.on_unload)
@@ -161,15 +211,29 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
         model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
         training = train_btn.click(
             h.train, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed],
-            [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, results, per_class, mistakes, state],
+            [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, state],
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
+        # The Results step is filled once the model is evaluated (also after a Stop).
+        training.success(h.results_view, [state], results_outputs, api_name="results")
         # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
         training.failure(h.after_failure, [state], [status, train_btn, stop_btn], queue=False,
                          api_visibility="private")
         stop_btn.click(h.stop, [state], [status], queue=False, api_name="stop")
-        test_image.change(h.predict, [state, test_image], [prediction], show_progress_on=[prediction],
-                          api_name="predict")
+        cell_true.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery],
+                        api_visibility="private")
+        cell_pred.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery], api_name="cell")
+        confusion.select(h.select_cell, [state], [cell_true, cell_pred, cell_note, cell_gallery],
+                         api_visibility="private")
+        show_heat.input(h.mistakes_view, [state, show_heat], [mistakes], show_progress_on=[mistakes],
+                        api_name="mistakes")
+        predict_outputs = [verdict, prediction, heat, heat_note]
+        test_image.change(h.predict, [state, test_image, threshold], predict_outputs,
+                          show_progress_on=[verdict], api_name="predict")
+        threshold.change(h.predict, [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
+                         show_progress_on=[verdict], api_visibility="private")
+        batch_btn.click(h.batch_predict, [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
+                        show_progress_on=[batch_note], api_name="batch_predict")
     demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)
     return demo
