@@ -6,6 +6,7 @@ A bundle folder holds:
   model.safetensors  the weights
   transfer_gui.json  our metadata: metrics, training history, dataset summary, training config,
                      seed, library versions
+  README.md          the model card (see card.py)
 
 so ``timm.create_model("local-dir:FOLDER", pretrained=True)`` rebuilds the model on its own, and
 the same folder can be pushed to the Hugging Face Hub as it is.
@@ -30,13 +31,16 @@ from torch import nn
 
 from . import __version__
 from .archive import extract_zip
-from .errors import ModelError
+from .card import model_card
+from .errors import DataError, ModelError
 
-__all__ = ["METADATA_FILE", "Bundle", "save_bundle", "zip_bundle", "load_bundle", "library_versions"]
+__all__ = ["METADATA_FILE", "CARD_FILE", "Bundle", "save_bundle", "zip_bundle", "load_bundle", "library_versions",
+           "continue_from"]
 
 _logger = logging.getLogger(__name__)
 
 METADATA_FILE = "transfer_gui.json"
+CARD_FILE = "README.md"  # the model card: what the Hugging Face Hub shows on the model's page
 FORMAT_VERSION = 1
 
 
@@ -106,6 +110,7 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
         "versions": library_versions(),
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    (folder / CARD_FILE).write_text(model_card(json.loads(json.dumps(metadata, default=str))))
     _logger.info("Saved bundle to %s", folder)
     return folder
 
@@ -168,3 +173,50 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None) -> Bundle:
     data_config = {k: tuple(v) if isinstance(v, list) else v
                    for k, v in timm.data.resolve_model_data_config(model).items()}
     return Bundle(model.eval(), list(labels), data_config, metadata, folder)
+
+
+def continue_from(folder: str | Path, labels: list[str]):
+    """A bundle's model, ready to train further on data with ``labels``.
+
+    The head grows to ``labels``: each class the bundle knows keeps its trained row (matched by
+    name, wherever it now sorts; training leaves these rows as they are), each new class starts at
+    zero, so before any training the model answers exactly as before for its old classes.
+
+    Returns:
+        a ``weights.LoadedModel`` (source "bundle").
+
+    Raises:
+        DataError: the data lacks classes the model knows (training on it would make the model
+            forget them).
+        ModelError: not a bundle, or its model has no single linear head.
+    """
+    from .weights import LoadedModel
+
+    bundle = load_bundle(folder)
+    missing = [label for label in bundle.labels if label not in labels]
+    if missing:
+        raise DataError(
+            f"The model knows classes that have no images here: {', '.join(missing)}. Add some images "
+            "of every class it knows (training without them would make it forget them), or train a "
+            "new model instead.")
+    model = bundle.model
+    old = model.get_classifier()
+    if not isinstance(old, nn.Linear):
+        raise ModelError("This bundle's model has no single linear classifier head; it cannot grow new classes.")
+    weight, bias = old.weight.detach().clone(), old.bias.detach().clone()
+    model.reset_classifier(len(labels))
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        for i, label in enumerate(bundle.labels):
+            j = labels.index(label)
+            head.weight[j] = weight[i]
+            head.bias[j] = bias[i]
+    config = json.loads((bundle.folder / "config.json").read_text())
+    name = bundle.metadata.get("model_name") or config.get("architecture")
+    new = [label for label in labels if label not in bundle.labels]
+    _logger.info("Continuing from %s: %d known classes, %d new (%s)", bundle.folder, len(bundle.labels),
+                 len(new), ", ".join(new))
+    return LoadedModel(model.eval(), name, "bundle", dict(config.get("model_args") or {}),
+                       tuple(labels.index(label) for label in bundle.labels))

@@ -1,4 +1,4 @@
-"""The command line: ``python -m transfer_gui models | train | evaluate | predict``.
+"""The command line: ``python -m transfer_gui models | train | evaluate | predict | export | push``.
 
 This interface is a contract: results go to stdout as JSON (or CSV for ``predict --csv``),
 progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
@@ -7,7 +7,9 @@ progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reaso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import logging
 import sys
 import tempfile
@@ -19,7 +21,7 @@ from .batch import iter_image_files, prediction_rows, write_csv
 from .bundle import load_bundle, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL
 from .config import MODES, TrainConfig
-from .data import open_dataset, split_dataset
+from .data import IMAGE_EXTENSIONS, open_dataset, split_dataset
 from .errors import UserInputError
 from .inference import Predictor, evaluate_result
 from .training import fit
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--out", required=True, help="folder to write the trained model bundle to")
     t.add_argument("--zip", dest="zip_path", help="also write the bundle as this .zip file")
+    t.add_argument("--continue-from", dest="continue_from",
+                   help="a bundle (folder or .zip) to keep training; new classes are added to its head")
 
     e = sub.add_parser("evaluate", help="measure a trained bundle on labelled images")
     e.add_argument("bundle", help="bundle folder or .zip")
@@ -74,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.0,
                    help='answer "not sure" below this confidence, 0-1 (default 0: always answer)')
     p.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
+    x = sub.add_parser("export", help="export a bundle to TorchScript and ONNX (preprocessing inside) "
+                                      "and check each file against the bundle")
+    x.add_argument("bundle", help="bundle folder or .zip")
+    x.add_argument("--out", required=True, help="folder for model.torchscript.pt, model.onnx, labels.json")
+    x.add_argument("--images", nargs="+", help="images, folders or .zip files to check parity on "
+                                               "(default: the repository's assets/test_images)")
+    x.add_argument("--format", dest="formats", nargs="+", choices=["torchscript", "onnx"],
+                   default=["torchscript", "onnx"], help="what to export (default both)")
+
+    h = sub.add_parser("push", help="publish a bundle on the Hugging Face Hub (needs the internet)")
+    h.add_argument("bundle", help="bundle folder or .zip")
+    h.add_argument("repo", help="USER/NAME of the model repo (created if missing)")
+    h.add_argument("--token", help="access token with write permission (default: $HF_TOKEN)")
+    h.add_argument("--public", action="store_true", help="make a new repo public (default private)")
     return parser
 
 
@@ -106,8 +124,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                          weights_file=args.weights_file)
-    check_available(config.model, weights_file=config.weights_file)  # before reading any images
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        if args.continue_from:
+            base = load_bundle(args.continue_from, Path(tmp) / "base")
+            config = dataclasses.replace(config, model=base.metadata.get("model_name") or config.model,
+                                         init_bundle=str(base.folder))
+        else:
+            check_available(config.model, weights_file=config.weights_file)  # before reading any images
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
         for warning in dataset.report.warnings:
             _err(f"warning: {warning}")
@@ -188,12 +211,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_all
+
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
+        sources = args.images or [str(Path(__file__).resolve().parents[1] / "assets" / "test_images")]
+        skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
+        files = [file for _, file in iter_image_files([(raw, Path(raw)) for raw in sources], Path(tmp), skip)]
+        images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if not images:
+            raise UserInputError("No images to check the exports on; give some with --images.")
+        result = export_all(predictor, args.out, images, formats=args.formats)
+    for check in result.checks:
+        _err(check.sentence())
+    _out(result.to_dict())
+    return 0 if result.passed else 1
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_bundle
+
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        folder = load_bundle(args.bundle, Path(tmp) / "b").folder
+        url = push_bundle(folder, args.repo, args.token or os.environ.get("HF_TOKEN", ""), private=not args.public)
+    _out({"url": url, "load_with": f'timm.create_model("hf-hub:{args.repo}", pretrained=True)'})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+    commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+                "export": _cmd_export, "push": _cmd_push}
     try:
         return commands[args.command](args)
     except UserInputError as exc:

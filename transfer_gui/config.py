@@ -38,6 +38,7 @@ class TrainConfig:
     patience: int = 4  # early stopping: epochs without a better validation loss before stopping
     select_best: bool = True  # keep the epoch with the lowest validation loss (False: the last one)
     weights_file: str | None = None  # a local .safetensors/.pth for the chosen architecture
+    init_bundle: str | None = None  # continue from this saved bundle folder (its model and head)
     pretrained: bool = True  # False trains from random weights (the "from scratch" comparison)
     device: str = "auto"  # "auto" = CUDA when available, else CPU
     amp: bool = True  # mixed precision on CUDA (ignored on CPU, where fp32 is kept for parity)

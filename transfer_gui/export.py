@@ -276,14 +276,30 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
     return ExportCheck(fmt, str(path), n > 0 and agree == n and worst <= tolerance, n, agree, worst, tolerance)
 
 
+def _odd_shapes(image) -> list:
+    from PIL import Image
+
+    from .data import load_image, prepare_image
+
+    picture = load_image(image) if not hasattr(image, "convert") else prepare_image(image)
+    return [picture.resize((613, 187), Image.Resampling.BICUBIC),
+            picture.resize((141, 509), Image.Resampling.BICUBIC)]
+
+
 def export_all(predictor, folder: str | Path, images: Sequence, formats: Sequence[str] = ("torchscript", "onnx"),
                tolerance: float = TOLERANCE) -> ExportResult:
     """Export ``predictor``'s model to each format into ``folder``, with ``labels.json`` beside
     them, and check every file against the predictor on ``images`` right after writing it.
 
-    A failed export or check is recorded in the result (never raised), so a caller can show it.
+    Two reshaped copies of the first image (a wide and a tall one, sizes unlike any training
+    image) are always added to the check, so the in-graph resize is tested away from the usual
+    shapes. A failed export or check is recorded in the result (never raised), so a caller can
+    show it.
     """
     folder = Path(folder)
+    images = list(images)
+    if images:
+        images += _odd_shapes(images[0])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LABELS_FILE).write_text(json.dumps({
         "labels": list(predictor.labels),

@@ -8,6 +8,7 @@ bug keeps its traceback in the server log while the page shows only a generic er
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,15 +22,17 @@ import pandas as pd
 from PIL import Image
 
 from .batch import NOT_SURE, decide, iter_image_files, prediction_rows, write_csv
-from .bundle import save_bundle, zip_bundle
+from .bundle import CARD_FILE, METADATA_FILE, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
 from .checks import Check, dataset_checks, leakage_check
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, open_dataset, scan_files
 from .errors import UserInputError
 from .explain import heat_map
+from .export import export_all
 from .figures import confusion_picture
-from .inference import evaluate_result
+from .hub import push_bundle
+from .inference import Predictor, evaluate_result
 from .session import Session
 from .training import ProgressEvent, fit
 from .weights import availability, check_available
@@ -40,6 +43,7 @@ _logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
+TEST_IMAGES = ROOT / "assets" / "test_images"
 
 MODE_CHOICES = [
     ("Quick: train only the last layer (seconds)", "quick"),
@@ -94,10 +98,13 @@ class Handlers:
 
     Args:
         training_slots: trainings that may run at once in this process (the shared slot).
+        device: where trained models answer (predictions, heat maps): "auto", or "cpu" on a
+            ZeroGPU Space, where the GPU is only lent to the training function.
     """
 
-    def __init__(self, training_slots: int = 1):
+    def __init__(self, training_slots: int = 1, device: str = "auto"):
         self.training_slots = training_slots
+        self.device = device
         # Held by each run from its first to its last step. Gradio's concurrency limit frees its
         # slot as soon as an event is cancelled (a closed tab), while the step in flight still
         # runs; this guard makes the next run wait for it instead of overlapping it.
@@ -232,16 +239,23 @@ class Handlers:
 
     @staticmethod
     def make_config(model_choice: str, custom_model: str, weights_file: str | None, mode: str,
-                    epochs: float | None, lr: float | None, val_fraction: float, seed: float) -> TrainConfig:
-        """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default"."""
+                    epochs: float | None, lr: float | None, val_fraction: float, seed: float,
+                    init_bundle: Path | None = None) -> TrainConfig:
+        """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default".
+        With ``init_bundle`` (continue an uploaded model) its architecture replaces the choice."""
         model = (custom_model or "").strip() or model_choice or DEFAULT_MODEL
+        if init_bundle is not None:
+            metadata = json.loads((init_bundle / METADATA_FILE).read_text()) \
+                if (init_bundle / METADATA_FILE).is_file() else {}
+            model = metadata.get("model_name") or model
         return TrainConfig(
             model=model, mode=mode or "quick",
             epochs=int(epochs) if epochs else None,
             lr=float(lr) if lr else None,
             val_fraction=float(val_fraction) if val_fraction else TrainConfig.val_fraction,
             seed=int(seed or 0),
-            weights_file=str(weights_file) if weights_file else None,
+            weights_file=str(weights_file) if weights_file and init_bundle is None else None,
+            init_bundle=str(init_bundle) if init_bundle is not None else None,
         )
 
     @staticmethod
@@ -279,16 +293,18 @@ class Handlers:
         return loss, acc
 
     def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
-              mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float
-              ) -> Iterator[tuple]:
+              mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
+              continue_loaded: bool = False) -> Iterator[tuple]:
         """Train with live updates. Yields (status, loss plot, accuracy plot, train button,
         stop button, download button, session); ``results_view`` then fills the Results step."""
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
+        base = session.loaded[1] if continue_loaded and session.loaded else None
         try:
             config = self.make_config(model_choice, custom_model, weights_file, mode, epochs, lr,
-                                      val_fraction, seed)
-            check_available(config.model, weights_file=config.weights_file)
+                                      val_fraction, seed, init_bundle=base)
+            if base is None:
+                check_available(config.model, weights_file=config.weights_file)
         except UserInputError as exc:
             raise _user_error(exc, session) from exc
         busy = (gr.Button(interactive=False), gr.Button(interactive=True), gr.DownloadButton(interactive=False))
@@ -346,11 +362,12 @@ class Handlers:
                *self._plots(rows), *busy, session)
         session.result = result
         session.predictor, session.calibration, session.evaluation = evaluate_result(
-            result, session.dataset, device=config.device)
+            result, session.dataset, device=self.device)
         folder = save_bundle(result, session.new_folder("bundle") / "model",
                              dataset_report=session.dataset.report.to_dict(),
                              evaluation=session.evaluation.to_dict(),
                              calibration=session.calibration.to_dict())
+        session.bundle_folder = folder
         session.bundle_zip = zip_bundle(folder, folder.parent / "trained-model.zip")
         ev = session.evaluation
         what = "Stopped" if result.stopped else "Done"
@@ -374,12 +391,17 @@ class Handlers:
             return ("Train a model (step 3) to see how it does on the images it did not learn from.",
                     None, None, picker, picker, "", [], [], False)
         correct = round(ev.accuracy * ev.n_images)
-        lines = [f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out images "
-                 f"right) · macro-F1 {ev.macro_f1:.2f}"]
+        if session.result is None:  # an uploaded model, evaluated on every image of step 1
+            lines = [f"**Accuracy {ev.accuracy:.0%}** of the uploaded model on all {ev.n_images} images "
+                     f"from step 1 ({correct} right) · macro-F1 {ev.macro_f1:.2f}"]
+        else:
+            lines = [f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out "
+                     f"images right) · macro-F1 {ev.macro_f1:.2f}"]
         if session.calibration is not None:
             lines.append(session.calibration.sentence())
-        leakage = leakage_check(session.dataset, session.result.split)
-        lines.append(f"{_OK if leakage.ok else _WARN} {leakage.message}")
+        if session.result is not None:
+            leakage = leakage_check(session.dataset, session.result.split)
+            lines.append(f"{_OK if leakage.ok else _WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()])
         picture = confusion_picture(ev.labels, ev.confusion).image
@@ -459,6 +481,99 @@ class Handlers:
         """Ask the running training to stop after the current batch, keeping the best model."""
         session.stop.set()
         return "**Stopping after this batch...** the best model so far will be kept."
+
+    # --- a model trained before: load, evaluate, continue ---------------------------------------
+
+    def load_model(self, session: Session, zip_file: str | None):
+        """Upload a bundle .zip: it becomes the current model (test, evaluate, export, continue).
+        Returns (status, continue checkbox, download button, session)."""
+        if not zip_file:
+            raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
+        folder = session.new_folder("loaded")
+        try:
+            predictor = Predictor.from_bundle(zip_file, folder, device=self.device)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        bundle_folder = next(p.parent for p in sorted((folder / "bundle").rglob("config.json")))
+        saved = folder / Path(zip_file).name
+        shutil.copyfile(zip_file, saved)
+        session.loaded = (predictor, bundle_folder, saved)
+        session.reset_model()
+        meta = json.loads((bundle_folder / METADATA_FILE).read_text()) if (bundle_folder / METADATA_FILE).is_file() else {}
+        accuracy = (meta.get("evaluation") or {}).get("accuracy")
+        status = (f"**Loaded {meta.get('model_name', 'a model')}** with {len(predictor.labels)} classes: "
+                  f"{', '.join(predictor.labels)}"
+                  + (f" (validation accuracy when it was trained: {accuracy:.0%})" if accuracy is not None else "")
+                  + ". Test it in step 5, evaluate it on the images of step 1 below, or continue training "
+                    "it in step 3 (new classes are added).")
+        return (status, gr.Checkbox(visible=True, value=True),
+                gr.DownloadButton(value=str(saved), interactive=True), session)
+
+    def evaluate_model(self, session: Session):
+        """Measure the current model on every image from step 1 (e.g. new data for an uploaded model)."""
+        if session.predictor is None:
+            raise gr.Error("Upload a trained model (above) or train one in step 3 first.")
+        if session.dataset is None:
+            raise gr.Error("Load the images to evaluate on in step 1 first (one folder per class, "
+                           "named like the model's classes).")
+        try:
+            evaluation = session.predictor.evaluate(session.dataset)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        session.result, session.calibration, session.evaluation = None, None, evaluation
+        session.heat_cache = {}
+        return (f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
+                "The details are in step 4.", *self.results_view(session))
+
+    # --- step 6: export and publish --------------------------------------------------------------
+
+    def export(self, session: Session):
+        """TorchScript + ONNX with preprocessing inside, each checked against the app's own
+        predictions. Returns (report, download button)."""
+        if session.predictor is None or session.bundle_folder is None:
+            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
+        if session.result is not None:
+            images = [session.dataset.items[i].path for i in session.result.split.val]
+        elif session.dataset is not None:
+            images = [item.path for item in session.dataset.items[:64]]
+        else:
+            images = sorted(p for p in TEST_IMAGES.glob("*") if p.is_file())
+        folder = session.new_folder("export") / "exported-model"
+        result = export_all(session.predictor, folder, images)
+        lines = [("**Passed** · " if c.passed else "**Failed** · ") + c.sentence() for c in result.checks]
+        lines.append("Both files take an RGB uint8 picture of shape (height, width, 3), any size, and return "
+                     "the class probabilities; the class names are in `labels.json`.")
+        if not result.passed:
+            lines.append("A failed check means that file may answer differently from this app: "
+                         "use the timm bundle (the .zip above) instead.")
+        shutil.copyfile(session.bundle_folder / CARD_FILE, folder / CARD_FILE)
+        session.export_zip = zip_bundle(folder, folder.parent / "exported-model.zip")
+        return "  \n".join(lines), gr.DownloadButton(value=str(session.export_zip), interactive=True)
+
+    @staticmethod
+    def push(session: Session, repo: str, token: str, private: bool):
+        """Publish the current bundle on the Hugging Face Hub. Returns a status line."""
+        if session.bundle_folder is None:
+            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
+        try:
+            url = push_bundle(session.bundle_folder, repo, token, private=bool(private))
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        return (f"**Published:** [{url}]({url}). Anyone with access loads it with "
+                f"`timm.create_model(\"hf-hub:{repo.strip()}\", pretrained=True)`.")
+
+    @staticmethod
+    def download_view(session: Session):
+        """After a training or upload: (model card, export report, export button) for step 6."""
+        return Handlers.card_view(session), "", gr.DownloadButton(value=None, interactive=False)
+
+    @staticmethod
+    def card_view(session: Session) -> str:
+        """The current bundle's model card (without its YAML header)."""
+        if session.bundle_folder is None or not (session.bundle_folder / CARD_FILE).is_file():
+            return ""
+        text = (session.bundle_folder / CARD_FILE).read_text()
+        return text.split("---", 2)[2].lstrip() if text.startswith("---") else text
 
     # --- step 5: test --------------------------------------------------------------------------
 

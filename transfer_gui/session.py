@@ -40,7 +40,11 @@ class Session:
         evaluation: the validation report of ``result``.
         calibration: the temperature fitted for ``predictor`` on the validation images.
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
-        bundle_zip: the downloadable bundle of ``result``.
+        bundle_zip: the downloadable bundle of the current model (trained or loaded).
+        bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
+        loaded: a bundle the user uploaded: (predictor, folder, zip) or None. It stays the current
+            model until a new training finishes, and is what "continue training" starts from.
+        export_zip: the last export (TorchScript + ONNX + labels) as a zip.
         stop: set to stop the running training between batches.
         training: held while this session trains; a new run waits for a stopped one to finish.
         cache: frozen-backbone features of this session's data, reused by later runs.
@@ -59,6 +63,9 @@ class Session:
         self.calibration: Calibration | None = None
         self.heat_cache: dict[tuple[str, str], object] = {}
         self.bundle_zip: Path | None = None
+        self.bundle_folder: Path | None = None
+        self.loaded: tuple[Predictor, Path, Path] | None = None
+        self.export_zip: Path | None = None
         self.stop = threading.Event()
         self.training = threading.Lock()
         self.cache = FeatureCache()
@@ -77,8 +84,10 @@ class Session:
         return folder
 
     def reset_model(self) -> None:
-        """Forget the trained model (the data changed, so it no longer matches)."""
-        self.result = self.predictor = self.evaluation = self.calibration = self.bundle_zip = None
+        """Forget the trained model (the data changed, or a new training starts); an uploaded
+        model, if any, becomes the current one again."""
+        self.result = self.evaluation = self.calibration = self.export_zip = None
+        self.predictor, self.bundle_folder, self.bundle_zip = self.loaded or (None, None, None)
         self.heat_cache = {}
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ import math
 import random
 import threading
 import time
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
@@ -212,6 +213,21 @@ class _Run:
         self.best_state: dict | None = None
         self.stopped = False
         self.targets = torch.tensor(dataset.targets)
+        self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, weights, biases
+
+    def keep_rows(self, head: nn.Linear, rows: tuple[int, ...]) -> None:
+        """Remember head rows that training must leave as they are (a continued model's classes)."""
+        if rows:
+            index = torch.tensor(rows, device=head.weight.device)
+            self.kept = (index, head.weight.detach()[index].clone(), head.bias.detach()[index].clone())
+
+    def restore_rows(self, head: nn.Linear) -> None:
+        """Put the kept rows back after an optimizer step (AdamW's decay would move them too)."""
+        if self.kept is not None:
+            index, weight, bias = self.kept
+            with torch.no_grad():
+                head.weight[index] = weight.to(head.weight.dtype)
+                head.bias[index] = bias.to(head.bias.dtype)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -262,9 +278,15 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     run = _Run(dataset, config, split, stop, cache)
     device = pick_device(config.device)
 
-    yield run.event("load", 0, 0, 0, 0, message=f"Loading {config.model}...")
-    loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file,
-                          pretrained=config.pretrained)
+    what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model
+    yield run.event("load", 0, 0, 0, 0, message=f"Loading {what}...")
+    if config.init_bundle:
+        from .bundle import continue_from
+
+        loaded = continue_from(config.init_bundle, list(dataset.labels))
+    else:
+        loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file,
+                              pretrained=config.pretrained)
     model = loaded.model.to(device)
     if device.type == "cpu":
         # channels_last: same arithmetic, ~1.5x faster convolutions on these CPUs (shared NOTES.md).
@@ -274,6 +296,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     if not isinstance(head, nn.Linear):
         raise ModelError(f"{config.model} has no single linear classifier head; pick another model.")
 
+    run.keep_rows(head, loaded.known_classes)
     features = yield from _cached_features(run, model, loaded, data_config, device)
     if not run.stopped:
         yield from _train_head(run, model, head, features, device)
@@ -316,7 +339,7 @@ def _cached_features(run: _Run, model: nn.Module, loaded: LoadedModel, data_conf
                      device: torch.device):
     """Features of every image through the frozen backbone, from the cache when possible."""
     cfg = run.config
-    key = (loaded.name, loaded.source, str(cfg.weights_file), cfg.pretrained,
+    key = (loaded.name, loaded.source, str(cfg.weights_file), str(cfg.init_bundle), cfg.pretrained,
            tuple(sorted((k, str(v)) for k, v in data_config.items())), run.dataset.fingerprint())
     cached = run.cache.get(key) if run.cache is not None else None
     if cached is not None:
@@ -355,10 +378,11 @@ def _train_head(run: _Run, model: nn.Module, head: nn.Linear, features: torch.Te
     x_tr, y_tr = features[tr].to(device), run.targets[tr].to(device)
     x_va, y_va = features[va].to(device), run.targets[va].to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.no_grad():
-        # Zero init: the untrained model predicts uniform probabilities, not random ones.
-        head.weight.zero_()
-        head.bias.zero_()
+    if not cfg.init_bundle:  # a continued model keeps its head (new classes already start at zero)
+        with torch.no_grad():
+            # Zero init: the untrained model predicts uniform probabilities, not random ones.
+            head.weight.zero_()
+            head.bias.zero_()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     steps = math.ceil(len(tr) / cfg.batch_size)
@@ -375,6 +399,7 @@ def _train_head(run: _Run, model: nn.Module, head: nn.Linear, features: torch.Te
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            run.restore_rows(head)
             total += loss.item() * len(idx)
         sched.step()
         head.eval()
@@ -461,6 +486,7 @@ def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, d
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
+            run.restore_rows(head)
             scaler.update()
             updates += 1
             sched.step_update(updates)

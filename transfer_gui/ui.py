@@ -6,20 +6,34 @@ import gradio as gr
 import pandas as pd
 
 from .catalog import DEFAULT_MODEL
-from .handlers import (MODE_CHOICES, ROOT, Handlers, image_extensions, model_card, model_choices,
+from .handlers import (MODE_CHOICES, ROOT, TEST_IMAGES, Handlers, image_extensions, model_card, model_choices,
                        queue_size_from_env, training_slots_from_env)
 from .session import new_session
 
 __all__ = ["build_demo", "launch_kwargs"]
 
 CSS_FILE = ROOT / "assets" / "style.css"
-TEST_IMAGES = ROOT / "assets" / "test_images"
 STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
 
 INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
 let it learn (you can watch), then try it on new pictures. It starts from a model that has already
 seen millions of photos, so a few dozen images per class are enough."""
+
+
+ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
+
+
+def zero_gpu():
+    """``spaces.GPU`` when the ``spaces`` package (Hugging Face ZeroGPU) is importable, else None.
+
+    The app must start and work without it: everywhere but a ZeroGPU Space it is absent.
+    """
+    try:
+        import spaces
+    except ImportError:
+        return None
+    return spaces.GPU
 
 
 def launch_kwargs() -> dict:
@@ -35,7 +49,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
         queue_size: waiting events allowed in the queue (default: $TLS_QUEUE_SIZE or 20).
     """
     slots = training_slots or training_slots_from_env()
-    h = Handlers(slots)
+    gpu = zero_gpu()
+    h = Handlers(slots, device="cpu" if gpu else "auto")
+    # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
+    # one; predictions, heat maps and exports run on the CPU (their models live there).
+    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.train) if gpu else h.train
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than 6 hours, checking hourly, so a public server's disk does not fill up.
     with gr.Blocks(title="Transfer Learning Studio", delete_cache=(3600, STATE_TTL_S)) as demo:
@@ -97,6 +115,16 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                     weights_file = gr.File(label="Weights file for that architecture (.safetensors or .pth)",
                                            file_types=[".safetensors", ".pth", ".pt", ".bin"],
                                            elem_id="weights-file")
+                gr.Markdown("**Or start from a model you trained before**: upload the .zip this app gave "
+                            "you. Then test it, measure it on the images of step 1, or continue training it "
+                            "(new classes are added, the old ones keep what they learned).")
+                with gr.Row():
+                    bundle_upload = gr.File(label="Trained model (.zip)", file_types=[".zip"],
+                                            elem_id="bundle-upload")
+                    with gr.Column():
+                        bundle_status = gr.Markdown(elem_id="bundle-status")
+                        evaluate_btn = gr.Button("Evaluate it on the images of step 1", elem_id="evaluate-btn")
+                        evaluate_status = gr.Markdown(elem_id="evaluate-status")
 
             # --- 3. train --------------------------------------------------------------------
             with gr.Tab("3. Train", id="tab-train"):
@@ -111,6 +139,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                                  label="Share of images held back to check the model",
                                                  elem_id="val-fraction")
                         seed = gr.Number(label="Random seed", value=0, precision=0, elem_id="seed")
+                continue_loaded = gr.Checkbox(label="Continue training the uploaded model (step 2) instead of "
+                                                    "starting from the pretrained one", value=False,
+                                              visible=False, elem_id="continue-loaded")
                 with gr.Row():
                     train_btn = gr.Button("Train", variant="primary", interactive=False, elem_id="train-btn")
                     stop_btn = gr.Button("Stop (keeps the best model so far)", variant="stop",
@@ -191,6 +222,26 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                             "or `python -m transfer_gui predict model.zip photo.jpg`.")
                 download_btn = gr.DownloadButton("Download the trained model (.zip)", interactive=False,
                                                  elem_id="download-btn")
+                gr.Markdown("**For other apps**: TorchScript and ONNX files with the resizing and "
+                            "normalisation built in (input: an RGB picture as a uint8 array of any size; "
+                            "output: class probabilities). Each file is checked against this app's answers "
+                            "on the held-out images right after it is written.")
+                with gr.Row():
+                    export_btn = gr.Button("Export to ONNX and TorchScript", elem_id="export-btn")
+                    export_download = gr.DownloadButton("Download the exports (.zip)", interactive=False,
+                                                        elem_id="export-download")
+                export_status = gr.Markdown(elem_id="export-status")
+                with gr.Accordion("Publish on the Hugging Face Hub (needs the internet)", open=False):
+                    with gr.Row():
+                        hub_repo = gr.Textbox(label="Repo (USER/NAME)", placeholder="alice/my-flowers",
+                                              elem_id="hub-repo")
+                        hub_token = gr.Textbox(label="Access token with write permission", type="password",
+                                               elem_id="hub-token")
+                        hub_private = gr.Checkbox(label="Private", value=True, elem_id="hub-private")
+                    push_btn = gr.Button("Publish", elem_id="push-btn")
+                    push_status = gr.Markdown(elem_id="push-status")
+                with gr.Accordion("Model card (README.md in the .zip)", open=False):
+                    card_md = gr.Markdown(elem_id="model-card-preview")
 
         # --- wiring ----------------------------------------------------------------------------
         data_outputs = [data_summary, counts, gallery, skipped, checks_md, check_images, train_btn, state]
@@ -210,13 +261,26 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
         clear_btn.click(h.clear_classes, [state], [classes_table, state], api_name="clear_classes")
         model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
         training = train_btn.click(
-            h.train, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed],
+            train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
+                       continue_loaded],
             [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, state],
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
         # The Results step is filled once the model is evaluated (also after a Stop).
         training.success(h.results_view, [state], results_outputs, api_name="results")
+        download_outputs = [card_md, export_status, export_download]
+        training.success(h.download_view, [state], download_outputs, api_visibility="private")
+        bundle_upload.upload(h.load_model, [state, bundle_upload],
+                             [bundle_status, continue_loaded, download_btn, state],
+                             show_progress_on=[bundle_status], api_name="load_model"
+                             ).success(h.download_view, [state], download_outputs, api_visibility="private")
+        evaluate_btn.click(h.evaluate_model, [state], [evaluate_status, *results_outputs],
+                           show_progress_on=[evaluate_status], api_name="evaluate_model")
+        export_btn.click(h.export, [state], [export_status, export_download], show_progress_on=[export_status],
+                         concurrency_limit=slots, concurrency_id="training", api_name="export")
+        push_btn.click(h.push, [state, hub_repo, hub_token, hub_private], [push_status],
+                       show_progress_on=[push_status], api_name="push")
         # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
         training.failure(h.after_failure, [state], [status, train_btn, stop_btn], queue=False,
                          api_visibility="private")

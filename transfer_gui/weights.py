@@ -218,12 +218,15 @@ class LoadedModel:
         name: the timm name it was created with (with tag where known).
         source: "builtin", "hub-cache", "hub", "file" or "random".
         create_kwargs: extra arguments given to ``timm.create_model`` (saved in bundles).
+        known_classes: head rows that already hold trained classes (a continued bundle); training
+            keeps them as they are.
     """
 
     model: nn.Module
     name: str
     source: str
     create_kwargs: dict
+    known_classes: tuple[int, ...] = ()
 
 
 def _check_known(name: str) -> None:

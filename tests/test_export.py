@@ -1,0 +1,218 @@
+"""Taking the model anywhere: model card, TorchScript/ONNX parity, load back, continue training,
+the Hub folder layout, Hugging Face Spaces readiness."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from conftest import PHOTOS, ROOT, TEST_IMAGES, copy_example
+from transfer_gui.bundle import CARD_FILE, load_bundle, save_bundle, zip_bundle
+from transfer_gui.config import TrainConfig
+from transfer_gui.data import eval_transform, load_image, open_dataset
+from transfer_gui.errors import DataError, ModelError, UserInputError, WeightsUnavailableError
+from transfer_gui.export import Preprocessed, export_all
+from transfer_gui.hub import push_bundle
+from transfer_gui.inference import Predictor, evaluate_result
+from transfer_gui.training import train
+
+
+@pytest.fixture(scope="module")
+def trained(quick_result, example_dataset, tmp_path_factory):
+    """(predictor, evaluation, bundle folder, bundle zip) of the quick model, saved as the app does."""
+    predictor, calibration, evaluation = evaluate_result(quick_result, example_dataset)
+    folder = save_bundle(quick_result, tmp_path_factory.mktemp("b") / "model",
+                         dataset_report=example_dataset.report.to_dict(), evaluation=evaluation.to_dict(),
+                         calibration=calibration.to_dict())
+    return predictor, evaluation, folder, zip_bundle(folder, folder.parent / "model.zip")
+
+
+def _odd_image() -> Image.Image:
+    """A photo cut to a shape and size unlike any training image (wide, 517 x 133)."""
+    return load_image(PHOTOS / "coffee.jpg").resize((517, 133), Image.Resampling.BICUBIC)
+
+
+# --- model card ----------------------------------------------------------------------------------
+
+def test_model_card_says_what_where_how_well_and_how_to_load(trained):
+    _, evaluation, folder, _ = trained
+    card = (folder / CARD_FILE).read_text()
+    front, body = card.split("---\n", 2)[1], card.split("---\n", 2)[2]
+    assert "library_name: timm" in front and "license: apache-2.0" in front
+    assert "base_model: timm/tf_efficientnet_lite0.in1k" in front
+    assert "Apache-2.0" in body and "ImageNet-1k" in body  # base model and its licence
+    assert "`animal`, `bug`, `computer`, `flower`, `fruit`, `vehicle` (6 classes)" in body
+    assert "| animal | 16 |" in body and "96 images; 72 used for training and 24 held out" in body
+    assert "Seed: `0`" in body and "| mode | `quick` |" in body
+    assert f"Accuracy **{evaluation.accuracy:.1%}**" in body
+    for label, m in evaluation.per_class.items():
+        assert f"| {label} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |" in body
+    assert f"torch {torch.__version__}" in body and f"timm {timm.__version__}" in body
+    assert "## Intended use and limits" in body and "temperature scaling" in body
+    code = body.split("```python\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(code) == 3 and 'timm.create_model("hf-hub:USER/REPO", pretrained=True)' in code[1]
+    # the three lines run as written (with this folder instead of the Hub) and give the app's answer
+    img = load_image(TEST_IMAGES / "vehicle_hummer_01.png")
+    scope = {"img": img}
+    exec("\n".join(code).replace("hf-hub:USER/REPO", f"local-dir:{folder}"), scope)  # noqa: S102
+    predictor = Predictor.from_bundle(folder)
+    assert int(scope["probs"].argmax()) == int(predictor.probabilities([img])[0].argmax())
+
+
+def test_skipped_files_are_listed_in_the_card(quick_result, example_dataset, tmp_path):
+    report = example_dataset.report.to_dict()
+    report["skipped"] = [{"path": "bug/notes.txt", "reason": "not an image file (.txt)"}]
+    folder = save_bundle(quick_result, tmp_path / "m", dataset_report=report)
+    assert "- `bug/notes.txt`: not an image file (.txt)" in (folder / CARD_FILE).read_text()
+
+
+# --- TorchScript and ONNX ------------------------------------------------------------------------
+
+def test_in_graph_preprocessing_gives_the_apps_pixels_exactly(trained):
+    predictor = trained[0]
+    module = Preprocessed(predictor.model, predictor.data_config, predictor.temperature)
+    for picture in [load_image(PHOTOS / "chelsea.jpg"), _odd_image(), _odd_image().rotate(90, expand=True),
+                    load_image(TEST_IMAGES / "computer_keyboard_01.png")]:
+        expected = eval_transform(predictor.data_config)(picture)
+        got = module.pixels(torch.from_numpy(np.asarray(picture)))[0]
+        assert got.shape == expected.shape
+        # same 8-bit pixels as Pillow's resize: the only difference left is float rounding
+        assert torch.allclose(got, expected, atol=1e-6), picture.size
+
+
+def test_torchscript_and_onnx_match_the_app_on_real_images(trained, example_dataset, quick_result, tmp_path):
+    predictor = trained[0]
+    images = [example_dataset.items[i].path for i in quick_result.split.val] + [PHOTOS / "chelsea.jpg", _odd_image()]
+    result = export_all(predictor, tmp_path / "x", images)
+    assert [c.format for c in result.checks] == ["torchscript", "onnx"]
+    for check in result.checks:
+        assert check.error is None and check.passed, check.sentence()
+        assert check.n_images == len(images) + 2  # plus the wide and tall copies export_all adds
+        assert check.top1_agree == check.n_images and check.max_abs_diff <= 1e-3
+    labels = json.loads((tmp_path / "x" / "labels.json").read_text())
+    assert labels["labels"] == predictor.labels and labels["temperature"] == predictor.temperature
+    # the files stand alone: load them without this package's code and classify an odd picture
+    import onnxruntime as ort
+
+    pixels = np.asarray(_odd_image(), dtype=np.uint8)
+    expected = predictor.probabilities([_odd_image()])[0]
+    ts = torch.jit.load(str(tmp_path / "x" / "model.torchscript.pt"))
+    onnx = ort.InferenceSession(str(tmp_path / "x" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for got in (ts(torch.from_numpy(pixels))[0].detach().numpy(), onnx.run(None, {"image": pixels})[0][0]):
+        assert got.shape == (6,) and abs(got.sum() - 1) < 1e-5
+        assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_an_export_that_cannot_be_made_is_reported_not_raised(trained, tmp_path):
+    predictor = trained[0]
+    squash = Predictor(predictor.model, predictor.labels, {**predictor.data_config, "crop_mode": "squash"})
+    with pytest.raises(ModelError, match="centre crops"):
+        Preprocessed(squash.model, squash.data_config)
+    result = export_all(squash, tmp_path / "x", [TEST_IMAGES / "animal_dolphin.png"])
+    assert not result.passed and all("centre crops" in c.error for c in result.checks)
+    assert "export failed" in result.checks[0].sentence()
+
+
+# --- load back, continue ----------------------------------------------------------------------------
+
+def test_a_loaded_bundle_predicts_exactly_like_the_trained_model(trained, tmp_path):
+    predictor, _, _, bundle_zip = trained
+    loaded = Predictor.from_bundle(bundle_zip, tmp_path)
+    images = sorted(TEST_IMAGES.glob("*.png")) + [PHOTOS / "chelsea.jpg"]
+    assert loaded.labels == predictor.labels and loaded.temperature == predictor.temperature
+    assert np.allclose(loaded.probabilities(images), predictor.probabilities(images), atol=1e-6)
+
+
+def test_continue_training_with_a_new_class_keeps_the_old_ones(tmp_path):
+    """Train on 5 classes, add a 6th (vehicle) and continue: the head grows and the old classes
+    stay within 5 points of their accuracy (same validation images: the split of the first five
+    classes does not change when a class that sorts last is added)."""
+    five = open_dataset(copy_example(tmp_path / "five", ["animal", "bug", "computer", "flower", "fruit"]))
+    six = open_dataset(ROOT / "assets" / "example_dataset")
+    first = train(five, TrainConfig(seed=0))
+    _, _, before = evaluate_result(first, five)
+    folder = save_bundle(first, tmp_path / "first")
+    old_head = first.model.get_classifier()
+    second = train(six, TrainConfig(seed=0, init_bundle=str(folder)))
+    _, _, after = evaluate_result(second, six)
+    assert second.labels == six.labels and second.model.get_classifier().out_features == 6
+    new_head = second.model.get_classifier()
+    for i, label in enumerate(first.labels):  # the old classes kept their weights
+        j = second.labels.index(label)
+        assert torch.equal(new_head.weight[j], old_head.weight[i]) and new_head.bias[j] == old_head.bias[i]
+    old = [r for r in after.images if r.true_label != "vehicle"]
+    assert sorted(r.path for r in old) == sorted(r.path for r in before.images)
+    old_accuracy = np.mean([r.correct for r in old])
+    assert old_accuracy >= before.accuracy - 0.05 - 1e-9, (before.accuracy, old_accuracy)
+    assert np.mean([r.correct for r in after.images if r.true_label == "vehicle"]) >= 0.5  # it learned vehicle
+    # data without one of the model's classes is refused: it would forget that class
+    four = open_dataset(copy_example(tmp_path / "four", ["animal", "bug", "computer", "flower"]))
+    with pytest.raises(DataError, match="no images here: fruit"):
+        train(four, TrainConfig(init_bundle=str(folder)))
+
+
+# --- Hugging Face Hub and Spaces -----------------------------------------------------------------------
+
+def test_push_says_at_once_when_offline_and_checks_its_input(trained, monkeypatch):
+    import huggingface_hub.constants
+
+    folder = trained[2]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailableError, match="needs the internet.*cannot be reached"):
+        push_bundle(folder, "alice/flowers", "hf_token")
+    with pytest.raises(UserInputError, match="not a Hugging Face repo name"):
+        push_bundle(folder, "no slash", "hf_token")
+    with pytest.raises(UserInputError, match="access token"):
+        push_bundle(folder, "alice/flowers", "  ")
+
+
+def test_the_pushed_folder_loads_with_timm_alone(trained):
+    """What push_bundle uploads is the bundle folder as it is: timm's hub layout."""
+    predictor, _, folder, _ = trained
+    assert {"config.json", "model.safetensors", CARD_FILE} <= {p.name for p in folder.iterdir()}
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.pretrained_cfg["label_names"] == predictor.labels
+    x = eval_transform(timm.data.resolve_model_data_config(model))(load_image(PHOTOS / "coffee.jpg"))
+    with torch.no_grad():
+        logits = model(x.unsqueeze(0))
+    expected = predictor.probabilities([PHOTOS / "coffee.jpg"])[0]
+    assert np.allclose(torch.softmax(logits / predictor.temperature, 1)[0].numpy(), expected, atol=1e-5)
+    assert load_bundle(folder).labels == predictor.labels
+
+
+def test_readme_front_matter_makes_a_gradio_space_of_the_tested_version():
+    import gradio
+
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = dict(line.split(": ", 1) for line in text.split("---\n")[1].strip().splitlines() if ": " in line)
+    assert front["sdk"] == "gradio" and front["sdk_version"] == gradio.__version__
+    assert front["app_file"] == "app.py" and (ROOT / front["app_file"]).is_file()
+    assert front["python_version"].strip('"') == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert front["title"] and front["emoji"]
+
+
+def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
+    import types
+
+    from transfer_gui import ui
+
+    assert ui.zero_gpu() is None  # not installed here: the app builds and works without it
+    calls = []
+
+    def gpu(duration=60):
+        def wrap(fn):
+            calls.append((duration, fn.__name__))
+            return fn
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    demo = ui.build_demo(training_slots=1)
+    assert calls == [(ui.ZERO_GPU_SECONDS, "train")]
+    assert "train" in {d.api_name for d in demo.fns.values()}

@@ -1,0 +1,111 @@
+"""The model card: README.md in every bundle, so a model found on disk or on the Hugging Face Hub
+says what it is, what it was trained on, how well it did, how to load it, and where it fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .catalog import get_info
+
+__all__ = ["model_card"]
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def model_card(metadata: dict) -> str:
+    """Markdown with Hugging Face front matter, from a bundle's ``transfer_gui.json`` metadata.
+
+    Sections: base model and licence, labels, data (counts, skipped files), training settings and
+    seed, validation metrics per class, calibration, library versions, intended use and limits,
+    and loading with timm in three lines.
+    """
+    name = metadata.get("model_name") or "unknown"
+    info = get_info(name)
+    licence = info.licence if info else "see the base model's licence"
+    hf_licence = licence.lower() if info else "other"
+    labels = list(metadata.get("labels") or [])
+    training = metadata.get("training") or {}
+    dataset = metadata.get("dataset") or {}
+    evaluation = metadata.get("evaluation") or {}
+    calibration = metadata.get("calibration") or {}
+    versions = metadata.get("versions") or {}
+    split = metadata.get("split") or {}
+    base = f"timm/{name}" if "." in name and not name.startswith(("local-dir:", "hf-hub:")) else name
+
+    front = ["---", "library_name: timm", f"license: {hf_licence}", "pipeline_tag: image-classification",
+             "tags:", "- image-classification", "- timm", "- transfer-learning-studio"]
+    if base.startswith("timm/"):
+        front.append(f"base_model: {base}")
+    front.append("---")
+
+    out = ["\n".join(front), "", f"# Image classifier: {', '.join(labels)}", "",
+           f"Fine-tuned from **{info.title if info else name}** (`{name}`) with Transfer Learning Studio "
+           f"({'quick: only the last layer was trained' if training.get('mode') == 'quick' else 'fine-tuned: the whole network was trained'}).",
+           "", "## Base model", "",
+           f"- timm name: `{name}`",
+           f"- weights: {info.source if info else metadata.get('weights_source') or 'unknown'}",
+           f"- pretrained on: {info.trained_on if info else 'see the base model card'}",
+           f"- licence of the base weights: {licence} (this fine-tuned model inherits it)", "",
+           "## Labels", "", ", ".join(f"`{label}`" for label in labels) + f" ({len(labels)} classes)", ""]
+
+    counts = dataset.get("counts") or {}
+    skipped = dataset.get("skipped") or []
+    out += ["## Training data", ""]
+    if counts:
+        out += [_table([[k, v] for k, v in counts.items()], ["class", "images"]), "",
+                f"{sum(counts.values())} images; {split.get('train', '?')} used for training and "
+                f"{split.get('val', '?')} held out for validation.", ""]
+    if skipped:
+        out.append(f"{len(skipped)} file(s) were skipped while reading the data:")
+        out += [f"- `{s['path']}`: {s['reason']}" for s in skipped[:20]]
+        if len(skipped) > 20:
+            out.append(f"- ... and {len(skipped) - 20} more")
+        out.append("")
+    for warning in (dataset.get("warnings") or []) + (split.get("warnings") or []):
+        out.append(f"- Warning: {warning}")
+    out += ["", "## Training settings", "",
+            _table([[k, "automatic" if v is None else f"`{v}`"] for k, v in training.items()], ["setting", "value"]), "",
+            f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s. "
+            f"Kept epoch: {(metadata.get('best_epoch') or {}).get('epoch', '?')} "
+            f"({(metadata.get('best_epoch') or {}).get('phase', '?')} phase)"
+            + ("; stopped early by the user." if metadata.get("stopped_by_user") else "."), ""]
+
+    out += ["## Validation results", ""]
+    if evaluation:
+        per_class = evaluation.get("per_class") or {}
+        out += [f"Accuracy **{evaluation.get('accuracy', 0):.1%}**, macro-F1 {evaluation.get('macro_f1', 0):.3f} "
+                f"on {evaluation.get('n_images', '?')} held-out images.", "",
+                _table([[k, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
+                        for k, v in per_class.items()], ["class", "precision", "recall", "F1", "images"]), ""]
+    else:
+        out += ["Not evaluated.", ""]
+    if calibration:
+        out += [f"Confidences are calibrated by temperature scaling (T = {calibration.get('temperature', 1):.3f}, "
+                f"fitted on the validation images; log-loss {calibration.get('nll_before', float('nan')):.3f} → "
+                f"{calibration.get('nll_after', float('nan')):.3f}). Divide the logits by T before the softmax "
+                "to get the confidences the app showed.", ""]
+
+    out += ["## How to use", "", "```python",
+            "import timm, torch",
+            'model = timm.create_model("hf-hub:USER/REPO", pretrained=True).eval()  # or "local-dir:PATH/TO/THIS/FOLDER"',
+            "probs = model(timm.data.create_transform(**timm.data.resolve_model_data_config(model))(img).unsqueeze(0)).softmax(-1)",
+            "```", "",
+            "`img` is a PIL image in RGB; the class names, in output order, are in `config.json` "
+            "(`label_names`). `python -m transfer_gui predict FOLDER photo.jpg` does the same from a "
+            "terminal (with the calibration applied).", "",
+            "## Intended use and limits", "",
+            f"- Made to tell apart these {len(labels)} classes in pictures like the training images. It "
+            "always answers with one of them, even for a picture of something else: use a confidence "
+            "threshold (the app's \"not sure\") where that matters.",
+            f"- Trained on {sum(counts.values()) if counts else 'few'} images; the validation figures "
+            "above come from a small held-out set and are rough estimates (the epoch with the best "
+            "validation loss was kept, which makes them slightly optimistic).",
+            "- It inherits the biases of the base model's pretraining data and of the training images. "
+            "Do not use it for decisions about people, or where a mistake causes harm.", "",
+            "## Software", "",
+            ", ".join(f"{k} {v}" for k, v in versions.items()) + f". Bundle created {metadata.get('created', '?')}.", ""]
+    return "\n".join(out)

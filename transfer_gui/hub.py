@@ -1,0 +1,76 @@
+"""Publishing a bundle on the Hugging Face Hub.
+
+The folder is uploaded exactly as ``save_bundle`` wrote it (config.json, model.safetensors,
+README.md model card, transfer_gui.json), which is timm's own hub layout, so
+``timm.create_model("hf-hub:USER/REPO", pretrained=True)`` loads it with no other code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from .errors import UserInputError, WeightsUnavailableError
+from .weights import hub_reachable
+
+__all__ = ["push_bundle", "check_repo_id"]
+
+_logger = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """The repo id stripped, or a UserInputError that shows the expected form."""
+    repo_id = (repo_id or "").strip()
+    if not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):
+        raise UserInputError(
+            f"'{repo_id}' is not a Hugging Face repo name. Use USER/NAME, e.g. alice/my-flowers "
+            "(letters, digits, '-', '_' and '.').")
+    return repo_id
+
+
+def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = True) -> str:
+    """Create (or reuse) a model repo and upload the bundle folder to it.
+
+    Args:
+        folder: a bundle folder written by ``save_bundle``.
+        repo_id: "USER/NAME" (or "ORG/NAME").
+        token: a Hugging Face access token with write permission.
+        private: create the repo as private (the safe default for a user's own data).
+
+    Returns:
+        The URL of the model's page.
+
+    Raises:
+        UserInputError: no token, a malformed repo id, or the Hub refused (bad token, no rights).
+        WeightsUnavailableError: the Hub cannot be reached from here (said at once, before any upload).
+    """
+    folder = Path(folder)
+    repo_id = check_repo_id(repo_id)
+    if not (token or "").strip():
+        raise UserInputError("Paste a Hugging Face access token with write permission "
+                             "(huggingface.co/settings/tokens) to publish the model.")
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise UserInputError(f"{folder} is not a trained-model bundle; train or load a model first.")
+    if not hub_reachable():
+        raise WeightsUnavailableError(
+            "Publishing needs the internet, and the Hugging Face Hub cannot be reached from here. "
+            "Download the model (.zip) instead and upload it from a connected machine with "
+            "`huggingface-cli upload USER/NAME FOLDER`.")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token.strip())
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                                   commit_message="Upload model trained with Transfer Learning Studio")
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        hint = (" Check that the token has write permission and that you may create repos under "
+                f"'{repo_id.split('/')[0]}'." if status in (401, 403) else "")
+        raise UserInputError(f"The Hugging Face Hub refused the upload: {str(exc).splitlines()[0]}.{hint}") from exc
+    _logger.info("Pushed %s to %s (%s)", folder, repo_id, getattr(commit, "commit_url", ""))
+    return f"https://huggingface.co/{repo_id}"
