@@ -204,3 +204,27 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     with zipfile.ZipFile(saved) as zf:
         assert {"config.json", "model.safetensors", "transfer_gui.json"} <= set(zf.namelist())
     shot("08-download")
+
+    # Export for other apps: both files are written and pass their parity check.
+    page.locator("#export-btn").click()
+    export_status = page.locator("#export-status")
+    expect(export_status).to_contain_text("ONNX: parity check passed", timeout=300_000)
+    expect(export_status).to_contain_text("TorchScript: parity check passed")
+    expect(page.locator("#export-download")).to_be_enabled()
+    page.get_by_text("Model card (README.md in the .zip)").click()
+    expect(page.locator("#model-card-preview")).to_contain_text("Intended use and limits")
+    shot("09-export")
+
+    # Load the downloaded model back (as a user would in a later visit) and measure it.
+    _tab(page, "2. Model")
+    page.locator("#bundle-upload input[type=file]").set_input_files(str(saved))
+    expect(page.locator("#bundle-status")).to_contain_text("Loaded tf_efficientnet_lite0.in1k with 6 classes")
+    page.locator("#evaluate-btn").click()
+    expect(page.locator("#evaluate-status")).to_contain_text("Evaluated on 96 images", timeout=120_000)
+    shot("10-loaded-model")
+    _tab(page, "3. Train")
+    expect(page.locator("#continue-loaded input")).to_be_checked()
+    _tab(page, "4. Results")
+    expect(page.locator("#results-summary")).to_contain_text("of the uploaded model on all 96 images")
+    _wait_for_images(page, "#confusion img")
+    shot("11-loaded-model-results")

@@ -108,3 +108,31 @@ def test_too_few_images_in_a_class(tmp_path):
         p.unlink()
     proc = run("train", data, "--out", tmp_path / "m")
     assert proc.returncode == 2 and "'computer' (1)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_export_writes_checked_files_and_push_refuses_offline(trained, tmp_path):
+    out, _, _ = trained
+    proc = run("export", out.with_suffix(".zip"), "--out", tmp_path / "x", "--images", TEST_IMAGES)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["passed"] is True and [c["format"] for c in result["checks"]] == ["torchscript", "onnx"]
+    assert all(c["n_images"] == 8 and c["max_abs_diff"] <= 1e-3 for c in result["checks"])  # 6 + 2 odd shapes
+    assert "TorchScript: parity check passed" in proc.stderr and "ONNX: parity check passed" in proc.stderr
+    assert {"model.onnx", "model.torchscript.pt", "labels.json"} <= {p.name for p in (tmp_path / "x").iterdir()}
+    proc = run("push", out, "alice/flowers", "--token", "hf_x", env=ENV_OFFLINE)
+    assert proc.returncode == 2 and "cannot be reached" in proc.stderr and proc.stdout == ""
+
+
+def test_continue_from_a_bundle_adds_a_class(tmp_path):
+    four = copy_example(tmp_path / "four", ["animal", "bug", "computer", "flower"])
+    proc = run("train", four, "--out", tmp_path / "m4")
+    assert proc.returncode == 0, proc.stderr
+    five = copy_example(tmp_path / "five", ["animal", "bug", "computer", "flower", "fruit"])
+    proc = run("train", five, "--out", tmp_path / "m5", "--continue-from", tmp_path / "m4")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["labels"] == ["animal", "bug", "computer", "flower", "fruit"]
+    assert "Loading the saved model from" in proc.stderr
+    proc = run("train", copy_example(tmp_path / "two", ["animal", "bug"]), "--out", tmp_path / "m2",
+               "--continue-from", tmp_path / "m4")
+    assert proc.returncode == 2 and "no images here: computer, flower" in proc.stderr

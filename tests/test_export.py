@@ -151,6 +151,7 @@ def test_continue_training_with_a_new_class_keeps_the_old_ones(tmp_path):
     old_accuracy = np.mean([r.correct for r in old])
     assert old_accuracy >= before.accuracy - 0.05 - 1e-9, (before.accuracy, old_accuracy)
     assert np.mean([r.correct for r in after.images if r.true_label == "vehicle"]) >= 0.5  # it learned vehicle
+    assert Predictor.from_bundle(save_bundle(second, tmp_path / "second")).labels == six.labels
     # data without one of the model's classes is refused: it would forget that class
     four = open_dataset(copy_example(tmp_path / "four", ["animal", "bug", "computer", "flower"]))
     with pytest.raises(DataError, match="no images here: fruit"):

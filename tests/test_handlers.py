@@ -268,3 +268,61 @@ def test_dataset_checks_in_step_one_show_the_offending_images(h, session, tmp_pa
     assert sorted(caption for _, caption in images) == ["labelled 'circle': circle/copy.png",
                                                         "labelled 'square': square/square_0.png"]
     assert all(session.workdir in Path(p).parents for p, _ in images)
+
+
+# --- export, load back, continue, publish ----------------------------------------------------------
+
+def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
+    report, button = h.export(trained)
+    assert report.count("**Passed**") == 2 and "TorchScript: parity check passed" in report
+    assert "ONNX: parity check passed" in report and button.interactive
+    import zipfile
+
+    with zipfile.ZipFile(button.value["path"]) as zf:
+        assert {"model.onnx", "model.torchscript.pt", "labels.json", "README.md"} <= set(zf.namelist())
+    assert "## Validation results" in h.card_view(trained)
+
+
+def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h, trained, tmp_path):
+    from conftest import copy_example
+
+    new = Session()
+    try:
+        status, keep, download, _ = h.load_model(new, str(trained.bundle_zip))
+        assert "Loaded tf_efficientnet_lite0.in1k" in status and "6 classes" in status
+        assert keep.visible and keep.value is True and download.interactive
+        image = Image.open(TEST_IMAGES / "fruit_lemon_wedge_ganson.png")
+        assert h.predict(new, image, 0.0)[1] == pytest.approx(h.predict(trained, image, 0.0)[1], abs=1e-6)
+        # evaluate it on "new" data: the example zip, all of it
+        h.load_zip(new, str(zip_folder(EXAMPLE, tmp_path / "all.zip")))
+        assert new.predictor is new.loaded[0]  # new data does not drop the uploaded model
+        note, summary, *_ = h.evaluate_model(new)
+        assert "Evaluated on 96 images" in note and "of the uploaded model on all 96 images" in summary
+        # continue training on data with a seventh class: the head grows
+        data = copy_example(tmp_path / "seven")
+        shutil.copytree(EXAMPLE / "animal", data / "zebra")  # a made-up class, enough to check the head
+        h.load_zip(new, str(zip_folder(data, tmp_path / "seven.zip")))
+        updates = list(h.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
+        assert "**Done.**" in updates[-1][0] and "Loading the saved model" in updates[0][0]
+        assert new.result.labels == sorted(EXAMPLE_LABELS + ["zebra"]) and len(new.predictor.labels) == 7
+        # the uploaded model's classes that are missing from the data are refused with the reason
+        h.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
+        with pytest.raises(gr.Error, match="no images here"):
+            list(h.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
+    finally:
+        new.close()
+    with pytest.raises(gr.Error, match="not a zip archive"):
+        h.load_model(Session(), str(TEST_IMAGES / "animal_dolphin.png"))
+
+
+def test_publish_offline_says_so(h, trained, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(gr.Error, match="Publishing needs the internet"):
+        h.push(trained, "alice/flowers", "hf_token", True)
+    with pytest.raises(gr.Error, match="Train a model"):
+        h.push(Session(), "alice/flowers", "hf_token", True)
+
+
+EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())

@@ -218,5 +218,7 @@ def continue_from(folder: str | Path, labels: list[str]):
     new = [label for label in labels if label not in bundle.labels]
     _logger.info("Continuing from %s: %d known classes, %d new (%s)", bundle.folder, len(bundle.labels),
                  len(new), ", ".join(new))
-    return LoadedModel(model.eval(), name, "bundle", dict(config.get("model_args") or {}),
+    # num_classes is the head's, which just grew; the rest (e.g. img_size) still describes the model
+    kwargs = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
+    return LoadedModel(model.eval(), name, "bundle", kwargs,
                        tuple(labels.index(label) for label in bundle.labels))

@@ -68,7 +68,8 @@ def model_card(metadata: dict) -> str:
     for warning in (dataset.get("warnings") or []) + (split.get("warnings") or []):
         out.append(f"- Warning: {warning}")
     out += ["", "## Training settings", "",
-            _table([[k, "automatic" if v is None else f"`{v}`"] for k, v in training.items()], ["setting", "value"]), "",
+            _table([[k, ("automatic" if k in ("epochs", "lr") else "none") if v is None else f"`{v}`"]
+                    for k, v in training.items()], ["setting", "value"]), "",
             f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s. "
             f"Kept epoch: {(metadata.get('best_epoch') or {}).get('epoch', '?')} "
             f"({(metadata.get('best_epoch') or {}).get('phase', '?')} phase)"

@@ -246,7 +246,7 @@ def _runner(fmt: str, path: Path):
 
         def run(pixels: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return loaded(torch.from_numpy(pixels)).numpy()[0]
+                return loaded(torch.from_numpy(pixels.copy())).numpy()[0]
         return run
     import onnxruntime as ort
 

@@ -523,7 +523,8 @@ class Handlers:
         session.result, session.calibration, session.evaluation = None, None, evaluation
         session.heat_cache = {}
         return (f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
-                "The details are in step 4.", *self.results_view(session))
+                "The details are in step 4. If these include images the model was trained on, the "
+                "figure is optimistic: measure on new pictures.", *self.results_view(session))
 
     # --- step 6: export and publish --------------------------------------------------------------
 
