@@ -18,7 +18,7 @@ from transfer_gui.inference import Predictor
 
 
 def test_bundle_is_timm_hf_layout_with_our_metadata(quick_bundle, quick_result):
-    assert {p.name for p in quick_bundle.iterdir()} == {"config.json", "model.safetensors", METADATA_FILE}
+    assert {p.name for p in quick_bundle.iterdir()} == {"config.json", "model.safetensors", METADATA_FILE, "README.md"}
     cfg = json.loads((quick_bundle / "config.json").read_text())
     assert cfg["architecture"] == "tf_efficientnet_lite0"
     assert cfg["num_classes"] == 6 and cfg["label_names"] == quick_result.labels
