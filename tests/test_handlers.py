@@ -108,9 +108,11 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     assert len(updates) >= 3
     statuses = [u[0] for u in updates]
     assert any("Reading images" in s for s in statuses) and "**Done.**" in statuses[-1]
-    loss, acc = updates[-1][1], updates[-1][2]
-    assert set(loss["series"]) == {"training loss", "validation loss"}
-    assert list(acc["series"].unique()) == ["validation accuracy"] and acc["value"].between(0, 1).all()
+    loss, acc = updates[-1][1].value["data"], updates[-1][2].value["data"]
+    assert {r[2] for r in loss} == {"training loss", "validation loss"}
+    assert {r[2] for r in acc} == {"validation accuracy"}
+    accuracies = [r[1] for r in acc if r[1] is not None and r[1] == r[1]]  # the NaN seed point aside
+    assert len(accuracies) == 60 and all(0 <= a <= 1 for a in accuracies)
     download = updates[-1][5]
     assert session.bundle_zip.name == "trained-model.zip" and session.bundle_zip.is_file()
     assert download.value["orig_name"] == "trained-model.zip" and download.interactive
@@ -303,7 +305,7 @@ def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h,
         shutil.copytree(EXAMPLE / "animal", data / "zebra")  # a made-up class, enough to check the head
         h.load_zip(new, str(zip_folder(data, tmp_path / "seven.zip")))
         updates = list(h.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
-        assert "**Done.**" in updates[-1][0] and "Loading the saved model" in updates[0][0]
+        assert "**Done.**" in updates[-1][0] and any("Loading the saved model" in u[0] for u in updates)
         assert new.result.labels == sorted(EXAMPLE_LABELS + ["zebra"]) and len(new.predictor.labels) == 7
         # the uploaded model's classes that are missing from the data are refused with the reason
         h.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
@@ -326,3 +328,29 @@ def test_publish_offline_says_so(h, trained, monkeypatch):
 
 
 EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
+
+
+# --- pretrained vs scratch, learning curve -----------------------------------------------------------
+
+def test_compare_draws_both_runs_on_the_same_plots_and_keeps_the_pretrained_model(h, session):
+    h.load_example(session)
+    updates = list(h.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, False, True))
+    final = updates[-1][0]
+    assert re.search(r"Pretrained: \d+% after \d+ s; from scratch: \d+% after \d+ s", final), final
+    assert any("**From scratch run**" in u[0] for u in updates)
+    loss, acc = updates[-1][1], updates[-1][2]
+    assert {r[2] for r in acc.value["data"]} == {
+        "pretrained: validation accuracy", "from scratch: validation accuracy"}
+    assert {r[2] for r in loss.value["data"]} == {"pretrained: training loss", "pretrained: validation loss",
+                                                 "from scratch: training loss", "from scratch: validation loss"}
+    assert acc.x_title == "seconds of training"
+    assert session.result.config.pretrained and session.predictor is not None
+
+
+def test_curve_button_plots_mean_and_spread_with_a_sentence(h, trained):
+    outputs = list(h.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
+    assert any("Training on 25% of the training images" in o[0] for o in outputs[:-1])
+    note, df, _ = outputs[-1]
+    assert note.startswith(("**Still rising", "**Flat")) and "24 held-out images" in note
+    assert sorted(df["images per class"].unique()) == [3, 6, 9, 12]
+    assert set(df["series"]) == {"mean accuracy", "worst try", "best try"} and len(df) == 12

@@ -1,4 +1,4 @@
-"""The command line: ``python -m transfer_gui models | train | evaluate | predict | export | push``.
+"""The command line: ``python -m transfer_gui models | train | evaluate | predict | export | push | compare | curve``.
 
 This interface is a contract: results go to stdout as JSON (or CSV for ``predict --csv``),
 progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: the repository's assets/test_images)")
     x.add_argument("--format", dest="formats", nargs="+", choices=["torchscript", "onnx"],
                    default=["torchscript", "onnx"], help="what to export (default both)")
+
+    c = sub.add_parser("compare", help="train pretrained and from scratch on the same split and time; "
+                                        "print both runs' figures")
+    c.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a CSV")
+    c.add_argument("--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL})")
+    c.add_argument("--mode", choices=MODES, default="quick", help="how the pretrained run trains (default quick)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    k = sub.add_parser("curve", help="learning curve: validation accuracy with 25/50/75/100%% of the images")
+    k.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a CSV")
+    k.add_argument("--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL})")
+    k.add_argument("--repeats", type=int, default=3, help="random subsets per fraction (default 3)")
+    k.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     h = sub.add_parser("push", help="publish a bundle on the Hugging Face Hub (needs the internet)")
     h.add_argument("bundle", help="bundle folder or .zip")
@@ -239,13 +252,51 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import RUNS, compare, compare_sentence
+
+    config = TrainConfig(model=args.model, mode=args.mode, seed=args.seed)
+    check_available(config.model)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        for tagged in compare(dataset, config):
+            event = tagged.event
+            if event.phase in ("load", "done") or event.val_loss is not None and event.phase == "finetune":
+                _err(f"[{tagged.run:10s} {event.elapsed_s:6.1f}s] {event.message}")
+            if event.result is not None:
+                results[tagged.run] = event.result
+    _out({run: {"val_accuracy": r.val_accuracy, "train_seconds": round(r.train_seconds, 3),
+                "best_epoch": r.best, "epochs_run": len(r.history), "pretrained": r.config.pretrained,
+                "mode": r.config.mode} for run, r in results.items() if run in RUNS}
+         | {"sentence": compare_sentence(results)})
+    return 0
+
+
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from .compare import learning_curve
+
+    if args.repeats < 1:
+        raise UserInputError("--repeats must be at least 1.")
+    config = TrainConfig(model=args.model, seed=args.seed)
+    check_available(config.model)
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        curve = None
+        for fraction, repeat, curve in learning_curve(dataset, config, repeats=args.repeats):
+            if curve is None:
+                _err(f"trained on {fraction:.0%} of the images (repeat {repeat + 1})")
+    _out(curve.to_dict())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-                "export": _cmd_export, "push": _cmd_push}
+                "export": _cmd_export, "push": _cmd_push, "compare": _cmd_compare, "curve": _cmd_curve}
     try:
         return commands[args.command](args)
     except UserInputError as exc:

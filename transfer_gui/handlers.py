@@ -25,6 +25,7 @@ from .batch import NOT_SURE, decide, iter_image_files, prediction_rows, write_cs
 from .bundle import CARD_FILE, METADATA_FILE, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
 from .checks import Check, dataset_checks, leakage_check
+from .compare import RUN_TITLES, RUNS, compare, compare_sentence, learning_curve
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, open_dataset, scan_files
 from .errors import UserInputError
@@ -279,7 +280,7 @@ class Handlers:
         return " · ".join(parts)
 
     @staticmethod
-    def _plots(rows: list[dict]):
+    def _plots(rows: list[dict], x_title: str = "epoch"):
         if not rows:
             # No update rather than an empty table: a plot whose first data is empty draws its
             # axes later but never its lines or legend (seen in the browser test).
@@ -288,15 +289,18 @@ class Handlers:
         # plot reads as categories and keeps for the rest of the run (seen in the browser test).
         df = pd.DataFrame(rows, columns=["epoch", "value", "series"]).astype(
             {"epoch": float, "value": float, "series": str})
-        loss = df[df["series"] != "validation accuracy"].reset_index(drop=True)
-        acc = df[df["series"] == "validation accuracy"].reset_index(drop=True)
-        return loss, acc
+        is_acc = df["series"].str.endswith("validation accuracy")
+        loss = df[~is_acc].reset_index(drop=True)
+        acc = df[is_acc].reset_index(drop=True)
+        return gr.LinePlot(value=loss, x_title=x_title), gr.LinePlot(value=acc, x_title=x_title)
 
     def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
               mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
-              continue_loaded: bool = False) -> Iterator[tuple]:
+              continue_loaded: bool = False, compare_scratch: bool = False) -> Iterator[tuple]:
         """Train with live updates. Yields (status, loss plot, accuracy plot, train button,
-        stop button, download button, session); ``results_view`` then fills the Results step."""
+        stop button, download button, session); ``results_view`` then fills the Results step.
+        With ``compare_scratch`` the same architecture is also trained from random weights for
+        the same time, drawn on the same plots (the pretrained model is the one kept)."""
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
         base = session.loaded[1] if continue_loaded and session.loaded else None
@@ -318,48 +322,78 @@ class Handlers:
             if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
                 raise gr.Error("Another training on this server is still stopping; try again in a minute.")
             try:
-                yield from self._run(session, config, rows, busy)
+                yield from self._run(session, config, rows, busy, compare_scratch and base is None)
             finally:
                 self._guard.release()
         finally:
             session.training.release()
 
-    def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple):
+    def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
         session.stop.clear()
         session.reset_model()
         best_acc = None
         last_yield = 0.0
-        result = None
+        results: dict[str | None, object] = {}
+        # Compared runs share the plots on a time axis (their budget is time); a single run is
+        # drawn by epoch.
+        x_title = "seconds of training" if with_scratch else "epoch"
+        # The browser's plot fixes its colours (series) with the first data it gets and keeps them
+        # for the rest of a run (seen in the browser test: later series were drawn invisible).
+        # So each run first clears the plots, then starts with every series it will draw, each
+        # as one empty (NaN) point.
+        prefixes = [f"{RUN_TITLES[r]}: " for r in RUNS] if with_scratch else [""]
+        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": p + name} for p in prefixes
+                   for name in ("training loss", "validation loss", "validation accuracy")]
+        cleared = gr.LinePlot(value=None, x_title=x_title)
+        yield ("**Starting...**", cleared, cleared, *busy, session)
+        if with_scratch:
+            stream = ((tagged.run, tagged.event) for tagged in
+                      compare(session.dataset, config, stop=session.stop, cache=session.cache))
+        else:
+            stream = ((None, event) for event in fit(session.dataset, config, stop=session.stop, cache=session.cache))
         try:
-            for event in fit(session.dataset, config, stop=session.stop, cache=session.cache):
+            for run, event in stream:
+                prefix = f"{RUN_TITLES[run]}: " if run else ""
                 if event.phase in ("head", "finetune"):
-                    x = self._x(event, config)
+                    x = event.elapsed_s if run else self._x(event, config)
                     if event.train_loss is not None:
-                        rows.append({"epoch": x, "value": event.train_loss, "series": "training loss"})
+                        rows.append({"epoch": x, "value": event.train_loss, "series": prefix + "training loss"})
                     if event.val_loss is not None:
-                        rows.append({"epoch": x, "value": event.val_loss, "series": "validation loss"})
-                        rows.append({"epoch": x, "value": event.val_acc, "series": "validation accuracy"})
-                        if event.is_best:
+                        rows.append({"epoch": x, "value": event.val_loss, "series": prefix + "validation loss"})
+                        rows.append({"epoch": x, "value": event.val_acc, "series": prefix + "validation accuracy"})
+                        if event.is_best and run in (None, "pretrained"):
                             best_acc = event.val_acc
                 if event.result is not None:
-                    result = event.result
-                    break
+                    results[run] = event.result
+                    if not with_scratch:
+                        break
+                    continue
                 now = time.perf_counter()
                 # Fast head epochs and mid-epoch reports are thinned out; a fine-tune epoch's
                 # result is always shown.
                 epoch_end = event.phase == "finetune" and event.val_loss is not None
                 if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
                     last_yield = now
-                    yield (self._status(event, best_acc), *self._plots(rows), *busy, session)
+                    status = self._status(event, best_acc)
+                    if run:
+                        status = f"**{RUN_TITLES[run].capitalize()} run** · {status}"
+                    yield (status, *self._plots(rows, x_title), *busy, session)
         except UserInputError as exc:
             raise _user_error(exc, session) from exc
+        result = results.get("pretrained" if with_scratch else None)
+        if result is None:  # the compared pretrained run never started (stopped at once)
+            yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
+                   "Press Train again.", *self._plots(rows, x_title), gr.Button(interactive=True),
+                   gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
+            return
+        comparison = compare_sentence({k: v for k, v in results.items() if k}) if with_scratch else ""
         if not result.history:  # stopped while reading images: there is no trained head to keep
             yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
-                   "Press Train again.", *self._plots(rows), gr.Button(interactive=True),
+                   "Press Train again.", *self._plots(rows, x_title), gr.Button(interactive=True),
                    gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
         yield (f"**Checking the model on the validation images...** elapsed {_fmt_s(result.train_seconds)}",
-               *self._plots(rows), *busy, session)
+               *self._plots(rows, x_title), *busy, session)
         session.result = result
         session.predictor, session.calibration, session.evaluation = evaluate_result(
             result, session.dataset, device=self.device)
@@ -376,8 +410,53 @@ class Handlers:
                   f"validation accuracy **{ev.accuracy:.0%}** on {ev.n_images} images · "
                   f"trained in {_fmt_s(result.train_seconds)}. See what it got right and wrong in step 4, "
                   "test it in step 5, download it in step 6.")
-        yield (status, *self._plots(rows), gr.Button(interactive=True), gr.Button(interactive=False),
+        if comparison:
+            status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
+        yield (status, *self._plots(rows, x_title), gr.Button(interactive=True), gr.Button(interactive=False),
                gr.DownloadButton(value=str(session.bundle_zip), interactive=True), session)
+
+    def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+              seed: float):
+        """"Would more images help?": Quick training on 25/50/75/100 % of the training images.
+        Yields (status, curve plot, session)."""
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        try:
+            config = self.make_config(model_choice, custom_model, weights_file, "quick", 0, 0,
+                                      TrainConfig.val_fraction, seed)
+            check_available(config.model, weights_file=config.weights_file)
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
+        if not session.training.acquire(blocking=False):
+            raise gr.Error("A training is running; try again when it has finished.")
+        try:
+            if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
+                raise gr.Error("Another training on this server is still running; try again in a minute.")
+            try:
+                session.stop.clear()
+                found = None
+                for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
+                                                              cache=session.cache):
+                    if found is None:
+                        yield (f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
+                               gr.skip(), session)
+            finally:
+                self._guard.release()
+        finally:
+            session.training.release()
+        if found is None:
+            yield "Stopped.", gr.skip(), session
+            return
+        rows = []
+        for p in found.points:
+            for series, value in (("mean accuracy", p.mean), ("worst try", min(p.accuracies)),
+                                  ("best try", max(p.accuracies))):
+                rows.append({"images per class": p.images_per_class, "accuracy": value, "series": series})
+        df = pd.DataFrame(rows).astype({"images per class": float, "accuracy": float, "series": str})
+        tries = max(len(p.accuracies) for p in found.points)
+        note = (f"**{found.sentence}** (Validation accuracy on the same {found.n_val} held-out images; "
+                f"{tries} random subsets per point, all images once.)")
+        yield note, df, session
 
     # --- step 4: results ------------------------------------------------------------------------
 

@@ -13,6 +13,20 @@ from .session import new_session
 __all__ = ["build_demo", "launch_kwargs"]
 
 CSS_FILE = ROOT / "assets" / "style.css"
+DIAGRAM = ROOT / "assets" / "transfer_diagram.png"
+EXPLAINER = """**Pretrained layers.** The model has already learned, from millions of photos, to see edges,
+textures, shapes and object parts. Those layers turn any picture into a list of numbers (*features*)
+that describe what is in it.
+
+**A new head.** The last layer, which named the 1000 ImageNet things, is replaced by a small new one
+with one output per class of yours. *Quick* trains only this head on the features: seconds, and
+little data needed, because the hard part (seeing) is already done.
+
+**Fine-tuning.** *Fine-tune* then also nudges the pretrained layers, slowly, towards your pictures:
+minutes, usually a few points more accurate.
+
+**Why it works with so few images:** tick *Compare with training from scratch* to train the same
+model from random weights for the same time, and watch the difference on the plots."""
 STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
 
 INTRO = """# Transfer Learning Studio
@@ -139,6 +153,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                                  label="Share of images held back to check the model",
                                                  elem_id="val-fraction")
                         seed = gr.Number(label="Random seed", value=0, precision=0, elem_id="seed")
+                with gr.Accordion("What is happening? (transfer learning in one picture)", open=False,
+                                  elem_id="explainer"):
+                    gr.Image(str(DIAGRAM), show_label=False, interactive=False, elem_id="explainer-diagram",
+                             buttons=[])
+                    gr.Markdown(EXPLAINER)
+                compare_scratch = gr.Checkbox(label="Compare with training from scratch: also train the same "
+                                                    "model from random weights for the same time, and draw both",
+                                              value=False, elem_id="compare")
                 continue_loaded = gr.Checkbox(label="Continue training the uploaded model (step 2) instead of "
                                                     "starting from the pretrained one", value=False,
                                               visible=False, elem_id="continue-loaded")
@@ -153,6 +175,15 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                     acc_plot = gr.LinePlot(x="epoch", y="value", color="series",
                                            title="Validation accuracy (higher is better)", x_title="epoch",
                                            y_title="accuracy", y_lim=[0, 1], height=300, elem_id="acc-plot")
+                gr.Markdown("**Would more images help?** Train Quick on 25 %, 50 %, 75 % and all of your "
+                            "training images and see how accuracy grows (about 5 Quick trainings).")
+                with gr.Row():
+                    curve_btn = gr.Button("Would more images help?", elem_id="curve-btn", scale=1)
+                    curve_note = gr.Markdown(elem_id="curve-note")
+                curve_plot = gr.LinePlot(x="images per class", y="accuracy", color="series",
+                                         title="Validation accuracy vs training images per class",
+                                         x_title="training images per class", y_title="accuracy", y_lim=[0, 1],
+                                         height=280, elem_id="curve-plot")
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
@@ -262,7 +293,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
         model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
         training = train_btn.click(
             train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
-                       continue_loaded],
+                       continue_loaded, compare_scratch],
             [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, state],
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
@@ -285,6 +316,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
         training.failure(h.after_failure, [state], [status, train_btn, stop_btn], queue=False,
                          api_visibility="private")
         stop_btn.click(h.stop, [state], [status], queue=False, api_name="stop")
+        curve_btn.click(h.curve, [state, model, custom_model, weights_file, seed], [curve_note, curve_plot, state],
+                        show_progress_on=[curve_note], concurrency_limit=slots, concurrency_id="training",
+                        api_name="curve")
         cell_true.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery],
                         api_visibility="private")
         cell_pred.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery], api_name="cell")
