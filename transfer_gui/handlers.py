@@ -8,6 +8,7 @@ bug keeps its traceback in the server log while the page shows only a generic er
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -313,16 +314,23 @@ class Handlers:
             raise _user_error(exc, session) from exc
         busy = (gr.Button(interactive=False), gr.Button(interactive=True), gr.DownloadButton(interactive=False))
         rows: list[dict] = []
-        empty = self._plots(rows)
-        if not session.training.acquire(blocking=False):
-            yield ("Waiting for the previous training to finish its last step...", *empty, *busy, session)
-            if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
-                raise gr.Error("The previous training is still stopping; try again in a minute.")
+        if session.training.locked():
+            yield ("Waiting for the previous training to finish its last step...", *self._plots(rows), *busy,
+                   session)
+        with self._slot(session):
+            yield from self._run(session, config, rows, busy, compare_scratch and base is None)
+
+    @contextlib.contextmanager
+    def _slot(self, session: Session):
+        """Hold this session's training lock and one of the server's training slots, waiting a
+        while for a stopped run to finish its last step."""
+        if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
+            raise gr.Error("The previous training is still stopping; try again in a minute.")
         try:
             if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
-                raise gr.Error("Another training on this server is still stopping; try again in a minute.")
+                raise gr.Error("Another training on this server is still running; try again in a minute.")
             try:
-                yield from self._run(session, config, rows, busy, compare_scratch and base is None)
+                yield
             finally:
                 self._guard.release()
         finally:
@@ -427,23 +435,14 @@ class Handlers:
             check_available(config.model, weights_file=config.weights_file)
         except UserInputError as exc:
             raise _user_error(exc) from exc
-        if not session.training.acquire(blocking=False):
-            raise gr.Error("A training is running; try again when it has finished.")
-        try:
-            if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
-                raise gr.Error("Another training on this server is still running; try again in a minute.")
-            try:
-                session.stop.clear()
-                found = None
-                for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
-                                                              cache=session.cache):
-                    if found is None:
-                        yield (f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
-                               gr.skip(), session)
-            finally:
-                self._guard.release()
-        finally:
-            session.training.release()
+        with self._slot(session):
+            session.stop.clear()
+            found = None
+            for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
+                                                          cache=session.cache):
+                if found is None:
+                    yield (f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
+                           gr.skip(), session)
         if found is None:
             yield "Stopped.", gr.skip(), session
             return
