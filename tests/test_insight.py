@@ -103,6 +103,7 @@ def test_heat_maps_have_the_picture_size_and_are_not_constant(evaluated, artifac
         assert hm.heat.min() >= 0 and hm.heat.max() == pytest.approx(1.0, abs=0.02)
         assert hm.heat.std() > 0.05
         assert hm.label == predictor.predict(path, top_k=1)[0][0]
+        assert np.allclose(hm.probabilities, predictor.probabilities([path])[0], atol=1e-6)  # same pass
         overlay = hm.overlay()
         assert overlay.size == size and overlay.mode == "RGB"
     overlay.save(artifacts / "heat_map_photo.png")

@@ -95,13 +95,18 @@ def prepare_image(image: Image.Image) -> Image.Image:
     return to_rgb(oriented if oriented is not None else image)
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path | Image.Image) -> Image.Image:
     """Open an image file as RGB with its EXIF orientation applied and transparency on white.
+
+    An already opened PIL image (from a UI) goes through the same ``prepare_image``, so every
+    caller can pass either.
 
     Raises:
         OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError: the file is not a
         readable image (PIL's own exceptions, passed through so callers can give the reason).
     """
+    if isinstance(path, Image.Image):
+        return prepare_image(path)
     with Image.open(path) as im:
         im.load()
         return prepare_image(im)

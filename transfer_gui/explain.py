@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data import load_image, prepare_image
+from .data import load_image
 from .figures import overlay_heat
 from .inference import Predictor
 
@@ -48,6 +48,8 @@ class HeatMap:
         heat: (height, width) array in [0, 1] with the picture's size, or None (see ``reason``).
         method: how it was computed, e.g. "Grad-CAM on blocks.11.norm1".
         reason: why there is no map, in plain words (None when there is one).
+        probabilities: the model's (calibrated) probabilities of every class for this picture,
+            from the same forward pass (so a caller showing both needs no second pass).
     """
 
     image: Image.Image
@@ -56,6 +58,7 @@ class HeatMap:
     heat: np.ndarray | None
     method: str
     reason: str | None = None
+    probabilities: np.ndarray | None = None
 
     def overlay(self) -> Image.Image:
         """The picture with the heat drawn over it (the picture alone when there is no map)."""
@@ -136,7 +139,7 @@ def _crop_box(predictor: Predictor, size: tuple[int, int]) -> tuple[float, float
     crop the model's timm data config asks for.
     """
     width, height = size
-    steps = [t for t in getattr(predictor.transform, "transforms", [])]
+    steps = list(getattr(predictor.transform, "transforms", []))
     geometric = []
     for t in steps:
         if type(t).__name__ in ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor"):
@@ -167,7 +170,7 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
     Raises:
         KeyError: ``label`` is not one of the predictor's classes.
     """
-    picture = prepare_image(image) if isinstance(image, Image.Image) else load_image(image)
+    picture = load_image(image)
     x = predictor.batch([predictor.transform(picture)])
     model = predictor.model
     with torch.inference_mode():
@@ -184,16 +187,16 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
     if cam is None:
         return HeatMap(picture, chosen, float(probs[target]), None, "",
                        "This model's inner layers do not form a grid over the picture, so no heat map "
-                       "can be drawn for it; its predictions are not affected.")
+                       "can be drawn for it; its predictions are not affected.", probs)
     cam = cam.float().cpu()
     peak = float(cam.max())
     if peak <= 0:
         heat = np.zeros((picture.height, picture.width), dtype=np.float32)
         return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}",
                        f"Nothing in this picture speaks for '{chosen}': the model chose it only "
-                       "because the other classes fit even worse.")
+                       "because the other classes fit even worse.", probs)
     heat = _to_picture(cam / peak, predictor, picture.size)
-    return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}")
+    return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}", None, probs)
 
 
 def _to_picture(cam: torch.Tensor, predictor: Predictor, size: tuple[int, int]) -> np.ndarray:

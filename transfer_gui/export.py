@@ -261,13 +261,13 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
     The exported graph gets exactly what a user would give it: the decoded RGB picture
     (``data.load_image``: EXIF-rotated, transparency on white) as a uint8 array.
     """
-    from .data import load_image, prepare_image
+    from .data import load_image
 
     path = Path(path)
     run = _runner(fmt, path)
     agree, worst = 0, 0.0
     for image in images:
-        picture = load_image(image) if not hasattr(image, "convert") else prepare_image(image)
+        picture = load_image(image)
         expected = predictor.probabilities([picture])[0]
         got = run(np.asarray(picture, dtype=np.uint8))
         agree += int(np.argmax(got) == np.argmax(expected))
@@ -279,9 +279,9 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
 def _odd_shapes(image) -> list:
     from PIL import Image
 
-    from .data import load_image, prepare_image
+    from .data import load_image
 
-    picture = load_image(image) if not hasattr(image, "convert") else prepare_image(image)
+    picture = load_image(image)
     return [picture.resize((613, 187), Image.Resampling.BICUBIC),
             picture.resize((141, 509), Image.Resampling.BICUBIC)]
 

@@ -664,7 +664,8 @@ class Handlers:
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
         predictor = session.predictor
-        probs = predictor.probabilities([image])[0]
+        hm = heat_map(predictor, image)  # its forward pass also gives every class's probability
+        probs = hm.probabilities
         label, confidence = decide(probs, predictor.labels, threshold or 0.0)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])
         if label == NOT_SURE:
@@ -673,7 +674,6 @@ class Handlers:
                        f"{threshold:.0%} threshold. Top candidates: {top}.")
         else:
             verdict = f"### {label}\n{confidence:.0%} sure."
-        hm = heat_map(predictor, image)
         return verdict, dict(ranked), hm.overlay(), hm.caption()
 
     def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5):

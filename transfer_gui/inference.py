@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from .calibration import Calibration, fit_temperature
-from .data import ImageDataset, eval_transform, load_image, prepare_image
+from .data import ImageDataset, eval_transform, load_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
 
@@ -55,7 +55,7 @@ class Predictor:
         self.temperature = float(temperature)
 
     def _tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
-        image = prepare_image(image) if isinstance(image, Image.Image) else load_image(image)
+        image = load_image(image)
         return self.transform(image)
 
     def batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
