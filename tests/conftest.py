@@ -111,3 +111,46 @@ def copy_example(dest: Path, labels: list[str] | None = None) -> Path:
         if labels is None or d.name in labels:
             shutil.copytree(d, dest / d.name)
     return dest
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle boot"]
+
+
+def write_fashion_mnist(dest: Path, n: int) -> Path:
+    """The first ``n`` Fashion-MNIST training images as PNG files in one folder per class."""
+    import gzip
+
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does)")
+    with gzip.open(FASHION_MNIST / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    with gzip.open(FASHION_MNIST / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    for name in FASHION_CLASSES:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+    for i, (pixels, label) in enumerate(zip(images, labels)):
+        Image.fromarray(pixels, "L").save(dest / FASHION_CLASSES[label] / f"{i:05d}.png")
+    return dest
+
+
+def run_measured(cmd: list[str], tmp: Path, env: dict | None = None, timeout: float = 1200
+                 ) -> tuple[int, str, str, float]:
+    """Run a command from the repo root; (exit code, stdout, stderr, peak RSS in MB of that process)."""
+    import os
+    import subprocess
+    import threading
+
+    out_path, err_path = tmp / "cmd.out", tmp / "cmd.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            # wait4, not wait: it also gives this child's own resource usage (ru_maxrss in kB)
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out_path.read_text(), err_path.read_text(), usage.ru_maxrss / 1024

@@ -6,16 +6,19 @@ module extracts only regular files, only inside the destination folder, and only
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import shutil
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
 
 from .errors import ArchiveError
 
-__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden"]
+__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +41,37 @@ class ArchiveLimits:
     max_total_bytes: int = 2 * 1024**3
     max_files: int = 20_000
     max_ratio: float = 200.0
+
+    @classmethod
+    def from_env(cls) -> "ArchiveLimits":
+        """The defaults, overridden by TLS_MAX_UPLOAD_MB, TLS_MAX_FILES and TLS_MAX_RATIO (how a
+        server's operator sets them without code)."""
+        default = cls()
+        return cls(
+            max_total_bytes=int(_env_number("TLS_MAX_UPLOAD_MB", default.max_total_bytes / 1024**2) * 1024**2),
+            max_files=int(_env_number("TLS_MAX_FILES", default.max_files)),
+            max_ratio=_env_number("TLS_MAX_RATIO", default.max_ratio),
+        )
+
+    def within(self, room_bytes: int) -> "ArchiveLimits":
+        """The same limits, with the total size capped at ``room_bytes`` (e.g. a session's free space)."""
+        return replace(self, max_total_bytes=max(0, min(self.max_total_bytes, int(room_bytes))))
+
+
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment; a missing or malformed value keeps the default."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return float(default)
+    return value if value > 0 else float(default)
+
+
+def size_text(n_bytes: float) -> str:
+    """A byte count as people read it: "850 MB", "2.1 GB"."""
+    if n_bytes >= 1e9:
+        return f"{n_bytes / 1e9:.1f} GB"
+    return f"{n_bytes / 1e6:.0f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.0f} kB"
 
 
 @dataclass(frozen=True)
@@ -95,8 +129,8 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
             total = sum(info.file_size for info in infos)
             if total > limits.max_total_bytes:
                 raise ArchiveError(
-                    f"{zip_path.name} unpacks to {total / 1e9:.1f} GB; the limit is "
-                    f"{limits.max_total_bytes / 1e9:.1f} GB. Upload fewer or smaller images."
+                    f"{zip_path.name} unpacks to {size_text(total)}; the limit here is "
+                    f"{size_text(limits.max_total_bytes)}. Upload fewer or smaller images."
                 )
             written = 0
             for info in infos:
@@ -126,17 +160,26 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
                 if dest_real not in target.parents:
                     skipped.append(SkippedEntry(name, "unsafe path, not extracted"))
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Copy with a running count: the header's file_size can lie, the bytes cannot.
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > limits.max_total_bytes:
-                            raise ArchiveError(
-                                f"{zip_path.name} unpacks to more than "
-                                f"{limits.max_total_bytes / 1e9:.1f} GB; it was not extracted."
-                            )
-                        out.write(chunk)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    # Copy with a running count: the header's file_size can lie, the bytes cannot.
+                    with zf.open(info) as src, open(target, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            written += len(chunk)
+                            if written > limits.max_total_bytes:
+                                raise ArchiveError(
+                                    f"{zip_path.name} unpacks to more than "
+                                    f"{size_text(limits.max_total_bytes)}; it was not extracted."
+                                )
+                            out.write(chunk)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise ArchiveError("The server's disk is full; try again later with fewer images.") from exc
+                    # A name too long for the file system, or a file where a folder must go: that
+                    # one entry cannot exist here; the rest can.
+                    with contextlib.suppress(OSError):
+                        target.unlink(missing_ok=True)
+                    skipped.append(SkippedEntry(name, f"cannot be stored here ({exc.strerror or exc})"))
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)
         raise

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .archive import extract_zip, is_hidden
+from .archive import ArchiveLimits, extract_zip, is_hidden
 from .data import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, load_image
 from .errors import UserInputError
 from .inference import Predictor
@@ -33,30 +33,36 @@ def decide(probs: np.ndarray, labels: Sequence[str], threshold: float) -> tuple[
 
 
 def iter_image_files(sources: Iterable[tuple[str, Path]], tmp: Path,
-                     on_skip: OnSkip | None = None) -> Iterator[tuple[str, Path]]:
+                     on_skip: OnSkip | None = None, limits: ArchiveLimits | None = None
+                     ) -> Iterator[tuple[str, Path]]:
     """(shown name, file) for every candidate image under the given files, folders and zips.
 
     Args:
         sources: (name to show, path) pairs; a zip's images are shown as ``name:inner/path``.
         tmp: a private folder to extract zips into.
         on_skip: called with (shown name, reason) for zip entries that were not extracted.
+        limits: archive limits for the zips, shared by all of them (defaults when None).
 
     Raises:
         UserInputError: a path that does not exist, or a zip that cannot be read safely.
     """
+    limits = limits or ArchiveLimits()
     for n, (name, path) in enumerate(sources):
         path = Path(path)
         if not path.exists():
             raise UserInputError(f"{name} does not exist.")
         if path.is_file() and path.suffix.lower() == ".zip":
             dest = tmp / f"zip{n}"
-            for skipped in extract_zip(path, dest):
+            for skipped in extract_zip(path, dest, limits):
                 if on_skip:
                     on_skip(f"{name}:{skipped.path}", skipped.reason)
             for file in sorted(p for p in dest.rglob("*") if p.is_file()):
                 rel = file.relative_to(dest)
                 if not is_hidden(rel):
                     yield f"{name}:{rel.as_posix()}", file
+            # the zips together stay within the limits, not each of them
+            used = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+            limits = limits.within(limits.max_total_bytes - used)
         elif path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 rel = file.relative_to(path)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .archive import extract_zip
+from .archive import ArchiveLimits, extract_zip
 from .card import model_card
 from .errors import DataError, ModelError
 
@@ -136,8 +136,11 @@ def _find_config(root: Path) -> Path:
     return found[0]
 
 
-def load_bundle(path: str | Path, workdir: str | Path | None = None) -> Bundle:
+def load_bundle(path: str | Path, workdir: str | Path | None = None,
+                limits: ArchiveLimits | None = None) -> Bundle:
     """Load a bundle folder or .zip through timm's own ``local-dir:`` loader.
+
+    ``limits`` caps what a .zip may unpack to (defaults when None).
 
     Raises:
         ModelError: the path is not a bundle, or its weights do not match its config.
@@ -150,7 +153,7 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None) -> Bundle:
         dest = Path(workdir) / "bundle" if workdir else Path(tempfile.mkdtemp(prefix="tls-bundle-"))
         if dest.exists():
             shutil.rmtree(dest)
-        extract_zip(path, dest)
+        extract_zip(path, dest, limits)
         path = dest
     folder = _find_config(path)
     try:

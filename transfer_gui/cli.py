@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each class held out for validation (default 0.25)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--scratch", action="store_true",
+                   help="start from random weights instead of pretrained ones (no download; for comparisons "
+                        "and tests)")
     t.add_argument("--out", required=True, help="folder to write the trained model bundle to")
     t.add_argument("--zip", dest="zip_path", help="also write the bundle as this .zip file")
     t.add_argument("--continue-from", dest="continue_from",
@@ -136,13 +139,13 @@ def _cmd_models(_: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-                         weights_file=args.weights_file)
+                         weights_file=args.weights_file, pretrained=not args.scratch)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         if args.continue_from:
             base = load_bundle(args.continue_from, Path(tmp) / "base")
             config = dataclasses.replace(config, model=base.metadata.get("model_name") or config.model,
                                          init_bundle=str(base.folder))
-        else:
+        elif config.pretrained:
             check_available(config.model, weights_file=config.weights_file)  # before reading any images
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
         for warning in dataset.report.warnings:
@@ -163,6 +166,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 line += f" | val loss {event.val_loss:.3f}"
             _err(line)
             result = event.result or result
+        if result.error:
+            _err(f"warning: training broke off ({result.error}); the best epoch before it is kept")
         _, calibration, report = evaluate_result(result, dataset, device=config.device)
         out = save_bundle(result, args.out, dataset_report=dataset.report.to_dict(), evaluation=report.to_dict(),
                           calibration=calibration.to_dict())

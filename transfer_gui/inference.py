@@ -134,11 +134,13 @@ class Predictor:
         return calibration
 
     @classmethod
-    def from_bundle(cls, path: str | Path, workdir: str | Path | None = None, device: str = "auto") -> "Predictor":
-        """Load a saved bundle (folder or .zip) as a Predictor."""
+    def from_bundle(cls, path: str | Path, workdir: str | Path | None = None, device: str = "auto",
+                    limits=None) -> "Predictor":
+        """Load a saved bundle (folder or .zip) as a Predictor; ``limits`` (an ``ArchiveLimits``)
+        caps what a .zip may unpack to."""
         from .bundle import load_bundle
 
-        bundle = load_bundle(path, workdir)
+        bundle = load_bundle(path, workdir, limits)
         return cls(bundle.model, bundle.labels, bundle.data_config, device, bundle.temperature)
 
 
