@@ -5,7 +5,8 @@ wrong and what to do. The UI turns these (and only these) into ``gr.Error``; the
 exit code 2 with a one-line reason. Anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["UserInputError", "DataError", "ArchiveError", "ModelError", "WeightsUnavailableError"]
+__all__ = ["UserInputError", "DataError", "ArchiveError", "ModelError", "WeightsUnavailableError",
+           "TrainingFailedError"]
 
 
 class UserInputError(Exception):
@@ -26,3 +27,8 @@ class ModelError(UserInputError):
 
 class WeightsUnavailableError(ModelError):
     """Pretrained weights need the internet and it cannot be reached."""
+
+
+class TrainingFailedError(UserInputError):
+    """Training broke off (an unreadable image, out of memory, ...) before any epoch finished, so
+    there is no model to keep. The message names the cause."""

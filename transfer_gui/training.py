@@ -33,13 +33,17 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import ImageDataset, Split, TorchImages, eval_transform, split_dataset, train_transform
-from .errors import ModelError
+from .errors import ModelError, TrainingFailedError
 from .weights import LoadedModel, create_model
 
 __all__ = ["ProgressEvent", "TrainResult", "FeatureCache", "fit", "train", "pick_device",
            "extract_features"]
 
 _logger = logging.getLogger(__name__)
+
+# What a training step can raise that is not a bug in the caller: unreadable files (OSError),
+# out of memory (torch.OutOfMemoryError is a RuntimeError), numerical/shape errors inside a model.
+_STEP_FAILURES = (RuntimeError, OSError, ValueError, MemoryError)
 
 # Validation tensors kept in memory during fine-tuning: 1000 x 3 x 224 x 224 floats is ~600 MB.
 _MAX_KEPT_VAL_TENSORS = 1000
@@ -97,6 +101,7 @@ class TrainResult:
         best: the history row whose weights were kept.
         stopped: True when the user stopped training early.
         train_seconds: wall seconds of the whole run.
+        error: why training broke off early (the best epoch before it is kept), or None.
     """
 
     model: nn.Module
@@ -111,6 +116,7 @@ class TrainResult:
     best: dict
     stopped: bool
     train_seconds: float
+    error: str | None = None
 
     @property
     def val_accuracy(self) -> float:
@@ -175,15 +181,19 @@ def extract_features(model: nn.Module, loader, device: torch.device, amp: bool =
     model.eval()
     out: list[torch.Tensor] = []
     done = 0
-    with torch.inference_mode():
-        for x, _ in loader:
+    for x, _ in loader:
+        # The grad mode is per thread, and a web server may resume this generator on another
+        # thread after each yield: a mode entered here and left open across a yield would stay
+        # switched on in this thread (seen: another user's training then had no gradients). So
+        # every context opens and closes between two yields.
+        with torch.inference_mode():
             x = x.to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, amp):
                 out.append(_features(model, x).float().cpu())
-            done += len(x)
-            yield done, None
+        done += len(x)
+        yield done, None
     yield done, torch.cat(out) if out else torch.empty(0)
 
 
@@ -212,6 +222,7 @@ class _Run:
         self.best: dict | None = None
         self.best_state: dict | None = None
         self.stopped = False
+        self.error: str | None = None
         self.targets = torch.tensor(dataset.targets)
         self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, weights, biases
 
@@ -297,12 +308,21 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
         raise ModelError(f"{config.model} has no single linear classifier head; pick another model.")
 
     run.keep_rows(head, loaded.known_classes)
-    features = yield from _cached_features(run, model, loaded, data_config, device)
-    if not run.stopped:
-        yield from _train_head(run, model, head, features, device)
-    if config.mode == "finetune" and not run.stopped:
-        model.load_state_dict(run.best_state)
-        yield from _finetune(run, model, head, data_config, device)
+    try:
+        features = yield from _cached_features(run, model, loaded, data_config, device)
+        if not run.stopped:
+            yield from _train_head(run, model, head, features, device)
+        if config.mode == "finetune" and not run.stopped:
+            model.load_state_dict(run.best_state)
+            yield from _finetune(run, model, head, data_config, device)
+    except _STEP_FAILURES as exc:
+        # A file that vanished or broke since it was read, memory running out, a numerical error:
+        # the run ends, and the best epoch so far (if any) is kept like after Stop.
+        _logger.exception("Training %s failed after %.1f s", config.model, run.elapsed())
+        if run.best_state is None:
+            raise TrainingFailedError(f"Training broke off before the first epoch finished: {exc}. "
+                                      "Nothing was kept; check the images and press Train again.") from exc
+        run.error = f"{type(exc).__name__}: {exc}"
 
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
@@ -312,8 +332,8 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
                     "val_acc": float("nan"), "elapsed_s": run.elapsed()}
     result = TrainResult(model, list(dataset.labels), dict(data_config), config, loaded.name,
                          loaded.create_kwargs, loaded.source, split, run.history, run.best,
-                         run.stopped, run.elapsed())
-    what = "Stopped" if run.stopped else "Finished"
+                         run.stopped, run.elapsed(), run.error)
+    what = "Broke off with an error" if run.error else "Stopped" if run.stopped else "Finished"
     yield ProgressEvent("done", run.best["epoch"], run.best["epoch"], 0, 0, run.best["train_loss"],
                         run.best["val_loss"], run.best["val_acc"], run.elapsed(), 0.0, True,
                         f"{what}: kept epoch {run.best['epoch']} ({run.best['phase']}), validation "
