@@ -6,6 +6,8 @@ Face Spaces sets) take precedence. Works offline with the built-in model and the
 
 import logging
 import os
+import signal
+import sys
 
 from transfer_gui.ui import build_demo, launch_kwargs
 
@@ -13,6 +15,9 @@ from transfer_gui.ui import build_demo, launch_kwargs
 def main() -> None:
     """Build the app and serve it until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A stopped server (Ctrl+C, or SIGTERM from a Space or a container runtime) exits normally, so
+    # the session folders are deleted on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = build_demo()
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

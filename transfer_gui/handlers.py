@@ -9,12 +9,15 @@ bug keeps its traceback in the server log while the page shows only a generic er
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -22,20 +25,21 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from .archive import ArchiveLimits
 from .batch import NOT_SURE, decide, iter_image_files, prediction_rows, write_csv
 from .bundle import CARD_FILE, METADATA_FILE, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
 from .checks import Check, dataset_checks, leakage_check
 from .compare import RUN_TITLES, RUNS, compare, compare_sentence, learning_curve
 from .config import TrainConfig
-from .data import IMAGE_EXTENSIONS, open_dataset, scan_files
+from .data import IMAGE_EXTENSIONS, load_image, open_dataset, read_failure, scan_files
 from .errors import UserInputError
 from .explain import heat_map
 from .export import export_all
 from .figures import confusion_picture
 from .hub import push_bundle
 from .inference import Predictor, evaluate_result
-from .session import Session
+from .session import Session, disk_limit_from_env
 from .training import ProgressEvent, fit
 from .weights import availability, check_available
 
@@ -57,6 +61,24 @@ _OK, _WARN = "OK ·", "**Look at this** ·"
 _MAX_MISTAKES = 24  # the mistakes gallery shows the worst ones; heat maps cost ~0.1 s each on a CPU
 _MIN_YIELD_S = 0.4  # at most ~2 UI updates a second: the plot stays smooth, the socket quiet
 _WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
+_APP_PREFIX = "tls-app-"
+_OWNER_FILE = "owner.pid"
+
+
+def _remove_orphans() -> None:
+    """Delete app folders whose server process is gone (killed before it could clean up)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_APP_PREFIX}*"):
+        try:
+            pid = int((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now: leave it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            _logger.info("Removed %s, left by a server that is gone", folder)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -104,15 +126,40 @@ class Handlers:
             ZeroGPU Space, where the GPU is only lent to the training function.
     """
 
-    def __init__(self, training_slots: int = 1, device: str = "auto"):
+    def __init__(self, training_slots: int = 1, device: str = "auto",
+                 limits: ArchiveLimits | None = None, disk_limit: int | None = None):
         self.training_slots = training_slots
         self.device = device
+        self.limits = limits or ArchiveLimits.from_env()
+        self.disk_limit = disk_limit or disk_limit_from_env()
+        # All session folders of this server live in one folder of its own, removed when the
+        # server object goes or the process exits; a crashed server's folder is removed by the
+        # next one that starts (see _remove_orphans).
+        _remove_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix=_APP_PREFIX))
+        (self.root / _OWNER_FILE).write_text(str(os.getpid()))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         # Held by each run from its first to its last step. Gradio's concurrency limit frees its
         # slot as soon as an event is cancelled (a closed tab), while the step in flight still
         # runs; this guard makes the next run wait for it instead of overlapping it.
         self._guard = threading.BoundedSemaphore(training_slots)
-        self._sessions: dict[str, Session] = {}  # session hash -> Session, for unload
+        # session hash -> Session, for unload. Weak: a session Gradio dropped must not be kept
+        # alive (with its files) only because its tab never said goodbye.
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
         self._sessions_lock = threading.Lock()
+
+    def new_session(self) -> Session:
+        """A fresh Session in this server's folder."""
+        return Session(root=self.root, disk_limit=self.disk_limit)
+
+    def session_factory(self) -> functools.partial:
+        """The ``gr.State`` factory (called once per page load). A partial, not the bound method:
+        Gradio deep-copies a State's initial value, and this object holds locks."""
+        return functools.partial(Session, root=self.root, disk_limit=self.disk_limit)
+
+    def close(self) -> None:
+        """Delete every session folder of this server (its sessions are over)."""
+        self._cleanup()
 
     # --- session lifecycle ---------------------------------------------------------------------
 
@@ -170,10 +217,14 @@ class Handlers:
         """Read an uploaded .zip with one folder per class."""
         if not zip_file:
             raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
+        folder = session.new_folder("upload")
         try:
-            dataset = open_dataset(zip_file, workdir=session.new_folder("upload"))
+            # the zip may unpack to no more than the session's free room (and the upload limits)
+            dataset = open_dataset(zip_file, workdir=folder, limits=self.limits.within(session.room()))
         except UserInputError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
             raise _user_error(exc) from exc
+        session.keep_folder("upload", folder)
         return self._use_dataset(session, dataset)
 
     def load_example(self, session: Session):
@@ -197,14 +248,21 @@ class Handlers:
                             columns=["class", "images"])
 
     def add_images(self, session: Session, class_name: str, files: list[str] | None,
-                   snapshot: Image.Image | None):
-        """Add uploaded files and/or a webcam/clipboard snapshot to a named class."""
+                   snapshot: str | Image.Image | None):
+        """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
+        named class. Unreadable files are kept out later, with reasons, when the classes are used."""
         name = (class_name or "").strip().strip("/\\")
         if not name or name.startswith(".") or "/" in name or "\\" in name:
             raise gr.Error("Type a class name first (letters, numbers, spaces; no slashes).")
         files = list(files or [])
         if not files and snapshot is None:
             raise gr.Error(f"Add some images for '{name}': upload files, take a webcam photo or paste one.")
+        if snapshot is not None and (why := read_failure(snapshot)):
+            raise gr.Error(f"The webcam/pasted picture cannot be used: {why}.")
+        try:
+            session.require_room(sum(Path(f).stat().st_size for f in files), "Adding these pictures")
+        except UserInputError as exc:
+            raise _user_error(exc) from exc
         folder = session.workdir / "classes" / name
         folder.mkdir(parents=True, exist_ok=True)
         added = session.classes.setdefault(name, [])
@@ -215,7 +273,7 @@ class Handlers:
             added.append(dest)
         if snapshot is not None:
             dest = folder / f"{len(added):04d}_snapshot.png"
-            snapshot.save(dest)
+            load_image(snapshot).save(dest)
             added.append(dest)
         gr.Info(f"'{name}' now has {len(added)} images.")
         return self.classes_table(session), None, None, session
@@ -411,8 +469,9 @@ class Handlers:
                              calibration=session.calibration.to_dict())
         session.bundle_folder = folder
         session.bundle_zip = zip_bundle(folder, folder.parent / "trained-model.zip")
+        session.keep_folder("bundle", folder.parent)
         ev = session.evaluation
-        what = "Stopped" if result.stopped else "Done"
+        what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
         status = (f"**{what}.** Kept the best model (epoch {result.best['epoch']} of "
                   f"{'the head training' if result.best['phase'] == 'head' else 'fine-tuning'}): "
                   f"validation accuracy **{ev.accuracy:.0%}** on {ev.n_images} images · "
@@ -420,6 +479,9 @@ class Handlers:
                   "test it in step 5, download it in step 6.")
         if comparison:
             status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
+        if result.error:
+            status += (f"  \nThe error was: `{result.error}`. Train again to continue; if it repeats, "
+                       "check the images (or try Quick mode, which needs less memory).")
         yield (status, *self._plots(rows, x_title), gr.Button(interactive=True), gr.Button(interactive=False),
                gr.DownloadButton(value=str(session.bundle_zip), interactive=True), session)
 
@@ -569,13 +631,17 @@ class Handlers:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
         folder = session.new_folder("loaded")
         try:
-            predictor = Predictor.from_bundle(zip_file, folder, device=self.device)
+            session.require_room(2 * Path(zip_file).stat().st_size, "Loading this model")  # zip + unpacked
+            predictor = Predictor.from_bundle(zip_file, folder, device=self.device,
+                                              limits=self.limits.within(session.room()))
         except UserInputError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
             raise _user_error(exc) from exc
         bundle_folder = next(p.parent for p in sorted((folder / "bundle").rglob("config.json")))
         saved = folder / Path(zip_file).name
         shutil.copyfile(zip_file, saved)
         session.loaded = (predictor, bundle_folder, saved)
+        session.keep_folder("loaded", folder)
         session.reset_model()
         meta = json.loads((bundle_folder / METADATA_FILE).read_text()) if (bundle_folder / METADATA_FILE).is_file() else {}
         accuracy = (meta.get("evaluation") or {}).get("accuracy")
@@ -627,6 +693,7 @@ class Handlers:
                          "use the timm bundle (the .zip above) instead.")
         shutil.copyfile(session.bundle_folder / CARD_FILE, folder / CARD_FILE)
         session.export_zip = zip_bundle(folder, folder.parent / "exported-model.zip")
+        session.keep_folder("export", folder.parent)
         return "  \n".join(lines), gr.DownloadButton(value=str(session.export_zip), interactive=True)
 
     @staticmethod
@@ -657,14 +724,16 @@ class Handlers:
     # --- step 5: test --------------------------------------------------------------------------
 
     @staticmethod
-    def predict(session: Session, image: Image.Image | None, threshold: float = 0.5):
-        """One picture: (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
+    def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5):
+        """One picture (a file path or an image): (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
         if image is None:
             return "", None, None, ""
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
+        if why := read_failure(image):
+            raise gr.Error(f"This picture cannot be used: {why}. Try a JPEG, PNG or WebP picture.")
         predictor = session.predictor
-        hm = heat_map(predictor, image)  # its forward pass also gives every class's probability
+        hm = heat_map(predictor, load_image(image))  # its forward pass also gives every class's probability
         probs = hm.probabilities
         label, confidence = decide(probs, predictor.labels, threshold or 0.0)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])
@@ -686,7 +755,8 @@ class Handlers:
         skipped: list[str] = []
         try:
             images = iter_image_files([(Path(f).name, Path(f)) for f in files], folder,
-                                      lambda shown, why: skipped.append(f"{shown}: {why}"))
+                                      lambda shown, why: skipped.append(f"{shown}: {why}"),
+                                      limits=self.limits.within(session.room()))
             rows = list(prediction_rows(session.predictor, images, top_k=3, threshold=threshold or 0.0,
                                         on_skip=lambda shown, why: skipped.append(f"{shown}: {why}")))
         except UserInputError as exc:
@@ -695,6 +765,7 @@ class Handlers:
             raise gr.Error("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")
         csv_path = folder / "predictions.csv"
         write_csv(rows, csv_path)
+        session.keep_folder("batch", folder)
         table = pd.DataFrame([{"image": r["path"], "label": r["label"], "confidence": round(r["confidence"], 3)}
                               for r in rows], columns=["image", "label", "confidence"])
         unsure = sum(r["label"] == NOT_SURE for r in rows)

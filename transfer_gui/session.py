@@ -2,27 +2,61 @@
 
 A ``Session`` is the value of the app's ``gr.State``: Gradio creates one per page load, so nothing
 here is shared between users. Its files live in its own temporary folder, removed by ``close()``
-(called when the tab closes, or when Gradio expires the state).
+(called when the tab closes, or when Gradio expires the state) and, failing that, when the Session
+object itself is garbage-collected (Gradio also drops states without a callback, e.g. beyond its
+session capacity) or the process exits. The folder's size is capped per session.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import uuid
+import weakref
 from pathlib import Path
 
+from .archive import size_text
 from .calibration import Calibration
 from .data import ImageDataset
+from .errors import UserInputError
 from .evaluation import EvalReport
 from .inference import Predictor
 from .training import FeatureCache, TrainResult
 
-__all__ = ["Session", "new_session"]
+__all__ = ["Session", "new_session", "DiskQuotaError", "disk_limit_from_env", "DEFAULT_DISK_MB"]
 
 _logger = logging.getLogger(__name__)
+
+DEFAULT_DISK_MB = 3072  # room for the largest allowed upload (2 GB unpacked) plus models and exports
+
+
+class DiskQuotaError(UserInputError):
+    """The session's folder would grow beyond its cap."""
+
+
+def disk_limit_from_env() -> int:
+    """A session's disk cap in bytes, from TLS_SESSION_DISK_MB (default 3072 MB)."""
+    try:
+        mb = float(os.environ.get("TLS_SESSION_DISK_MB", DEFAULT_DISK_MB))
+    except ValueError:
+        mb = DEFAULT_DISK_MB
+    return int((mb if mb > 0 else DEFAULT_DISK_MB) * 1024**2)
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (links not followed)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
 
 class Session:
     """Everything one user has built so far.
@@ -50,11 +84,22 @@ class Session:
         cache: frozen-backbone features of this session's data, reused by later runs.
         closed: the session ended; its files are gone.
         last_error: the message of the last failed training, for the status line.
+        disk_limit: the most bytes this session's folder may hold.
+
+    Args:
+        root: the folder to create the session's folder in (the app's own; the system temp
+            folder when None).
+        disk_limit: bytes the session may store (default: ``disk_limit_from_env()``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | Path | None = None, disk_limit: int | None = None) -> None:
         self.id = uuid.uuid4().hex[:8]
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"tls-session-{self.id}-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tls-session-{self.id}-", dir=root))
+        # Whatever way the session ends (closed, expired, evicted by Gradio, process exit), its
+        # folder goes with it.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
+        self.disk_limit = disk_limit or disk_limit_from_env()
+        self._current: dict[str, Path] = {}
         self.dataset: ImageDataset | None = None
         self.classes: dict[str, list[Path]] = {}
         self.result: TrainResult | None = None
@@ -78,10 +123,43 @@ class Session:
         return self
 
     def new_folder(self, name: str) -> Path:
-        """A fresh, empty sub-folder of this session's workdir."""
+        """A fresh, empty sub-folder of this session's workdir.
+
+        Folders of the same ``name`` left by failed attempts are removed first; the one in use
+        (see ``keep_folder``) stays until a new one replaces it.
+        """
+        current = self._current.get(name)
+        for old in self.workdir.glob(f"{name}-*"):
+            if old != current:
+                shutil.rmtree(old, ignore_errors=True)
         folder = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
         folder.mkdir(parents=True)
         return folder
+
+    def keep_folder(self, name: str, folder: Path) -> None:
+        """``folder`` (from ``new_folder(name)``) is now the one in use; the previous one is deleted,
+        so replacing data or models does not pile up copies."""
+        previous = self._current.get(name)
+        self._current[name] = folder
+        if previous is not None and previous != folder:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def disk_used(self) -> int:
+        """Bytes this session's folder holds now."""
+        return _folder_bytes(self.workdir)
+
+    def room(self) -> int:
+        """Bytes this session may still store."""
+        return max(0, self.disk_limit - self.disk_used())
+
+    def require_room(self, needed: int, what: str) -> None:
+        """Raise DiskQuotaError unless ``needed`` more bytes fit under this session's cap."""
+        used = self.disk_used()
+        if used + needed > self.disk_limit:
+            raise DiskQuotaError(
+                f"{what} needs {size_text(needed)}, and this session already stores {size_text(used)} "
+                f"of its {size_text(self.disk_limit)}. Use fewer or smaller images, or reload the page "
+                "to start a fresh session.")
 
     def reset_model(self) -> None:
         """Forget the trained model (the data changed, or a new training starts); an uploaded
@@ -96,10 +174,10 @@ class Session:
         self.stop.set()
         if self.training.acquire(timeout=30):  # let a running step finish before deleting its files
             self.training.release()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._cleanup()
         _logger.info("Session %s closed", self.id)
 
 
 def new_session() -> Session:
-    """A fresh Session: the ``gr.State`` factory, called once per page load."""
+    """A fresh Session in the system temp folder (the app itself uses ``Handlers.new_session``)."""
     return Session()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from .archive import ArchiveLimits
 from .catalog import DEFAULT_MODEL
 from .handlers import (MODE_CHOICES, ROOT, TEST_IMAGES, Handlers, image_extensions, model_card, model_choices,
                        queue_size_from_env, training_slots_from_env)
-from .session import new_session
 
 __all__ = ["build_demo", "launch_kwargs"]
 
@@ -52,26 +52,33 @@ def zero_gpu():
 
 def launch_kwargs() -> dict:
     """Arguments for ``demo.launch`` that style the page (Gradio 6 takes css/theme at launch)."""
-    return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft()}
+    return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
+            # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
+            # unpacked size (an upload is never larger than what it unpacks to, for images).
+            "max_file_size": ArchiveLimits.from_env().max_total_bytes}
 
 
-def build_demo(training_slots: int | None = None, queue_size: int | None = None) -> gr.Blocks:
+def build_demo(training_slots: int | None = None, queue_size: int | None = None,
+               state_ttl_s: float = STATE_TTL_S, handlers: Handlers | None = None) -> gr.Blocks:
     """Build the app.
 
     Args:
         training_slots: trainings at once across all users (default: $TLS_TRAINING_SLOTS or 1).
         queue_size: waiting events allowed in the queue (default: $TLS_QUEUE_SIZE or 20).
+        state_ttl_s: an unused session's data and files are deleted after this many seconds.
+        handlers: the event functions (built here when None; tests pass their own to inspect
+            sessions and limits).
     """
-    slots = training_slots or training_slots_from_env()
     gpu = zero_gpu()
-    h = Handlers(slots, device="cpu" if gpu else "auto")
+    h = handlers or Handlers(training_slots or training_slots_from_env(), device="cpu" if gpu else "auto")
+    slots = h.training_slots
     # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
     # one; predictions, heat maps and exports run on the CPU (their models live there).
     train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.train) if gpu else h.train
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than 6 hours, checking hourly, so a public server's disk does not fill up.
     with gr.Blocks(title="Transfer Learning Studio", delete_cache=(3600, STATE_TTL_S)) as demo:
-        state = gr.State(new_session, time_to_live=STATE_TTL_S, delete_callback=Handlers.on_state_deleted)
+        state = gr.State(h.session_factory(), time_to_live=state_ttl_s, delete_callback=Handlers.on_state_deleted)
         gr.Markdown(INTRO)
         with gr.Tabs():
             # --- 1. data ---------------------------------------------------------------------
@@ -96,7 +103,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                                   file_types=image_extensions(), elem_id="class-files")
                             # image_mode=None keeps transparency: the engine composites it on white
                             # (Gradio's default "RGB" would drop alpha and expose hidden colours).
-                            snapshot = gr.Image(label="Webcam or paste", type="pil", image_mode=None,
+                            snapshot = gr.Image(label="Webcam or paste", type="filepath", image_mode=None,
                                                 sources=["webcam", "clipboard", "upload"],
                                                 elem_id="class-snapshot")
                         classes_table = gr.Dataframe(label="Your classes", interactive=False,
@@ -219,7 +226,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None)
                                       label='Answer "not sure" below this confidence')
                 with gr.Row():
                     with gr.Column():
-                        test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="pil",
+                        test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="filepath",
                                               image_mode=None,
                                               sources=["upload", "webcam", "clipboard"], elem_id="test-image")
                         examples = sorted(str(p) for p in TEST_IMAGES.glob("*") if p.is_file())

@@ -1,0 +1,219 @@
+"""Load test: N simulated users on one app server, each uploading, training (Quick) and predicting.
+
+    python benchmarks/load.py            # 8 users
+    python benchmarks/load.py --users 3
+
+Starts ``python app.py`` on 127.0.0.1 (a separate process, so its memory is its own), then runs
+N users at once with gradio_client (one Client = one browser session). Every user gets classes
+with names of their own, so a user who ever saw another's labels would be caught. Prints
+completed/failed users, p50/p95 seconds per user, the longest queue seen, and the server's peak
+RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "assets" / "example_dataset"
+TEST_IMAGE = ROOT / "assets" / "test_images" / "animal_dolphin.png"
+MODEL = "tf_efficientnet_lite0.in1k"
+
+_logger = logging.getLogger("load")
+
+
+@dataclass
+class UserRun:
+    """One simulated user's outcome."""
+
+    user: int
+    seconds: float = 0.0
+    error: str | None = None
+    labels: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    """What the load run measured."""
+
+    users: list[UserRun]
+    max_queue: int
+    queue_limit: int
+    peak_rss_mb: float
+    wall_s: float
+    leftover_folders: int = 0
+
+    @property
+    def completed(self) -> list[UserRun]:
+        """Users who finished every step and only ever saw their own labels."""
+        return [u for u in self.users if u.error is None]
+
+    def table(self) -> str:
+        """The printed summary."""
+        times = sorted(u.seconds for u in self.completed)
+        p50 = statistics.median(times) if times else float("nan")
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))] if times else float("nan")
+        lines = [
+            f"users                 {len(self.users)}",
+            f"completed             {len(self.completed)}",
+            f"failed                {len(self.users) - len(self.completed)}",
+            f"seconds per user p50  {p50:.1f}",
+            f"seconds per user p95  {p95:.1f}",
+            f"longest queue seen    {self.max_queue} (limit {self.queue_limit})",
+            f"server peak RSS       {self.peak_rss_mb:.0f} MB",
+            f"wall time             {self.wall_s:.1f} s",
+            f"folders left behind   {self.leftover_folders}",
+        ]
+        lines += [f"user {u.user} failed: {u.error}" for u in self.users if u.error]
+        return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _user_zip(user: int, folder: Path) -> tuple[Path, list[str]]:
+    """Three example classes renamed for this user (``u3 animal``...), zipped."""
+    classes = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
+    picked = [classes[(user + k) % len(classes)] for k in range(3)]
+    labels = [f"u{user} {c}" for c in picked]
+    zip_path = folder / f"user{user}.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for cls, label in zip(picked, labels):
+            for img in sorted((EXAMPLE / cls).iterdir()):
+                zf.write(img, f"{label}/{img.name}")
+    return zip_path, labels
+
+
+def _simulate(user: int, url: str, folder: Path) -> UserRun:
+    from gradio_client import Client, handle_file
+
+    run = UserRun(user)
+    t0 = time.perf_counter()
+    try:
+        zip_path, run.labels = _user_zip(user, folder)
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(zip_path)), api_name="/load_zip")
+        status = client.predict(MODEL, "", None, "quick", 0, 0, 0.25, user, api_name="/train")[0]
+        if "**Done.**" not in status:
+            raise RuntimeError(f"training did not finish: {status[:200]}")
+        label = client.predict(handle_file(str(TEST_IMAGE)), 0.0, api_name="/predict")[1]
+        run.seen = [c["label"] for c in label["confidences"]]
+        if not set(run.seen) <= set(run.labels):
+            raise RuntimeError(f"saw labels that are not this user's: {sorted(set(run.seen) - set(run.labels))}")
+    except Exception as exc:  # noqa: BLE001 - a load test reports every failure, whatever it is
+        run.error = f"{type(exc).__name__}: {exc}"
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):  # the process's high-water mark of resident memory
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_load(n_users: int = 8, queue_size: int = 20, startup_timeout_s: float = 120) -> LoadReport:
+    """Start the app, run ``n_users`` users at once, stop the app; return what was measured."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               TLS_QUEUE_SIZE=str(queue_size), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    folder = Path(tempfile.mkdtemp(prefix="tls-load-"))
+    log = open(folder / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start; see {folder / 'server.log'}")
+                time.sleep(0.3)
+        runs: list[UserRun] = [UserRun(i) for i in range(n_users)]
+        done = threading.Event()
+        max_queue = 0
+
+        def watch_queue():
+            nonlocal max_queue
+            while not done.is_set():
+                try:
+                    with urllib.request.urlopen(f"{url}gradio_api/queue/status", timeout=2) as r:
+                        max_queue = max(max_queue, int(json.load(r).get("queue_size", 0)))
+                except OSError:
+                    pass
+                done.wait(0.25)
+
+        def user(i):
+            runs[i] = _simulate(i, url, folder)
+
+        t0 = time.perf_counter()
+        watcher = threading.Thread(target=watch_queue, daemon=True)
+        watcher.start()
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(n_users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        watcher.join()
+        wall = time.perf_counter() - t0
+        report = LoadReport(runs, max_queue, queue_size, _peak_rss_mb(server.pid), wall)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    report.leftover_folders = len(_owned_folders(server.pid))
+    shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
+def _owned_folders(pid: int) -> list[Path]:
+    """The app folders (and so session folders) a server process left in the temp folder."""
+    found = []
+    for owner in Path(tempfile.gettempdir()).glob("tls-app-*/owner.pid"):
+        try:
+            if int(owner.read_text()) == pid:
+                found.append(owner.parent)
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def main() -> None:
+    """Command line: run the load test and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=8, help="simulated users at once (default 8)")
+    parser.add_argument("--queue-size", type=int, default=20, help="the app's queue limit (default 20)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    report = run_load(args.users, args.queue_size)
+    sys.stdout.write(report.table() + "\n")
+
+
+if __name__ == "__main__":
+    main()
