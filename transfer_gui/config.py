@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from .catalog import DEFAULT_MODEL
 from .errors import UserInputError
 
-__all__ = ["TrainConfig", "MODES"]
+__all__ = ["TrainConfig", "MODES", "PRECISIONS"]
 
 MODES = ("quick", "finetune")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # Per-mode defaults for the fields left as None.
 _DEFAULT_EPOCHS = {"quick": 60, "finetune": 12}
@@ -41,7 +42,7 @@ class TrainConfig:
     init_bundle: str | None = None  # continue from this saved bundle folder (its model and head)
     pretrained: bool = True  # False trains from random weights (the "from scratch" comparison)
     device: str = "auto"  # "auto" = CUDA when available, else CPU
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU, where fp32 is kept for parity)
+    precision: str = "auto"  # auto: all fast paths (see speed.py); fp32: none (the reference); bf16
     progress_interval_s: float = 2.0  # mid-epoch progress at most this often (live plots)
 
     def __post_init__(self) -> None:
@@ -55,6 +56,8 @@ class TrainConfig:
             raise UserInputError(f"The validation fraction must be between 0 and 1 (got {self.val_fraction}).")
         if self.batch_size < 1:
             raise UserInputError(f"The batch size must be at least 1 (got {self.batch_size}).")
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserInputError(f"Unknown device {self.device!r}; use auto, cpu or cuda.")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -40,9 +41,14 @@ class Predictor:
 
     def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
                  temperature: float = 1.0):
+        from .speed import fast_paths, tune_process
         from .training import pick_device
 
+        tune_process()
         self.device = pick_device(device)
+        # fp32 always (exports are checked against these numbers), but the batch size that the
+        # allocator handles best on this device
+        self.batch_size = fast_paths(self.device, "fp32").batch
         # A private copy: moving it to a device or memory format must not change the caller's
         # model (which a bundle may be saving from at the same time).
         self.model = copy.deepcopy(model).eval().to(self.device)
@@ -53,6 +59,8 @@ class Predictor:
         self.data_config = dict(data_config)
         self.transform = eval_transform(self.data_config)
         self.temperature = float(temperature)
+        self._single_calls = 0
+        self._frozen = None  # the single-image graph: None = not built yet, False = not usable
 
     def _tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
         image = load_image(image)
@@ -65,14 +73,17 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def logits(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
+    def logits(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> np.ndarray:
         """Raw (uncalibrated) class scores, one row per image, columns in ``labels`` order."""
+        batch_size = batch_size or self.batch_size
         out: list[np.ndarray] = []
         batch: list[torch.Tensor] = []
 
         def flush() -> None:
+            x = self.batch(batch)
+            frozen = self._single_image_graph() if len(batch) == 1 else None
             with torch.inference_mode():
-                out.append(self.model(self.batch(batch)).float().cpu().numpy())
+                out.append((frozen or self.model)(x).float().cpu().numpy())
             batch.clear()
 
         for image in images:
@@ -83,11 +94,50 @@ class Predictor:
             flush()
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
+    def _single_image_graph(self):
+        """A frozen TorchScript graph for one image at a time on the CPU, once the predictor is
+        serving single images (from the third call: building it takes ~2 s, which a one-off
+        command-line prediction should not pay).
+
+        Freezing folds BatchNorm into the convolutions and fuses activations: measured 28 -> 21 ms
+        per forward pass with the built-in model. It is used only if its logits match the eager
+        model's within 1e-3 on a probe image (the parity check), and for any model it cannot
+        handle it is simply not used.
+        """
+        if self.device.type != "cpu" or self._frozen is False:
+            return None
+        if self._frozen is None:
+            self._single_calls += 1
+            if self._single_calls < 3:
+                return None
+            self._frozen = self._freeze() or False
+        return self._frozen or None
+
+    def _freeze(self):
+        size = tuple(self.data_config["input_size"])
+        probe = torch.randn((1, *size), generator=torch.Generator().manual_seed(0))
+        probe = probe.contiguous(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(
+                    torch.jit.trace(self.model, probe, check_trace=False).eval()))
+                for _ in range(2):  # the profiling executor settles on its second run
+                    fast = graph(probe)
+                diff = (fast - self.model(probe)).abs().max().item()
+        except (RuntimeError, TypeError, ValueError, torch.jit.Error) as exc:
+            _logger.info("No frozen graph for single images (%s); the model runs as it is", exc)
+            return None
+        if not diff <= 1e-3:
+            _logger.info("Frozen graph differs by %.2g from the model; not used", diff)
+            return None
+        return graph
+
     def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from ``logits()``' output."""
         return torch.as_tensor(logits, dtype=torch.float32).div(self.temperature).softmax(dim=1).numpy()
 
-    def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> np.ndarray:
         """Calibrated class probabilities, one row per image, columns in ``labels`` order."""
         return self.to_probabilities(self.logits(images, batch_size))
 
@@ -112,12 +162,15 @@ class Predictor:
             DataError: the dataset has classes this model does not know.
         """
         self._check_labels(dataset)
-        index = {label: i for i, label in enumerate(self.labels)}
         chosen = range(len(dataset.items)) if indices is None else indices
-        items = [dataset.items[i] for i in chosen]
-        probs = self.probabilities(item.path for item in items)
-        return evaluate_predictions([index[item.label] for item in items], probs, self.labels,
-                                    [item.rel for item in items])
+        return self.evaluate_logits(dataset, chosen, self.logits(dataset.items[i].path for i in chosen))
+
+    def evaluate_logits(self, dataset: ImageDataset, indices: Sequence[int], logits: np.ndarray) -> EvalReport:
+        """``evaluate`` from already computed ``logits()`` of those images (calibrated here)."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        items = [dataset.items[i] for i in indices]
+        return evaluate_predictions([index[item.label] for item in items], self.to_probabilities(logits),
+                                    self.labels, [item.rel for item in items])
 
     def calibrate(self, dataset: ImageDataset, indices: Sequence[int]) -> Calibration:
         """Fit this predictor's temperature on held-out images (sets ``temperature``).
@@ -126,10 +179,12 @@ class Predictor:
         model looks more certain than it is.
         """
         self._check_labels(dataset)
+        return self.calibrate_logits(dataset, indices, self.logits(dataset.items[i].path for i in indices))
+
+    def calibrate_logits(self, dataset: ImageDataset, indices: Sequence[int], logits: np.ndarray) -> Calibration:
+        """``calibrate`` from already computed ``logits()`` of those images."""
         index = {label: i for i, label in enumerate(self.labels)}
-        items = [dataset.items[i] for i in indices]
-        calibration = fit_temperature(self.logits(item.path for item in items),
-                                      np.array([index[item.label] for item in items]))
+        calibration = fit_temperature(logits, np.array([index[dataset.items[i].label] for i in indices]))
         self.temperature = calibration.temperature
         return calibration
 
@@ -155,5 +210,7 @@ def evaluate_result(result, dataset: ImageDataset, device: str = "auto") -> tupl
         device: "auto", "cpu" or "cuda".
     """
     predictor = Predictor(result.model, result.labels, result.data_config, device=device)
-    calibration = predictor.calibrate(dataset, result.split.val)
-    return predictor, calibration, predictor.evaluate(dataset, result.split.val)
+    # one pass over the validation images serves both (it was two: on 2,500 images, 90 s each)
+    logits = predictor.logits(dataset.items[i].path for i in result.split.val)
+    calibration = predictor.calibrate_logits(dataset, result.split.val, logits)
+    return predictor, calibration, predictor.evaluate_logits(dataset, result.split.val, logits)

@@ -34,6 +34,7 @@ from torch import nn
 from .config import TrainConfig
 from .data import ImageDataset, Split, TorchImages, eval_transform, split_dataset, train_transform
 from .errors import ModelError, TrainingFailedError
+from .speed import FastPaths, autocast, fast_paths, tune_process
 from .weights import LoadedModel, create_model
 
 __all__ = ["ProgressEvent", "TrainResult", "FeatureCache", "fit", "train", "pick_device",
@@ -162,22 +163,16 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op context on the CPU."""
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
 def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Pooled pre-logit features: exactly what the classifier sees."""
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
-def extract_features(model: nn.Module, loader, device: torch.device, amp: bool = True
+def extract_features(model: nn.Module, loader, device: torch.device, paths: FastPaths | None = None
                      ) -> Iterator[tuple[int, torch.Tensor | None]]:
-    """Run the frozen backbone over a loader; yields (images done, None) then (total, features)."""
+    """Run the frozen backbone over a loader; yields (images done, None) then (total, features).
+    ``paths``: the fast paths to use (fp32 contiguous when None)."""
+    paths = paths or FastPaths(False, None, torch.get_num_threads())
     model.eval()
     out: list[torch.Tensor] = []
     done = 0
@@ -187,10 +182,10 @@ def extract_features(model: nn.Module, loader, device: torch.device, amp: bool =
         # switched on in this thread (seen: another user's training then had no gradients). So
         # every context opens and closes between two yields.
         with torch.inference_mode():
-            x = x.to(device)
-            if device.type == "cpu":
+            x = x.to(device, non_blocking=True)
+            if paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
+            with autocast(device, paths):
                 out.append(_features(model, x).float().cpu())
         done += len(x)
         yield done, None
@@ -223,6 +218,7 @@ class _Run:
         self.best_state: dict | None = None
         self.stopped = False
         self.error: str | None = None
+        self.paths = FastPaths(False, None, torch.get_num_threads())
         self.targets = torch.tensor(dataset.targets)
         self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, weights, biases
 
@@ -288,6 +284,9 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     split = split or split_dataset(dataset, config.val_fraction, config.seed)
     run = _Run(dataset, config, split, stop, cache)
     device = pick_device(config.device)
+    tune_process()
+    run.paths = fast_paths(device, config.precision)
+    _logger.info("Training on %s: %s", device, run.paths.describe())
 
     what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model
     yield run.event("load", 0, 0, 0, 0, message=f"Loading {what}...")
@@ -299,8 +298,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
         loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file,
                               pretrained=config.pretrained)
     model = loaded.model.to(device)
-    if device.type == "cpu":
-        # channels_last: same arithmetic, ~1.5x faster convolutions on these CPUs (shared NOTES.md).
+    if run.paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_config = timm.data.resolve_model_data_config(model)
     head = model.get_classifier()
@@ -340,6 +338,39 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
                         f"accuracy {run.best['val_acc']:.0%}", result)
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun``'s initialised process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather_shards(local: torch.Tensor, n_all: int, device: torch.device) -> torch.Tensor:
+    """Every process's rows (rank r holds rows r, r+world, ...) back in dataset order, everywhere."""
+    rank, world = distributed_rank()
+    size = -(-n_all // world)
+    backend_device = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((size, *local.shape[1:]), dtype=local.dtype, device=backend_device)
+    padded[:len(local)] = local.to(backend_device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded)
+    out = torch.empty((n_all, *local.shape[1:]), dtype=local.dtype)
+    for r, part in enumerate(parts):
+        count = len(range(r, n_all, world))
+        out[r::world] = part[:count].cpu()
+    return out
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums of ``values`` over all processes (the values themselves in a single process)."""
+    if distributed_rank()[1] == 1:
+        return values
+    backend_device = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=backend_device)
+    torch.distributed.all_reduce(t)
+    return t.cpu().tolist()
+
+
 def _loader(dataset: ImageDataset, indices: list[int], transform, batch_size: int, shuffle: bool,
             seed: int, keep: str | None = None, shorter_side: int | None = None
             ) -> torch.utils.data.DataLoader:
@@ -366,11 +397,14 @@ def _cached_features(run: _Run, model: nn.Module, loaded: LoadedModel, data_conf
         yield run.event("features", 0, 0, len(cached), len(cached), eta_s=None,
                         message="Image features reused from the last run")
         return cached
-    n = len(run.dataset.items)
-    loader = _loader(run.dataset, list(range(n)), eval_transform(data_config), 32, False, cfg.seed)
+    n_all = len(run.dataset.items)
+    rank, world = distributed_rank()
+    mine = list(range(rank, n_all, world))  # under torchrun each process reads its share
+    n = len(mine)
+    loader = _loader(run.dataset, mine, eval_transform(data_config), run.paths.batch, False, cfg.seed)
     start, last = time.perf_counter(), 0.0
     features = None
-    for done, feats in extract_features(model, loader, device, cfg.amp):
+    for done, feats in extract_features(model, loader, device, run.paths):
         if feats is not None:
             features = feats
             break
@@ -383,6 +417,8 @@ def _cached_features(run: _Run, model: nn.Module, loaded: LoadedModel, data_conf
             rate = (now - start) / done
             yield run.event("features", 0, 0, done, n, eta_s=rate * (n - done),
                             message=f"Reading images with the pretrained model: {done}/{n}")
+    if world > 1:
+        features = _gather_shards(features, n_all, device)
     if run.cache is not None:
         run.cache.put(key, features)
     return features
@@ -450,19 +486,22 @@ def _param_groups(model: nn.Module, head: nn.Linear, cfg: TrainConfig) -> list[d
             for (is_head, no_decay), ps in groups.items()]
 
 
-def _evaluate(model: nn.Module, loader, device: torch.device, amp: bool) -> tuple[float, float]:
+def _evaluate(model: nn.Module, loader, device: torch.device, paths: FastPaths) -> tuple[float, float]:
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     with torch.inference_mode():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            if device.type == "cpu":
+            if paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
+            with autocast(device, paths):
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
+    # under torchrun each process scored its share: every process gets the totals, so all of them
+    # keep the same best epoch and stop early together
+    loss_sum, correct, n = _all_sum([loss_sum, correct, n], device)
     return loss_sum / n, correct / n
 
 
@@ -474,35 +513,50 @@ def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, d
     # (augmentation crops and resizes it anyway), validation keeps its exact evaluation tensors.
     # Both live only as long as this run.
     side = int(data_config["input_size"][-1] * 1.5)
-    train_loader = _loader(run.dataset, run.split.train, train_transform(data_config),
-                           cfg.batch_size, True, cfg.seed, keep="decoded", shorter_side=side)
+    rank, world = distributed_rank()
+    all_targets = run.dataset.targets
+    train_images = TorchImages([run.dataset.items[i] for i in run.split.train],
+                               [all_targets[i] for i in run.split.train], train_transform(data_config),
+                               keep="decoded", shorter_side=side, seed=cfg.seed)
+    # One sampler for one process or many: the shuffled order depends only on (seed, epoch), and
+    # under torchrun process r takes every world-th image of it. So the images of one step,
+    # summed over the processes, are exactly those of the single-process step, and with each
+    # image's augmentation fixed by (seed, epoch, image) too, N processes compute what one does.
+    sampler = torch.utils.data.DistributedSampler(train_images, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=cfg.seed)
+    train_loader = torch.utils.data.DataLoader(train_images, batch_size=max(1, cfg.batch_size // world),
+                                               sampler=sampler, num_workers=0)
     val_keep = "tensor" if len(run.split.val) <= _MAX_KEPT_VAL_TENSORS else None
-    val_loader = _loader(run.dataset, run.split.val, eval_transform(data_config), 32, False, cfg.seed,
-                         keep=val_keep)
+    val_loader = _loader(run.dataset, run.split.val[rank::world], eval_transform(data_config), run.paths.batch,
+                         False, cfg.seed, keep=val_keep)
+    # DDP averages gradients over the processes after each backward (gloo on CPU, nccl on GPU)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     steps = len(train_loader)
     opt = torch.optim.AdamW(_param_groups(model, head, cfg), lr=cfg.resolved_lr)
     sched = timm.scheduler.CosineLRScheduler(
         opt, t_initial=epochs * steps, lr_min=cfg.resolved_lr * 0.01,
         warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.resolved_lr * 0.01,
         t_in_epochs=False)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
-                                  and not torch.cuda.is_bf16_supported())
+    # fp16 needs loss scaling against underflow; bf16 has fp32's range and does not
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and run.paths.autocast_dtype == torch.float16)
     phase_start = time.perf_counter()
     since_best, updates, last_emit = 0, 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         if cfg.pretrained:  # a random backbone has no statistics worth keeping
             _set_norm_eval(model)
+        sampler.set_epoch(epoch)
+        train_images.epoch = epoch
         total, seen = 0.0, 0
         for step, (x, y) in enumerate(train_loader, start=1):
             if run.stop.is_set():
                 run.stopped = True
                 return
             x, y = x.to(device), y.to(device)
-            if device.type == "cpu":
+            if run.paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, cfg.amp):
-                loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
+            with autocast(device, run.paths):
+                loss = F.cross_entropy(net(x).float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -522,7 +576,8 @@ def _finetune(run: _Run, model: nn.Module, head: nn.Linear, data_config: dict, d
         if run.stop.is_set():
             run.stopped = True
             return
-        val_loss, val_acc = _evaluate(model, val_loader, device, cfg.amp)
+        val_loss, val_acc = _evaluate(model, val_loader, device, run.paths)
+        total, seen = _all_sum([total, seen], device)
         is_best = run.record("finetune", epoch, total / seen, val_loss, val_acc, model)
         since_best = 0 if is_best else since_best + 1
         last_emit = time.perf_counter()
