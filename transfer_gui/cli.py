@@ -136,9 +136,42 @@ def _cmd_models(_: argparse.Namespace) -> int:
     return 0
 
 
+def _start_distributed(device: str) -> tuple[int, int, str]:
+    """Join torchrun's process group when launched by it: (rank, world size, device).
+
+    gloo on CPU, nccl on CUDA (one GPU per process, by LOCAL_RANK). Outside torchrun: (0, 1, device).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        device = "cpu"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    rank, world, device = _start_distributed(args.device)
+    try:
+        return _train(args, rank, world, device)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
-                         val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+                         val_fraction=args.val_fraction, seed=args.seed, device=device,
                          weights_file=args.weights_file, pretrained=not args.scratch)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         if args.continue_from:
@@ -157,6 +190,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _err(f"warning: {warning}")
         result = None
         for event in fit(dataset, config, split=split):
+            if rank != 0:
+                result = event.result or result
+                continue  # one process reports (the others compute the same metrics)
             if event.phase == "head" and event.epoch % 10 and event.epoch != event.epochs:
                 continue  # quick head epochs take milliseconds: every 10th is plenty on a terminal
             line = f"[{event.elapsed_s:6.1f}s] {event.message}"
@@ -168,7 +204,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             result = event.result or result
         if result.error:
             _err(f"warning: training broke off ({result.error}); the best epoch before it is kept")
+        if rank != 0:
+            return 0  # every process holds the same model; only the first writes it
         _, calibration, report = evaluate_result(result, dataset, device=config.device)
+        if world > 1:
+            _err(f"trained in {world} processes; this one (rank 0) writes the bundle")
         out = save_bundle(result, args.out, dataset_report=dataset.report.to_dict(), evaluation=report.to_dict(),
                           calibration=calibration.to_dict())
         if args.zip_path:

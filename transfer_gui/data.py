@@ -504,15 +504,21 @@ class TorchImages(torch.utils.data.Dataset):
     * ``keep="decoded"``: the decoded image, shrunk so its shorter side is at most
       ``shorter_side`` (for random training augmentation, which crops and resizes anyway);
     * ``keep=None``: nothing.
+
+    With ``seed``, the random augmentation of image ``i`` in epoch ``e`` depends only on
+    (seed, e, i), not on which process or in which order images are read: a run split over
+    several processes then sees the same pixels as a single-process run.
     """
 
     def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable,
-                 keep: str | None = None, shorter_side: int | None = None):
+                 keep: str | None = None, shorter_side: int | None = None, seed: int | None = None):
         self.items = list(items)
         self.targets = list(targets)
         self.transform = transform
         self.keep = keep
         self.shorter_side = shorter_side
+        self.seed = seed
+        self.epoch = 0  # set by the training loop; with ``seed``, picks each image's augmentation
         self._kept: dict[int, object] = {}
 
     def __len__(self) -> int:
@@ -534,5 +540,20 @@ class TorchImages(torch.utils.data.Dataset):
         if self.keep == "decoded":
             if i not in self._kept:
                 self._kept[i] = self._decoded(i)
-            return self.transform(self._kept[i]), self.targets[i]
-        return self.transform(load_image(self.items[i].path)), self.targets[i]
+            return self._transform(self._kept[i], i), self.targets[i]
+        return self._transform(load_image(self.items[i].path), i), self.targets[i]
+
+    def _transform(self, image: Image.Image, i: int) -> torch.Tensor:
+        if self.seed is None:
+            return self.transform(image)
+        # timm's augmentations draw from both Python's and torch's generators; seed both for this
+        # image and epoch, and give the caller's generators back untouched.
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + i
+            random.seed(key)
+            torch.manual_seed(key)
+            try:
+                return self.transform(image)
+            finally:
+                random.setstate(state)
