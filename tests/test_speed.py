@@ -1,0 +1,83 @@
+"""The fast paths give the same model as the plain fp32 path (accuracy parity), and training under
+torchrun in 2 CPU processes gives the single process's model, written once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, write_shapes
+from transfer_gui.config import TrainConfig
+from transfer_gui.inference import Predictor, evaluate_result
+from transfer_gui.speed import fast_paths
+from transfer_gui.training import train
+
+
+@pytest.fixture(scope="module")
+def reference(example_dataset):
+    """Quick training on the plain path: fp32, contiguous memory, batches of 32."""
+    result = train(example_dataset, TrainConfig(mode="quick", precision="fp32"))
+    return result, evaluate_result(result, example_dataset)[2]
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_fast_paths_keep_validation_accuracy_within_one_point(example_dataset, reference, precision):
+    """auto = what this machine picks (channels_last, allocator reuse, small batches, bf16 where the
+    CPU does it in hardware); bf16 = bf16 autocast forced, so its parity is checked on any CPU."""
+    ref_result, ref_eval = reference
+    result = train(example_dataset, TrainConfig(mode="quick", precision=precision))
+    evaluation = evaluate_result(result, example_dataset)[2]
+    assert result.split.val == ref_result.split.val
+    assert abs(evaluation.accuracy - ref_eval.accuracy) <= 0.01, (precision, evaluation.accuracy, ref_eval.accuracy)
+    if precision == "bf16":
+        assert fast_paths(torch.device("cpu"), "bf16").autocast_dtype == torch.bfloat16
+
+
+def test_fine_tune_fast_path_parity(example_dataset):
+    """Two fine-tune epochs on the example data, plain vs fast: the same validation accuracy."""
+    accs = {}
+    for precision in ("fp32", "auto"):
+        config = TrainConfig(mode="finetune", epochs=2, head_epochs=10, precision=precision)
+        accs[precision] = evaluate_result(train(example_dataset, config), example_dataset)[2].accuracy
+    assert abs(accs["auto"] - accs["fp32"]) <= 0.01, accs
+
+
+def test_two_processes_under_torchrun_match_one_process(tmp_path):
+    data = write_shapes(tmp_path / "data", per_class=10)  # 16 to train: one step of 16 (8 per process)
+    common = ["train", str(data), "--mode", "finetune", "--epochs", "2", "--val-fraction", "0.2"]
+    single = subprocess.run([sys.executable, "-m", "transfer_gui", *common, "--out", str(tmp_path / "single")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "transfer_gui", *common, "--out", str(tmp_path / "ddp")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    summaries = [json.loads(line) for line in ddp.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1  # rank 0 alone reports and writes
+    assert ddp.stderr.count("this one (rank 0) writes the bundle") == 1
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+    a, b = json.loads(single.stdout.splitlines()[-1]), summaries[0]
+    assert a["best_epoch"]["epoch"] == b["best_epoch"]["epoch"] == 2
+    assert a["best_epoch"]["train_loss"] == pytest.approx(b["best_epoch"]["train_loss"], abs=1e-4)
+    images = sorted(data.rglob("*.png"))
+    la = Predictor.from_bundle(tmp_path / "single").logits(images)
+    lb = Predictor.from_bundle(tmp_path / "ddp").logits(images)
+    assert (la.argmax(1) == lb.argmax(1)).all()
+    np.testing.assert_allclose(la, lb, atol=1e-3)
+
+
+def test_single_image_fast_graph_gives_the_batch_answers(quick_result, example_dataset):
+    """From the third single-image call the predictor answers with a frozen graph (BatchNorm
+    folded); its probabilities equal the eager batch path's."""
+    predictor = Predictor(quick_result.model, quick_result.labels, quick_result.data_config, device="cpu")
+    images = [item.path for item in example_dataset.items[::12]]
+    batch = predictor.probabilities(images)
+    single = np.concatenate([predictor.probabilities([image]) for image in images])
+    assert predictor._frozen not in (None, False)  # built, and it passed its parity check
+    np.testing.assert_allclose(single, batch, atol=1e-4)
+    assert (single.argmax(1) == batch.argmax(1)).all()
