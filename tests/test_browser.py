@@ -251,3 +251,56 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#curve-note")).to_contain_text("images per class", timeout=300_000)
     expect(page.locator("#curve-plot .mark-line path")).to_have_count(3)
     shot("13-learning-curve")
+
+
+def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(artifacts):
+    """A tab closed while it fine-tunes: its training stops, its files go, no thread of ours is
+    left behind, and the next visitor trains at once."""
+    import threading
+    import time
+
+    from transfer_gui.handlers import Handlers
+    from transfer_gui.ui import build_demo, launch_kwargs
+
+    def our_threads() -> int:  # Gradio's worker pool keeps idle threads; those are not ours
+        return sum(not t.name.startswith("AnyIO worker") for t in threading.enumerate())
+
+    h = Handlers(training_slots=1)
+    demo = build_demo(handlers=h)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            threads_before = our_threads()
+            a = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+            a.goto(url)
+            a.locator("#example-btn").click()
+            expect(a.locator("#data-summary")).to_contain_text("96 images in 6 classes")
+            _tab(a, "3. Train")
+            a.get_by_text("Fine-tune: adjust the whole model").click()
+            a.locator("#train-btn").click()
+            expect(a.locator("#train-status")).to_contain_text(re.compile("Reading images|Training the new head"))
+            (folder,) = h.root.glob("tls-session-*")
+            a.close()  # the tab closes mid-training
+            deadline = time.monotonic() + 120
+            while folder.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not folder.exists()  # the session ended: training stopped, files deleted
+            assert h._guard.acquire(timeout=60)  # ...and the training slot is free
+            h._guard.release()
+            b = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+            b.goto(url)
+            b.locator("#example-btn").click()
+            _tab(b, "3. Train")
+            b.locator("#train-btn").click()
+            expect(b.locator("#train-status")).to_contain_text("Done.", timeout=300_000)
+            b.screenshot(path=str(artifacts / "14-next-user-after-closed-tab.png"), full_page=True)
+            b.close()
+            browser.close()
+        deadline = time.monotonic() + 30
+        while our_threads() > threads_before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert our_threads() <= threads_before, [t.name for t in threading.enumerate()]
+    finally:
+        demo.close()
+        h.close()
