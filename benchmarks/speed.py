@@ -226,9 +226,9 @@ def _app_ready_s() -> float:
 
 def _rss_1000(args, tmp: Path) -> tuple[float, str]:
     """Peak RSS (MB) of `train --mode quick` on 1,000 images, and what the images were."""
+    sys.path.insert(0, str(ROOT / "tests"))
     folder = tmp / "thousand"
     if (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        sys.path.insert(0, str(ROOT / "tests"))
         from conftest import write_fashion_mnist
 
         write_fashion_mnist(folder, 1000)
@@ -242,14 +242,14 @@ def _rss_1000(args, tmp: Path) -> tuple[float, str]:
                 for img in cls.iterdir():
                     shutil.copy(img, folder / cls.name / f"{k}_{img.name}")
         what = "example images x11"
+    from conftest import run_measured
+
     cmd = [sys.executable, "-m", "transfer_gui", "train", str(folder), "--mode", "quick", "--model", args.model,
            "--out", str(tmp / "m1000")] + (["--scratch"] if args.scratch else [])
-    with open(tmp / "out.txt", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("the 1,000-image training failed")
-    return usage.ru_maxrss / 1024, what
+    rc, _, err, peak_mb = run_measured(cmd, tmp)
+    if rc != 0:
+        raise SystemExit(f"the 1,000-image training failed:\n{err[-2000:]}")
+    return peak_mb, what
 
 
 def main() -> None:

@@ -46,15 +46,22 @@ def app_url():
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
+    """One Chromium for the module (playwright's sync API allows one instance per thread)."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(app_url)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url, browser):
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+    yield page
+    context.close()
 
 
 def _wait_for_images(page, selector):
@@ -253,7 +260,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     shot("13-learning-curve")
 
 
-def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(artifacts):
+def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, artifacts):
     """A tab closed while it fine-tunes: its training stops, its files go, no thread of ours is
     left behind, and the next visitor trains at once."""
     import threading
@@ -269,34 +276,33 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(artifacts
     demo = build_demo(handlers=h)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            threads_before = our_threads()
-            a = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
-            a.goto(url)
-            a.locator("#example-btn").click()
-            expect(a.locator("#data-summary")).to_contain_text("96 images in 6 classes")
-            _tab(a, "3. Train")
-            a.get_by_text("Fine-tune: adjust the whole model").click()
-            a.locator("#train-btn").click()
-            expect(a.locator("#train-status")).to_contain_text(re.compile("Reading images|Training the new head"))
-            (folder,) = h.root.glob("tls-session-*")
-            a.close()  # the tab closes mid-training
-            deadline = time.monotonic() + 120
-            while folder.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert not folder.exists()  # the session ended: training stopped, files deleted
-            assert h._guard.acquire(timeout=60)  # ...and the training slot is free
-            h._guard.release()
-            b = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
-            b.goto(url)
-            b.locator("#example-btn").click()
-            _tab(b, "3. Train")
-            b.locator("#train-btn").click()
-            expect(b.locator("#train-status")).to_contain_text("Done.", timeout=300_000)
-            b.screenshot(path=str(artifacts / "14-next-user-after-closed-tab.png"), full_page=True)
-            b.close()
-            browser.close()
+        threads_before = our_threads()
+        tab = browser.new_context(viewport={"width": 1360, "height": 1000})
+        a = tab.new_page()
+        a.goto(url)
+        a.locator("#example-btn").click()
+        expect(a.locator("#data-summary")).to_contain_text("96 images in 6 classes")
+        _tab(a, "3. Train")
+        a.get_by_text("Fine-tune: adjust the whole model").click()
+        a.locator("#train-btn").click()
+        expect(a.locator("#train-status")).to_contain_text(re.compile("Reading images|Training the new head"))
+        (folder,) = h.root.glob("tls-session-*")
+        tab.close()  # the tab (its whole browsing context) closes mid-training
+        deadline = time.monotonic() + 180  # Gradio notices the closed connection, then unloads
+        while folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # the session ended: training stopped, files deleted
+        assert not folder.exists(), f"no unload after 180 s; sessions still known: {list(h._sessions)}"
+        assert h._guard.acquire(timeout=60)  # ...and the training slot is free
+        h._guard.release()
+        b = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+        b.goto(url)
+        b.locator("#example-btn").click()
+        _tab(b, "3. Train")
+        b.locator("#train-btn").click()
+        expect(b.locator("#train-status")).to_contain_text("Done.", timeout=300_000)
+        b.screenshot(path=str(artifacts / "14-next-user-after-closed-tab.png"), full_page=True)
+        b.close()
         deadline = time.monotonic() + 30
         while our_threads() > threads_before and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -150,7 +150,7 @@ class Handlers:
 
     def new_session(self) -> Session:
         """A fresh Session in this server's folder."""
-        return Session(root=self.root, disk_limit=self.disk_limit)
+        return self.session_factory()()
 
     def session_factory(self) -> functools.partial:
         """The ``gr.State`` factory (called once per page load). A partial, not the bound method:
