@@ -162,3 +162,16 @@ def run_measured(cmd: list[str], tmp: Path, env: dict | None = None, timeout: fl
                 proc.kill()
             time.sleep(0.1)
     return proc.returncode, out_path.read_text(), err_path.read_text(), peak_kb / 1024
+
+
+def run_training(h, session, mode="quick", epochs=0, stop_when=None, model="tf_efficientnet_lite0.in1k"):
+    """Drive ``Handlers.train`` to the end, as the page does; press Stop at the first status
+    matching the regex ``stop_when``. Returns every update."""
+    import re
+
+    updates = []
+    for out in h.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
+        updates.append(out)
+        if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
+            h.stop(session)
+    return updates

@@ -5,7 +5,6 @@ so far is kept, and no thread is left behind."""
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 
@@ -13,11 +12,10 @@ import gradio as gr
 import pytest
 import torch
 
-from conftest import write_shapes
+from conftest import run_training, write_shapes
 from transfer_gui.data import open_dataset
 from transfer_gui.handlers import Handlers
 
-MODEL = "tf_efficientnet_lite0.in1k"
 
 
 @pytest.fixture
@@ -25,15 +23,6 @@ def h():
     handlers = Handlers(training_slots=1)
     yield handlers
     handlers.close()
-
-
-def _train(h, session, mode="quick", epochs=0, stop_when=None):
-    updates = []
-    for out in h.train(session, MODEL, "", None, mode, epochs, 0, 0.25, 0):
-        updates.append(out)
-        if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
-            h.stop(session)
-    return updates
 
 
 @contextlib.contextmanager
@@ -82,7 +71,7 @@ def shapes_session(h, tmp_path):
 def test_exception_in_a_fine_tune_step_keeps_the_best_model_and_frees_the_slot(h, shapes_session, tmp_path):
     before = threading.active_count()
     with fault_in_training_step(after_calls=1) as calls:
-        updates = _train(h, shapes_session, mode="finetune", epochs=3)
+        updates = run_training(h, shapes_session, mode="finetune", epochs=3)
     assert calls["n"] == 2  # one good step, then the fault
     status = updates[-1][0]
     # 12 training images = one step per epoch: epoch 1 finished, the fault hit epoch 2
@@ -96,11 +85,11 @@ def test_exception_in_a_fine_tune_step_keeps_the_best_model_and_frees_the_slot(h
     assert _slot_is_free(h, shapes_session)
     assert _threads_settle(before) <= before
     # the app is still usable: the same user trains again, and so does someone else
-    assert "**Done.**" in _train(h, shapes_session)[-1][0]
+    assert "**Done.**" in run_training(h, shapes_session)[-1][0]
     other = h.new_session()
     other.dataset = shapes_session.dataset
     try:
-        assert "**Done.**" in _train(h, other)[-1][0]
+        assert "**Done.**" in run_training(h, other)[-1][0]
     finally:
         other.close()
 
@@ -116,14 +105,14 @@ def test_exception_before_any_epoch_is_a_message_and_nothing_is_kept(h, shapes_s
     try:
         with pytest.raises(gr.Error, match="Training broke off before the first epoch finished: "
                                            "simulated unreadable batch. Nothing was kept"):
-            _train(h, shapes_session)
+            run_training(h, shapes_session)
     finally:
         handle.remove()
     status, train_btn, _ = h.after_failure(shapes_session)
     assert status.startswith("**Could not train:** Training broke off") and train_btn.interactive
     assert shapes_session.predictor is None and _slot_is_free(h, shapes_session)
     assert _threads_settle(before) <= before
-    assert "**Done.**" in _train(h, shapes_session)[-1][0]
+    assert "**Done.**" in run_training(h, shapes_session)[-1][0]
 
 
 def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread(h, tmp_path):
@@ -142,7 +131,7 @@ def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread
 
     handle = torch.nn.modules.module.register_module_forward_hook(press_stop_after_first_step)
     try:
-        updates = _train(h, session, mode="finetune", epochs=4)
+        updates = run_training(h, session, mode="finetune", epochs=4)
     finally:
         handle.remove()
     assert calls["n"] == 1  # stopped before the second batch of the epoch
@@ -169,7 +158,7 @@ def test_many_trainings_in_a_row_do_not_grow_memory(h, tmp_path):
     for i in range(16):
         session = h.new_session()
         session.dataset = dataset
-        assert "**Done.**" in _train(h, session, epochs=5)[-1][0]
+        assert "**Done.**" in run_training(h, session, epochs=5)[-1][0]
         session.close()
         rss.append(rss_mb())
     growth = rss[-1] - rss[3]
@@ -179,7 +168,7 @@ def test_many_trainings_in_a_row_do_not_grow_memory(h, tmp_path):
     assert not any(h.root.glob("tls-session-*"))  # every closed session's folder is gone
 
 
-def test_training_resumed_on_other_threads_leaves_every_thread_able_to_train(tmp_path):
+def test_training_resumed_on_other_threads_leaves_every_thread_able_torun_training(tmp_path):
     """Gradio resumes a generator handler on whichever worker thread is free. A grad mode (thread
     local in torch) left open across a yield once switched gradients off in a worker thread,
     and the next user's training on it failed ("element 0 of tensors does not require grad")."""

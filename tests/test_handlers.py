@@ -15,7 +15,7 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
+from conftest import run_training, EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
 from transfer_gui.handlers import Handlers
 from transfer_gui.session import Session
 
@@ -30,16 +30,6 @@ def session():
 @pytest.fixture(scope="module")
 def h():
     return Handlers(training_slots=1)
-
-
-def _train(h, session, mode="quick", epochs=0, stop_when=None):
-    """Run the train generator to the end; press Stop at the first status matching stop_when."""
-    updates = []
-    for out in h.train(session, "tf_efficientnet_lite0.in1k", "", None, mode, epochs, 0, 0.25, 0):
-        updates.append(out)
-        if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
-            h.stop(session)
-    return updates
 
 
 def test_example_dataset_fills_the_report_and_enables_training(h, session):
@@ -104,7 +94,7 @@ def test_train_before_data_and_predict_before_training_explain_why(h, session):
 
 def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, session):
     h.load_example(session)
-    updates = _train(h, session)
+    updates = run_training(h, session)
     assert len(updates) >= 3
     statuses = [u[0] for u in updates]
     assert any("Reading images" in s for s in statuses) and "**Done.**" in statuses[-1]
@@ -124,7 +114,7 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
 
 def test_stop_during_fine_tune_keeps_the_best_model(h, session):
     h.load_example(session)
-    updates = _train(h, session, mode="finetune", epochs=30, stop_when=r"Fine-tuning: epoch \d+/30, validation accuracy")
+    updates = run_training(h, session, mode="finetune", epochs=30, stop_when=r"Fine-tuning: epoch \d+/30, validation accuracy")
     final = updates[-1][0]
     assert "**Stopped.**" in final and "Kept the best model" in final
     assert session.result.stopped and session.predictor is not None and session.bundle_zip.is_file()
@@ -179,7 +169,7 @@ def trained(h):
     """A session with the quick model trained on the example data (seed 0)."""
     s = Session()
     h.load_example(s)
-    _train(h, s)
+    run_training(h, s)
     yield s
     s.close()
 

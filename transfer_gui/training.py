@@ -171,8 +171,8 @@ def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def extract_features(model: nn.Module, loader, device: torch.device, paths: FastPaths | None = None
                      ) -> Iterator[tuple[int, torch.Tensor | None]]:
     """Run the frozen backbone over a loader; yields (images done, None) then (total, features).
-    ``paths``: the fast paths to use (fp32 contiguous when None)."""
-    paths = paths or FastPaths(False, None, torch.get_num_threads())
+    ``paths``: the fast paths to use (the plain fp32 reference when None)."""
+    paths = paths or fast_paths(device, "fp32")
     model.eval()
     out: list[torch.Tensor] = []
     done = 0
@@ -208,7 +208,7 @@ class _Run:
     """State of one ``fit`` call; exists only inside it (no shared state between users)."""
 
     def __init__(self, dataset: ImageDataset, config: TrainConfig, split: Split,
-                 stop: threading.Event | None, cache: FeatureCache | None):
+                 stop: threading.Event | None, cache: FeatureCache | None, paths: FastPaths):
         self.dataset, self.config, self.split = dataset, config, split
         self.stop = stop or threading.Event()
         self.cache = cache
@@ -218,7 +218,7 @@ class _Run:
         self.best_state: dict | None = None
         self.stopped = False
         self.error: str | None = None
-        self.paths = FastPaths(False, None, torch.get_num_threads())
+        self.paths = paths
         self.targets = torch.tensor(dataset.targets)
         self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, weights, biases
 
@@ -282,10 +282,9 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     split = split or split_dataset(dataset, config.val_fraction, config.seed)
-    run = _Run(dataset, config, split, stop, cache)
     device = pick_device(config.device)
     tune_process()
-    run.paths = fast_paths(device, config.precision)
+    run = _Run(dataset, config, split, stop, cache, fast_paths(device, config.precision))
     _logger.info("Training on %s: %s", device, run.paths.describe())
 
     what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model
