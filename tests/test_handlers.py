@@ -162,6 +162,27 @@ def test_session_close_removes_its_files(h):
     s.close()  # twice is fine
 
 
+def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
+    """The closed-tab race seen in CI: the tab's session is closed (files deleted) while Gradio is
+    still driving its training. The run must end without writing the folder back, free its slot,
+    and anything else the closed session is asked to store is refused with a message."""
+    h.load_example(session)
+    run = h.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
+    for status, *_ in run:
+        if "Training the new head" in status or "Fine-tuning" in status:
+            break
+    session.close(wait_s=0)  # the run holds the training lock: files go at once, the run goes on
+    assert not session.workdir.exists()
+    updates = list(run)  # ...and is driven to its end, as Gradio does until it sees the disconnect
+    assert not session.workdir.exists() and session.bundle_zip is None
+    assert all("Done" not in u[0] for u in updates)
+    assert h._guard.acquire(timeout=1)
+    h._guard.release()
+    with pytest.raises(gr.Error, match="session has ended.*Reload the page"):
+        h.add_images(session, "cats", [str(TEST_IMAGES / "animal_dolphin.png")], None)
+    assert not session.workdir.exists()
+
+
 # --- results, heat maps, "not sure", batch prediction ---------------------------------------------
 
 @pytest.fixture(scope="module")

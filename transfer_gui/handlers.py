@@ -260,6 +260,7 @@ class Handlers:
         if snapshot is not None and (why := read_failure(snapshot)):
             raise gr.Error(f"The webcam/pasted picture cannot be used: {why}.")
         try:
+            session.check_open()
             session.require_room(sum(Path(f).stat().st_size for f in files), "Adding these pictures")
         except UserInputError as exc:
             raise _user_error(exc) from exc
@@ -393,6 +394,8 @@ class Handlers:
                 self._guard.release()
         finally:
             session.training.release()
+            if session.closed:  # the tab closed while this run's last step was still going
+                session.remove_files()
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
         session.stop.clear()
@@ -446,6 +449,8 @@ class Handlers:
                     yield (status, *self._plots(rows, x_title), *busy, session)
         except UserInputError as exc:
             raise _user_error(exc, session) from exc
+        if session.closed:  # nobody is listening, and the session's files are gone
+            return
         result = results.get("pretrained" if with_scratch else None)
         if result is None:  # the compared pretrained run never started (stopped at once)
             yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
@@ -463,6 +468,8 @@ class Handlers:
         session.result = result
         session.predictor, session.calibration, session.evaluation = evaluate_result(
             result, session.dataset, device=self.device)
+        if session.closed:
+            return
         folder = save_bundle(result, session.new_folder("bundle") / "model",
                              dataset_report=session.dataset.report.to_dict(),
                              evaluation=session.evaluation.to_dict(),

@@ -26,7 +26,8 @@ from .evaluation import EvalReport
 from .inference import Predictor
 from .training import FeatureCache, TrainResult
 
-__all__ = ["Session", "new_session", "DiskQuotaError", "disk_limit_from_env", "DEFAULT_DISK_MB"]
+__all__ = ["Session", "new_session", "DiskQuotaError", "SessionClosedError", "disk_limit_from_env",
+           "DEFAULT_DISK_MB"]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ DEFAULT_DISK_MB = 3072  # room for the largest allowed upload (2 GB unpacked) pl
 
 class DiskQuotaError(UserInputError):
     """The session's folder would grow beyond its cap."""
+
+
+class SessionClosedError(UserInputError):
+    """The session ended (its tab closed or it expired) and its files are gone."""
 
 
 def disk_limit_from_env() -> int:
@@ -128,13 +133,22 @@ class Session:
         Folders of the same ``name`` left by failed attempts are removed first; the one in use
         (see ``keep_folder``) stays until a new one replaces it.
         """
+        self.check_open()
         current = self._current.get(name)
         for old in self.workdir.glob(f"{name}-*"):
             if old != current:
                 shutil.rmtree(old, ignore_errors=True)
         folder = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
-        folder.mkdir(parents=True)
+        # No parents=True: a step still in flight when the session closed must not re-create the
+        # deleted workdir (seen in CI: a closed tab's folder came back and was never removed).
+        folder.mkdir()
         return folder
+
+    def check_open(self) -> None:
+        """Raise SessionClosedError if this session has ended; call before writing files."""
+        if self.closed:
+            raise SessionClosedError("This session has ended and its files were deleted. "
+                                     "Reload the page to start again.")
 
     def keep_folder(self, name: str, folder: Path) -> None:
         """``folder`` (from ``new_folder(name)``) is now the one in use; the previous one is deleted,
@@ -168,14 +182,22 @@ class Session:
         self.predictor, self.bundle_folder, self.bundle_zip = self.loaded or (None, None, None)
         self.heat_cache = {}
 
-    def close(self) -> None:
-        """Stop any training and delete this session's files. Safe to call more than once."""
+    def close(self, wait_s: float = 30) -> None:
+        """Stop any training and delete this session's files. Safe to call more than once.
+
+        Waits up to ``wait_s`` for a running training step to finish first; a run still going
+        after that finds the session closed when it ends and deletes whatever it wrote meanwhile
+        (see ``remove_files``)."""
         self.closed = True
         self.stop.set()
-        if self.training.acquire(timeout=30):  # let a running step finish before deleting its files
+        if self.training.acquire(timeout=wait_s):  # let a running step finish before deleting its files
             self.training.release()
-        self._cleanup()
+        self.remove_files()
         _logger.info("Session %s closed", self.id)
+
+    def remove_files(self) -> None:
+        """Delete this session's folder (again, if a late step wrote into it)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def new_session() -> Session:
