@@ -49,6 +49,9 @@ def test_fine_tune_fast_path_parity(example_dataset):
 
 def test_two_processes_under_torchrun_match_one_process(tmp_path):
     data = write_shapes(tmp_path / "data", per_class=10)  # 16 to train: one step of 16 (8 per process)
+    # The built-in pretrained model, whose BatchNorm statistics stay frozen while fine-tuning. A
+    # random-initialised one trains them on each process's own half batch (PyTorch's SyncBatchNorm
+    # is GPU-only), so its losses differ by a few percent from one process: see the README.
     common = ["train", str(data), "--mode", "finetune", "--epochs", "2", "--val-fraction", "0.2"]
     single = subprocess.run([sys.executable, "-m", "transfer_gui", *common, "--out", str(tmp_path / "single")],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -62,8 +65,17 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     assert ddp.stderr.count("this one (rank 0) writes the bundle") == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
     a, b = json.loads(single.stdout.splitlines()[-1]), summaries[0]
-    assert a["best_epoch"]["epoch"] == b["best_epoch"]["epoch"] == 2
-    assert a["best_epoch"]["train_loss"] == pytest.approx(b["best_epoch"]["train_loss"], abs=1e-4)
+
+    def metrics(row: dict) -> dict:  # everything but the wall time
+        return {k: v for k, v in row.items() if k != "elapsed_s"}
+
+    assert metrics(a["best_epoch"]) == pytest.approx(metrics(b["best_epoch"]), abs=1e-4)
+    # both fine-tune epochs: the same losses and accuracy (metrics summed across the ranks)
+    fine_tuned = [[metrics(row) for row in json.loads((tmp_path / run / "transfer_gui.json").read_text())["history"]
+                   if row["phase"] == "finetune"] for run in ("single", "ddp")]
+    assert len(fine_tuned[0]) == len(fine_tuned[1]) == 2
+    for ra, rb in zip(*fine_tuned):
+        assert ra == pytest.approx(rb, abs=1e-4), fine_tuned
     images = sorted(data.rglob("*.png"))
     la = Predictor.from_bundle(tmp_path / "single").logits(images)
     lb = Predictor.from_bundle(tmp_path / "ddp").logits(images)
