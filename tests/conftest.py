@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -96,6 +97,31 @@ def quick_bundle(tmp_path_factory, quick_result, example_dataset) -> Path:
 
     folder = tmp_path_factory.mktemp("bundle") / "example_model"
     return save_bundle(quick_result, folder, dataset_report=example_dataset.report.to_dict())
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*args, offline=False)``: ``python -m transfer_gui ARGS`` as the CLI's own ``main(ARGS)``
+    in this process, returning a CompletedProcess (returncode, stdout, stderr). The same code a
+    user's command runs, without a new interpreter's 8-10 s of imports (torch, timm) per call;
+    tests/test_cli.py still runs real processes for training and for a bad input.
+    ``offline=True`` is what ``HF_HUB_OFFLINE=1`` sets when huggingface_hub is imported."""
+    from huggingface_hub import constants
+
+    from transfer_gui.cli import main
+
+    def run(*args, offline: bool = False) -> subprocess.CompletedProcess:
+        if offline:
+            monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        capsys.readouterr()  # drop anything printed before
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's own exit
+            code = exc.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real processes, outputs and exit codes."""
+"""The command line as a user runs it: outputs and exit codes, of real processes for training and a bad
+input, of the CLI's main() in this process for the rest (see the ``cli`` fixture)."""
 
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ def test_train_prints_progress_and_one_json_object(trained):
     assert (out / "model.safetensors").is_file() and out.with_suffix(".zip").is_file()
 
 
-def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path):
+def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path, cli):
     out, result, _ = trained
     data = copy_example(tmp_path / "eval", ["computer", "animal"])  # a subset of classes, by name
     (data / "computer" / "notes.txt").write_text("not an image")
-    proc = run("evaluate", out, data)
+    proc = cli("evaluate", out, data)
     assert proc.returncode == 0, proc.stderr
     ev = json.loads(proc.stdout)
     assert {"accuracy", "macro_f1", "per_class", "labels", "confusion_matrix", "n_images", "skipped"} <= set(ev)
@@ -54,10 +55,10 @@ def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path):
     assert ev["per_class"]["computer"]["support"] == 16
 
 
-def test_predict_json_lines_and_csv_agree(trained, tmp_path):
+def test_predict_json_lines_and_csv_agree(trained, tmp_path, cli):
     out, result, _ = trained
     (tmp_path / "junk.png").write_bytes(b"nope")
-    proc = run("predict", out.with_suffix(".zip"), TEST_IMAGES, tmp_path / "junk.png", "--top-k", "2")
+    proc = cli("predict", out.with_suffix(".zip"), TEST_IMAGES, tmp_path / "junk.png", "--top-k", "2")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == len(list(TEST_IMAGES.iterdir()))
@@ -66,7 +67,7 @@ def test_predict_json_lines_and_csv_agree(trained, tmp_path):
     assert all(r["label"] in result["labels"] and r["label"] == r["top1_label"] for r in rows)
     assert "skipped" in proc.stderr and "junk.png" in proc.stderr
     csv_path = tmp_path / "p.csv"
-    proc2 = run("predict", out, TEST_IMAGES, "--top-k", "2", "--csv", csv_path)
+    proc2 = cli("predict", out, TEST_IMAGES, "--top-k", "2", "--csv", csv_path)
     assert proc2.returncode == 0 and proc2.stdout == ""
     with open(csv_path) as f:
         csv_rows = list(csv.DictReader(f))
@@ -74,8 +75,8 @@ def test_predict_json_lines_and_csv_agree(trained, tmp_path):
     assert [float(r["confidence"]) for r in csv_rows] == pytest.approx([r["confidence"] for r in rows])
 
 
-def test_models_lists_the_catalog_with_availability():
-    proc = run("models", env=ENV_OFFLINE)
+def test_models_lists_the_catalog_with_availability(cli):
+    proc = cli("models", offline=True)
     assert proc.returncode == 0
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) >= 8
@@ -94,23 +95,12 @@ def test_models_lists_the_catalog_with_availability():
     (["train", EXAMPLE, "--out", "/tmp/x", "--epochs", "0"], "Epochs must be between"),
     (["train"], "required"),
 ])
-def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message, capsys, monkeypatch):
-    """The CLI's own main() in this process (the same code the entry point runs; a process per case
-    cost CI 10 s of imports each); the next test checks the real process once."""
-    from huggingface_hub import constants
-
-    from transfer_gui.cli import main
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's own exit
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert message in err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message, cli):
+    proc = cli(*args, offline=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_a_bad_input_process_exits_2_with_one_line():
@@ -120,37 +110,37 @@ def test_a_bad_input_process_exits_2_with_one_line():
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_too_few_images_in_a_class(tmp_path):
+def test_too_few_images_in_a_class(tmp_path, cli):
     data = copy_example(tmp_path / "d", ["animal", "computer"])
     for p in sorted((data / "computer").iterdir())[1:]:
         p.unlink()
-    proc = run("train", data, "--out", tmp_path / "m")
+    proc = cli("train", data, "--out", tmp_path / "m")
     assert proc.returncode == 2 and "'computer' (1)" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_export_writes_checked_files_and_push_refuses_offline(trained, tmp_path):
+def test_export_writes_checked_files_and_push_refuses_offline(trained, tmp_path, cli):
     out, _, _ = trained
-    proc = run("export", out.with_suffix(".zip"), "--out", tmp_path / "x", "--images", TEST_IMAGES)
+    proc = cli("export", out.with_suffix(".zip"), "--out", tmp_path / "x", "--images", TEST_IMAGES)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["passed"] is True and [c["format"] for c in result["checks"]] == ["torchscript", "onnx"]
     assert all(c["n_images"] == 8 and c["max_abs_diff"] <= 1e-3 for c in result["checks"])  # 6 + 2 odd shapes
     assert "TorchScript: parity check passed" in proc.stderr and "ONNX: parity check passed" in proc.stderr
     assert {"model.onnx", "model.torchscript.pt", "labels.json"} <= {p.name for p in (tmp_path / "x").iterdir()}
-    proc = run("push", out, "alice/flowers", "--token", "hf_x", env=ENV_OFFLINE)
+    proc = cli("push", out, "alice/flowers", "--token", "hf_x", offline=True)
     assert proc.returncode == 2 and "cannot be reached" in proc.stderr and proc.stdout == ""
 
 
-def test_continue_from_a_bundle_adds_a_class(tmp_path):
+def test_continue_from_a_bundle_adds_a_class(tmp_path, cli):
     four = copy_example(tmp_path / "four", ["animal", "bug", "computer", "flower"])
-    proc = run("train", four, "--out", tmp_path / "m4")
+    proc = cli("train", four, "--out", tmp_path / "m4")
     assert proc.returncode == 0, proc.stderr
     five = copy_example(tmp_path / "five", ["animal", "bug", "computer", "flower", "fruit"])
-    proc = run("train", five, "--out", tmp_path / "m5", "--continue-from", tmp_path / "m4")
+    proc = cli("train", five, "--out", tmp_path / "m5", "--continue-from", tmp_path / "m4")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["labels"] == ["animal", "bug", "computer", "flower", "fruit"]
     assert "Loading the saved model from" in proc.stderr
-    proc = run("train", copy_example(tmp_path / "two", ["animal", "bug"]), "--out", tmp_path / "m2",
+    proc = cli("train", copy_example(tmp_path / "two", ["animal", "bug"]), "--out", tmp_path / "m2",
                "--continue-from", tmp_path / "m4")
     assert proc.returncode == 2 and "no images here: computer, flower" in proc.stderr

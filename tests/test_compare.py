@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 
 from conftest import EXAMPLE
-from test_cli import run
 from transfer_gui.compare import CurvePoint, compare, learning_curve, slope_sentence, subsample
 from transfer_gui.config import TrainConfig
 from transfer_gui.data import split_dataset
@@ -70,8 +69,8 @@ def test_the_sentence_reads_the_slope(means, word):
     assert ("more images of each class would likely help" in sentence) == (word == "Still rising")
 
 
-def test_cli_curve_prints_json():
-    proc = run("curve", EXAMPLE, "--repeats", "1")
+def test_cli_curve_prints_json(cli):
+    proc = cli("curve", EXAMPLE, "--repeats", "1")
     assert proc.returncode == 0, proc.stderr
     curve = json.loads(proc.stdout)
     assert [p["fraction"] for p in curve["points"]] == [0.25, 0.5, 0.75, 1.0]
@@ -79,8 +78,8 @@ def test_cli_curve_prints_json():
     assert "trained on 25% of the images (repeat 1)" in proc.stderr
 
 
-def test_cli_compare_prints_both_runs():
-    proc = run("compare", EXAMPLE, "--seed", "2")
+def test_cli_compare_prints_both_runs(cli):
+    proc = cli("compare", EXAMPLE, "--seed", "2")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["pretrained"]["pretrained"] is True and out["scratch"]["pretrained"] is False
