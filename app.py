@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from transfer_gui.handlers import preload_engine
 from transfer_gui.ui import build_demo, launch_kwargs
 
 
@@ -22,8 +23,12 @@ def main() -> None:
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        prevent_thread_lock=True,
         **launch_kwargs(),
     )
+    # The page is up without torch and timm (~7 s of imports); load them now, before a click needs them.
+    preload_engine()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

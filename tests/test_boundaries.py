@@ -50,3 +50,13 @@ def test_no_module_level_mutable_state():
                 for name in (t.id for t in targets if isinstance(t, ast.Name)):
                     constant = name in ("__all__", "_logger") or name.lstrip("_").isupper()
                     assert constant, f"{path.name}: module-level {name} may hold shared mutable state"
+
+
+def test_the_page_is_built_without_importing_torch():
+    """The app serves its page before torch and timm load (they take ~7 s on 2 cores, and
+    app.py preloads them right after): building the whole page must not import them."""
+    code = ("import sys; from transfer_gui.ui import build_demo; build_demo();"
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

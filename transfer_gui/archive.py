@@ -18,7 +18,7 @@ from pathlib import Path, PurePath, PurePosixPath
 
 from .errors import ArchiveError
 
-__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text"]
+__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text", "IMAGE_EXTENSIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class SkippedEntry:
 
     path: str
     reason: str
+
+
+# The file types read as images (here, with no torch import, because the app's uploaders name them).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 def is_hidden(rel: PurePath) -> bool:

