@@ -19,13 +19,11 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
-
-from typing import TYPE_CHECKING
 
 from .archive import IMAGE_EXTENSIONS, ArchiveLimits
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
@@ -135,6 +133,14 @@ def _user_error(exc: UserInputError, session: Session | None = None) -> gr.Error
     return gr.Error(str(exc), print_exception=False)
 
 
+def _new_folder(session: Session, name: str) -> Path:
+    """``session.new_folder``, with a closed session's message shown to the user."""
+    try:
+        return session.new_folder(name)
+    except UserInputError as exc:
+        raise _user_error(exc) from exc
+
+
 class Handlers:
     """The app's event functions, with the app-wide training guard.
 
@@ -237,7 +243,7 @@ class Handlers:
 
         if not zip_file:
             raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
-        folder = session.new_folder("upload")
+        folder = _new_folder(session, "upload")
         try:
             # the zip may unpack to no more than the session's free room (and the upload limits)
             dataset = open_dataset(zip_file, workdir=folder, limits=self.limits.within(session.room()))
@@ -676,7 +682,7 @@ class Handlers:
 
         if not zip_file:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
-        folder = session.new_folder("loaded")
+        folder = _new_folder(session, "loaded")
         try:
             session.require_room(2 * Path(zip_file).stat().st_size, "Loading this model")  # zip + unpacked
             predictor = Predictor.from_bundle(zip_file, folder, device=self.device,
@@ -733,7 +739,7 @@ class Handlers:
             images = [item.path for item in session.dataset.items[:64]]
         else:
             images = sorted(p for p in TEST_IMAGES.glob("*") if p.is_file())
-        folder = session.new_folder("export") / "exported-model"
+        folder = _new_folder(session, "export") / "exported-model"
         result = export_all(session.predictor, folder, images)
         lines = [("**Passed** · " if c.passed else "**Failed** · ") + c.sentence() for c in result.checks]
         lines.append("Both files take an RGB uint8 picture of shape (height, width, 3), any size, and return "
@@ -809,7 +815,7 @@ class Handlers:
             raise gr.Error("Train a model first (step 3), then classify pictures here.")
         if not files:
             raise gr.Error("Choose some pictures or a .zip of pictures first.")
-        folder = session.new_folder("batch")
+        folder = _new_folder(session, "batch")
         skipped: list[str] = []
         try:
             images = iter_image_files([(Path(f).name, Path(f)) for f in files], folder,

@@ -23,20 +23,19 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from typing import TYPE_CHECKING
-
 from safetensors import SafetensorError
+
+from .catalog import BUILTIN_MODEL, get_info
+from .errors import ModelError, WeightsUnavailableError
 
 # torch and timm are imported where they are used: the app's page (which asks "is the built-in
 # model available?") is served before they load, which takes ~7 s on a 2-core machine.
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-from .catalog import BUILTIN_MODEL, get_info
-from .errors import ModelError, WeightsUnavailableError
 
 __all__ = [
     "cache_dir",
