@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .batch import iter_image_files, prediction_rows, write_csv
-from .bundle import load_bundle, save_bundle, zip_bundle
 from .catalog import CATALOG, DEFAULT_MODEL
 from .config import MODES, TrainConfig
-from .data import IMAGE_EXTENSIONS, open_dataset, split_dataset
 from .errors import UserInputError
-from .inference import Predictor, evaluate_result
-from .training import fit
 from .weights import availability, check_available, hub_reachable
+
+# The engine (torch, timm: ~7 s to import on 2 cores) is imported by the commands that use it, so
+# --help, a usage error and `models` answer at once.
 
 __all__ = ["main", "build_parser"]
 
@@ -170,6 +168,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
+    from .bundle import load_bundle, save_bundle, zip_bundle
+    from .data import open_dataset, split_dataset
+    from .inference import evaluate_result
+    from .training import fit
+
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=device,
                          weights_file=args.weights_file, pretrained=not args.scratch)
@@ -233,6 +236,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
+    from .data import open_dataset
+    from .inference import Predictor
+
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         bundle = load_bundle(args.bundle, tmp)
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False)
@@ -247,6 +254,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .batch import iter_image_files, prediction_rows, write_csv
+    from .inference import Predictor
+
     if args.top_k < 1:
         raise UserInputError("--top-k must be at least 1.")
     if not 0.0 <= args.threshold <= 1.0:
@@ -270,7 +280,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from .archive import IMAGE_EXTENSIONS
+    from .batch import iter_image_files
     from .export import export_all
+    from .inference import Predictor
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
@@ -288,6 +301,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
     from .hub import push_bundle
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
@@ -299,6 +313,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import RUNS, compare, compare_sentence
+    from .data import open_dataset
 
     config = TrainConfig(model=args.model, mode=args.mode, seed=args.seed)
     check_available(config.model)
@@ -320,6 +335,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_curve(args: argparse.Namespace) -> int:
     from .compare import learning_curve
+    from .data import open_dataset
 
     if args.repeats < 1:
         raise UserInputError("--repeats must be at least 1.")
