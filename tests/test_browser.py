@@ -96,6 +96,8 @@ def _click_cell(page, labels, true_label, predicted):
 
 def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts, tmp_path):
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)  # noqa: E731
+    expect(page.locator("#example-btn")).to_be_visible()  # the page has rendered, not Gradio's loading spinner
+    expect(page.locator("#curve-plot")).to_be_hidden()  # no empty plot before there is a curve
     shot("01-start")
     _tab(page, "3. Train")
     expect(page.locator("#train-btn")).to_be_disabled()  # nothing to train on yet

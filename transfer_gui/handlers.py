@@ -565,7 +565,7 @@ class Handlers:
         tries = max(len(p.accuracies) for p in found.points)
         note = (f"**{found.sentence}** (Validation accuracy on the same {found.n_val} held-out images; "
                 f"{tries} random subsets per point, all images once.)")
-        yield note, df, session
+        yield note, gr.update(value=df, visible=True), session
 
     # --- step 4: results ------------------------------------------------------------------------
 

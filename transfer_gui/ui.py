@@ -115,10 +115,13 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 data_summary = gr.Markdown("No images yet: upload a zip, build classes, or use the example.",
                                            elem_id="data-summary")
                 with gr.Row():
-                    counts = gr.Dataframe(label="Images per class", interactive=False, elem_id="counts", scale=1)
+                    # Empty tables start with their column names (Gradio's default headers are "1 2 3").
+                    counts = gr.Dataframe(pd.DataFrame(columns=["class", "images"]), label="Images per class",
+                                          interactive=False, elem_id="counts", scale=1)
                     gallery = gr.Gallery(label="A few images of each class", columns=8, height=260,
                                          object_fit="contain", elem_id="gallery", scale=3)
-                skipped = gr.Dataframe(label="Skipped files and why", interactive=False, elem_id="skipped")
+                skipped = gr.Dataframe(pd.DataFrame(columns=["file", "reason"]), label="Skipped files and why",
+                                       interactive=False, elem_id="skipped")
                 gr.Markdown("**Checks**: problems that quietly spoil a small image set.")
                 checks_md = gr.Markdown(elem_id="checks")
                 check_images = gr.Gallery(label="Images to look at", columns=8, height="auto", visible=False,
@@ -190,13 +193,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 curve_plot = gr.LinePlot(x="images per class", y="accuracy", color="series",
                                          title="Validation accuracy vs training images per class",
                                          x_title="training images per class", y_title="accuracy", y_lim=[0, 1],
-                                         height=280, elem_id="curve-plot")
+                                         height=280, elem_id="curve-plot", visible=False)  # until it has points
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
                 results = gr.Markdown("Train a model (step 3) to see how it does on the images it did not "
                                       "learn from.", elem_id="results-summary")
-                per_class = gr.Dataframe(label="Per class: precision, recall, F1 on held-out images",
+                per_class = gr.Dataframe(pd.DataFrame(columns=["class", "precision", "recall", "F1", "images"]),
+                                         label="Per class: precision, recall, F1 on held-out images",
                                          interactive=False, elem_id="per-class")
                 with gr.Row():
                     with gr.Column(scale=2):
