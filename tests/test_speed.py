@@ -69,6 +69,7 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     def metrics(row: dict) -> dict:  # everything but the wall time
         return {k: v for k, v in row.items() if k != "elapsed_s"}
 
+    assert a["best_epoch"]["epoch"] == b["best_epoch"]["epoch"] == 2
     assert metrics(a["best_epoch"]) == pytest.approx(metrics(b["best_epoch"]), abs=1e-4)
     # both fine-tune epochs: the same losses and accuracy (metrics summed across the ranks)
     fine_tuned = [[metrics(row) for row in json.loads((tmp_path / run / "transfer_gui.json").read_text())["history"]
