@@ -23,7 +23,7 @@ from .errors import UserInputError
 from .weights import availability, check_available, hub_reachable
 
 # The engine (torch, timm: ~7 s to import on 2 cores) is imported by the commands that use it, so
-# --help, a usage error and `models` answer at once.
+# --help and a usage error answer at once.
 
 __all__ = ["main", "build_parser"]
 

@@ -53,6 +53,10 @@ MODE_CHOICES = [
     ("Quick: train only the last layer (seconds)", "quick"),
     ("Fine-tune: adjust the whole model (minutes, usually more accurate)", "finetune"),
 ]
+# Column names of the app's tables, also their headers while empty (ui.py).
+COUNTS_COLUMNS = ["class", "images"]
+SKIPPED_COLUMNS = ["file", "reason"]
+PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "images"]
 _GALLERY_PER_CLASS = 4
 # Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
 _OK, _WARN = "OK ·", "**Look at this** ·"
@@ -216,8 +220,8 @@ class Handlers:
         ds = session.dataset
         if ds is None:
             return ("No images yet: upload a zip, build classes, or use the example.",
-                    pd.DataFrame(columns=["class", "images"]), [],
-                    pd.DataFrame(columns=["file", "reason"]), "", gr.update(value=[], visible=False),
+                    pd.DataFrame(columns=COUNTS_COLUMNS), [],
+                    pd.DataFrame(columns=SKIPPED_COLUMNS), "", gr.update(value=[], visible=False),
                     gr.Button(interactive=False))
         report = ds.report
         lines = [f"**{report.n_images} images in {len(ds.labels)} classes** are ready"
@@ -231,7 +235,7 @@ class Handlers:
             items = [i for i in ds.items if i.label == label][:_GALLERY_PER_CLASS]
             gallery += [(str(i.path), label) for i in items]
         skipped = pd.DataFrame([{"file": s.path, "reason": s.reason} for s in report.skipped],
-                               columns=["file", "reason"])
+                               columns=SKIPPED_COLUMNS)
         checks_md, check_images = checks_view(checks)
         # the gallery only takes room when there is something to look at
         return ("\n\n".join(lines), counts, gallery, skipped, checks_md,
@@ -273,7 +277,7 @@ class Handlers:
         """The class builder's classes and image counts."""
         return pd.DataFrame({"class": list(session.classes),
                              "images": [len(v) for v in session.classes.values()]},
-                            columns=["class", "images"])
+                            columns=COUNTS_COLUMNS)
 
     def add_images(self, session: Session, class_name: str, files: list[str] | None,
                    snapshot: str | Image.Image | None):
@@ -591,7 +595,8 @@ class Handlers:
             leakage = leakage_check(session.dataset, session.result.split)
             lines.append(f"{_OK if leakage.ok else _WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
-                               "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()])
+                               "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],
+                             columns=PER_CLASS_COLUMNS)
         picture = confusion_picture(ev.labels, ev.confusion).image
         # Start on the cell with the most mistakes: the first thing worth looking at.
         off = [(ev.confusion[i][j], i, j) for i in range(len(ev.labels)) for j in range(len(ev.labels)) if i != j]

@@ -7,8 +7,8 @@ import pandas as pd
 
 from .archive import ArchiveLimits
 from .catalog import DEFAULT_MODEL
-from .handlers import (MODE_CHOICES, ROOT, TEST_IMAGES, Handlers, image_extensions, model_card, model_choices,
-                       queue_size_from_env, training_slots_from_env)
+from .handlers import (COUNTS_COLUMNS, MODE_CHOICES, PER_CLASS_COLUMNS, ROOT, SKIPPED_COLUMNS, TEST_IMAGES, Handlers,
+                       image_extensions, model_card, model_choices, queue_size_from_env, training_slots_from_env)
 
 __all__ = ["build_demo", "launch_kwargs"]
 
@@ -116,11 +116,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                                            elem_id="data-summary")
                 with gr.Row():
                     # Empty tables start with their column names (Gradio's default headers are "1 2 3").
-                    counts = gr.Dataframe(pd.DataFrame(columns=["class", "images"]), label="Images per class",
+                    counts = gr.Dataframe(pd.DataFrame(columns=COUNTS_COLUMNS), label="Images per class",
                                           interactive=False, elem_id="counts", scale=1)
                     gallery = gr.Gallery(label="A few images of each class", columns=8, height=260,
                                          object_fit="contain", elem_id="gallery", scale=3)
-                skipped = gr.Dataframe(pd.DataFrame(columns=["file", "reason"]), label="Skipped files and why",
+                skipped = gr.Dataframe(pd.DataFrame(columns=SKIPPED_COLUMNS), label="Skipped files and why",
                                        interactive=False, elem_id="skipped")
                 gr.Markdown("**Checks**: problems that quietly spoil a small image set.")
                 checks_md = gr.Markdown(elem_id="checks")
@@ -199,7 +199,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             with gr.Tab("4. Results", id="tab-results"):
                 results = gr.Markdown("Train a model (step 3) to see how it does on the images it did not "
                                       "learn from.", elem_id="results-summary")
-                per_class = gr.Dataframe(pd.DataFrame(columns=["class", "precision", "recall", "F1", "images"]),
+                per_class = gr.Dataframe(pd.DataFrame(columns=PER_CLASS_COLUMNS),
                                          label="Per class: precision, recall, F1 on held-out images",
                                          interactive=False, elem_id="per-class")
                 with gr.Row():
