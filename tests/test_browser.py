@@ -265,6 +265,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
 def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, artifacts):
     """A tab closed while it fine-tunes: its training stops, its files go, no thread of ours is
     left behind, and the next visitor trains at once."""
+    import gc
     import threading
     import time
 
@@ -289,12 +290,13 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
         a.locator("#train-btn").click()
         expect(a.locator("#train-status")).to_contain_text(re.compile("Reading images|Training the new head"))
         (folder,) = h.root.glob("tls-session-*")
+        gc.collect()  # a Session that only a weak reference knew would be gone now
         tab.close()  # the tab (its whole browsing context) closes mid-training
         deadline = time.monotonic() + 180  # Gradio notices the closed connection, then unloads
         while folder.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         # the session ended: training stopped, files deleted
-        assert not folder.exists(), (f"no unload after 180 s; sessions still known: {list(h._sessions)}; "
+        assert not folder.exists(), (f"no unload after 180 s; sessions still known: {h.sessions.keys()}; "
                                      f"left: {sorted(str(p.relative_to(folder)) for p in folder.rglob('*'))[:20]}")
         assert h._guard.acquire(timeout=60)  # ...and the training slot is free
         h._guard.release()
@@ -310,6 +312,43 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
         while our_threads() > threads_before and time.monotonic() < deadline:
             time.sleep(0.5)
         assert our_threads() <= threads_before, [t.name for t in threading.enumerate()]
+    finally:
+        demo.close()
+        h.close()
+
+
+def test_an_open_tab_has_one_session_the_same_one_its_events_and_its_unload_use(browser):
+    """Opening the page makes exactly one Session, registered under the tab's session hash, and it
+    is the object the page's state holds; after a garbage collection it is still the one known,
+    and closing the tab ends it. (A gr.State factory made a second Session in Gradio's own page-load
+    event, and the registered one was dropped: the unload then found nothing to close.)"""
+    import gc
+    import time
+
+    from transfer_gui.handlers import Handlers
+    from transfer_gui.session import Session
+    from transfer_gui.ui import build_demo, launch_kwargs
+
+    h = Handlers(training_slots=1)
+    demo = build_demo(handlers=h)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        context = browser.new_context(viewport={"width": 1360, "height": 1000})
+        page = context.new_page()
+        page.goto(url)
+        page.locator("#example-btn").click()
+        expect(page.locator("#data-summary")).to_contain_text("96 images in 6 classes")
+        gc.collect()
+        (key,) = h.sessions.keys()
+        session = h.sessions.get(key)
+        held = [v for v in demo.state_holder.session_data[key].state_data.values() if isinstance(v, Session)]
+        assert held == [session] and session.dataset is not None
+        assert list(h.root.glob("tls-session-*")) == [session.workdir]
+        context.close()
+        deadline = time.monotonic() + 120
+        while session.workdir.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert session.closed and not session.workdir.exists() and h.sessions.keys() == []
     finally:
         demo.close()
         h.close()

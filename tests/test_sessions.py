@@ -4,6 +4,7 @@ script's users all finish with only their own labels."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
@@ -96,6 +97,44 @@ def _file_uploaded(url: str, path: Path) -> dict:
         r = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, f)}, timeout=60)
     r.raise_for_status()
     return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_a_tabs_session_lives_until_the_tab_closes_whatever_else_forgets_it():
+    """The registry holds each tab's Session: events of one tab share it, a garbage collection
+    does not end it (a weakly held one was collected and the unload then found nothing), and the
+    unload ends it and deletes its files."""
+    h = Handlers(training_slots=1)
+    tab = gr.Request(session_hash="tab-a")
+    session = h.event(h.on_load)(tab, None)
+    folder, key = session.workdir, session.id
+    h.event(h.load_example)(tab, None)
+    del session
+    gc.collect()
+    assert folder.exists() and h.sessions.keys() == ["tab-a"]
+    again = h.sessions.get("tab-a")
+    assert again.id == key and again.dataset is not None  # the example went into the same session
+    assert h.event(h.on_load)(gr.Request(session_hash="tab-b"), None) is not again
+    h.on_unload(tab)
+    assert not folder.exists() and again.closed and h.sessions.keys() == ["tab-b"]
+    h.close()
+
+
+def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
+    """API clients never close a tab: their sessions end after TLS_SESSION_IDLE_MIN without an
+    event. A session whose training is running is not idle."""
+    monkeypatch.setenv("TLS_SESSION_IDLE_MIN", "0.02")  # 1.2 s
+    h = Handlers(training_slots=1)
+    assert h.sessions.idle_s == pytest.approx(1.2)
+    idle, busy, active = (h.sessions.get(k) for k in ("idle", "busy", "active"))
+    busy.training.acquire()
+    time.sleep(1.5)
+    h.sessions.get("active")  # an event: activity, and a sweep on the way
+    assert idle.closed and not idle.workdir.exists()
+    assert not busy.closed and not active.closed and sorted(h.sessions.keys()) == ["active", "busy"]
+    busy.training.release()
+    time.sleep(1.5)
+    assert h.sessions.expire_idle() == 2 and h.sessions.keys() == []
+    h.close()
 
 
 def test_an_expired_session_loses_its_folder(tmp_path, example_zip):

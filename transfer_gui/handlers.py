@@ -9,7 +9,7 @@ bug keeps its traceback in the server log while the page shows only a generic er
 from __future__ import annotations
 
 import contextlib
-import functools
+import inspect
 import json
 import logging
 import os
@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -32,7 +32,7 @@ from .config import TrainConfig
 from .errors import UserInputError
 from .figures import confusion_picture
 from .hub import push_bundle
-from .session import Session, disk_limit_from_env
+from .session import Session, SessionRegistry, disk_limit_from_env
 from .weights import availability, check_available
 
 # The engine (torch, timm: ~7 s to import on a 2-core machine) is imported inside the handlers
@@ -171,19 +171,12 @@ class Handlers:
         # slot as soon as an event is cancelled (a closed tab), while the step in flight still
         # runs; this guard makes the next run wait for it instead of overlapping it.
         self._guard = threading.BoundedSemaphore(training_slots)
-        # session hash -> Session, for unload. Weak: a session Gradio dropped must not be kept
-        # alive (with its files) only because its tab never said goodbye.
-        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
-        self._sessions_lock = threading.Lock()
+        # Every event finds its Session here by the tab's session hash (see SessionRegistry).
+        self.sessions = SessionRegistry(self.new_session)
 
     def new_session(self) -> Session:
         """A fresh Session in this server's folder."""
-        return self.session_factory()()
-
-    def session_factory(self) -> functools.partial:
-        """The ``gr.State`` factory (called once per page load). A partial, not the bound method:
-        Gradio deep-copies a State's initial value, and this object holds locks."""
-        return functools.partial(Session, root=self.root, disk_limit=self.disk_limit)
+        return Session(root=self.root, disk_limit=self.disk_limit)
 
     def close(self) -> None:
         """Delete every session folder of this server (its sessions are over)."""
@@ -191,25 +184,42 @@ class Handlers:
 
     # --- session lifecycle ---------------------------------------------------------------------
 
-    def on_load(self, session: Session, request: gr.Request) -> Session:
-        """Remember which Session belongs to this browser tab, so closing the tab can end it."""
-        if request is not None and request.session_hash:
-            with self._sessions_lock:
-                self._sessions[request.session_hash] = session
+    def event(self, fn: Callable) -> Callable:
+        """``fn``, a handler whose first argument is the session, as a Gradio event function.
+
+        The event's Session comes from this server's registry by the request's session hash,
+        whatever the page's state holds; called directly (tests), a handler uses the Session it is
+        given. Generators stay generators (Gradio streams those).
+        """
+        def session_of(request: gr.Request | None, session: Session | None) -> Session:
+            if request is not None and request.session_hash:
+                return self.sessions.get(request.session_hash)
+            return session if isinstance(session, Session) else self.new_session()
+
+        # The request comes first: Gradio passes it to the positional parameter annotated with it.
+        if inspect.isgeneratorfunction(fn):
+            def bound(request: gr.Request, session, *args):
+                yield from fn(session_of(request, session), *args)
+        else:
+            def bound(request: gr.Request, session, *args):
+                return fn(session_of(request, session), *args)
+        bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return bound
+
+    @staticmethod
+    def on_load(session: Session) -> Session:
+        """A page opened: its Session (made by ``event``) goes into the page's state."""
         return session
 
     def on_unload(self, request: gr.Request) -> None:
         """The tab closed: stop its training (freeing the slot) and delete its files."""
-        with self._sessions_lock:
-            session = self._sessions.pop(getattr(request, "session_hash", None) or "", None)
-        if session is not None:
-            session.close()
+        if request is not None and request.session_hash:
+            self.sessions.close(request.session_hash)
 
-    @staticmethod
-    def on_state_deleted(session: Session | None) -> None:
-        """Gradio expired the state: delete the session's files."""
+    def on_state_deleted(self, session: Session | None) -> None:
+        """Gradio expired the page's state: end its session."""
         if isinstance(session, Session):
-            session.close()
+            self.sessions.discard(session)
 
     # --- step 1: data --------------------------------------------------------------------------
 
@@ -632,7 +642,7 @@ class Handlers:
     @staticmethod
     def select_cell(session: Session, evt: gr.SelectData):
         """A click on the confusion matrix picture: pick that cell."""
-        ev = session.evaluation
+        ev = session.evaluation if isinstance(session, Session) else None
         if ev is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         found = confusion_picture(ev.labels, ev.confusion).cell_at(*evt.index)

@@ -74,11 +74,15 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
     slots = h.training_slots
     # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
     # one; predictions, heat maps and exports run on the CPU (their models live there).
-    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.train) if gpu else h.train
+    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.train)) if gpu else h.event(h.train)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than 6 hours, checking hourly, so a public server's disk does not fill up.
     with gr.Blocks(title="Transfer Learning Studio", delete_cache=(3600, STATE_TTL_S)) as demo:
-        state = gr.State(h.session_factory(), time_to_live=state_ttl_s, delete_callback=Handlers.on_state_deleted)
+        # The page's copy of its Session, set by the first event (on_load). Events look their
+        # Session up in the server's registry (Handlers.event), so this only lets Gradio's own
+        # expiry end sessions too. No factory here: Gradio would call it in a page-load event of
+        # its own and keep a second Session beside the registered one.
+        state = gr.State(None, time_to_live=state_ttl_s, delete_callback=h.on_state_deleted)
         gr.Markdown(INTRO)
         with gr.Tabs():
             # --- 1. data ---------------------------------------------------------------------
@@ -289,18 +293,18 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         data_outputs = [data_summary, counts, gallery, skipped, checks_md, check_images, train_btn, state]
         results_outputs = [results, per_class, confusion, cell_true, cell_pred, cell_note, cell_gallery,
                            mistakes, show_heat]
-        demo.load(h.on_load, [state], [state], queue=False, api_visibility="private")
-        demo.load(h.classes_table, [state], [classes_table], queue=False, api_visibility="private")
+        demo.load(h.event(h.on_load), [state], [state], queue=False, api_visibility="private")
+        demo.load(h.event(h.classes_table), [state], [classes_table], queue=False, api_visibility="private")
         demo.unload(h.on_unload)
-        zip_upload.upload(h.load_zip, [state, zip_upload], data_outputs, show_progress_on=[data_summary],
+        zip_upload.upload(h.event(h.load_zip), [state, zip_upload], data_outputs, show_progress_on=[data_summary],
                           api_name="load_zip")
-        example_btn.click(h.load_example, [state], data_outputs, show_progress_on=[data_summary],
+        example_btn.click(h.event(h.load_example), [state], data_outputs, show_progress_on=[data_summary],
                           api_name="use_example")
-        add_btn.click(h.add_images, [state, class_name, class_files, snapshot],
+        add_btn.click(h.event(h.add_images), [state, class_name, class_files, snapshot],
                       [classes_table, class_files, snapshot, state], api_name="add_images")
-        use_classes_btn.click(h.use_classes, [state], data_outputs, show_progress_on=[data_summary],
+        use_classes_btn.click(h.event(h.use_classes), [state], data_outputs, show_progress_on=[data_summary],
                               api_name="use_classes")
-        clear_btn.click(h.clear_classes, [state], [classes_table, state], api_name="clear_classes")
+        clear_btn.click(h.event(h.clear_classes), [state], [classes_table, state], api_name="clear_classes")
         model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
         training = train_btn.click(
             train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
@@ -310,39 +314,39 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
         # The Results step is filled once the model is evaluated (also after a Stop).
-        training.success(h.results_view, [state], results_outputs, api_name="results")
+        training.success(h.event(h.results_view), [state], results_outputs, api_name="results")
         download_outputs = [card_md, export_status, export_download]
-        training.success(h.download_view, [state], download_outputs, api_visibility="private")
-        bundle_upload.upload(h.load_model, [state, bundle_upload],
+        training.success(h.event(h.download_view), [state], download_outputs, api_visibility="private")
+        bundle_upload.upload(h.event(h.load_model), [state, bundle_upload],
                              [bundle_status, continue_loaded, download_btn, state],
                              show_progress_on=[bundle_status], api_name="load_model"
-                             ).success(h.download_view, [state], download_outputs, api_visibility="private")
-        evaluate_btn.click(h.evaluate_model, [state], [evaluate_status, *results_outputs],
+                             ).success(h.event(h.download_view), [state], download_outputs, api_visibility="private")
+        evaluate_btn.click(h.event(h.evaluate_model), [state], [evaluate_status, *results_outputs],
                            show_progress_on=[evaluate_status], api_name="evaluate_model")
-        export_btn.click(h.export, [state], [export_status, export_download], show_progress_on=[export_status],
+        export_btn.click(h.event(h.export), [state], [export_status, export_download], show_progress_on=[export_status],
                          concurrency_limit=slots, concurrency_id="training", api_name="export")
-        push_btn.click(h.push, [state, hub_repo, hub_token, hub_private], [push_status],
+        push_btn.click(h.event(h.push), [state, hub_repo, hub_token, hub_private], [push_status],
                        show_progress_on=[push_status], api_name="push")
         # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
-        training.failure(h.after_failure, [state], [status, train_btn, stop_btn], queue=False,
+        training.failure(h.event(h.after_failure), [state], [status, train_btn, stop_btn], queue=False,
                          api_visibility="private")
-        stop_btn.click(h.stop, [state], [status], queue=False, api_name="stop")
-        curve_btn.click(h.curve, [state, model, custom_model, weights_file, seed], [curve_note, curve_plot, state],
+        stop_btn.click(h.event(h.stop), [state], [status], queue=False, api_name="stop")
+        curve_btn.click(h.event(h.curve), [state, model, custom_model, weights_file, seed], [curve_note, curve_plot, state],
                         show_progress_on=[curve_note], concurrency_limit=slots, concurrency_id="training",
                         api_name="curve")
-        cell_true.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery],
+        cell_true.input(h.event(h.cell_view), [state, cell_true, cell_pred], [cell_note, cell_gallery],
                         api_visibility="private")
-        cell_pred.input(h.cell_view, [state, cell_true, cell_pred], [cell_note, cell_gallery], api_name="cell")
+        cell_pred.input(h.event(h.cell_view), [state, cell_true, cell_pred], [cell_note, cell_gallery], api_name="cell")
         confusion.select(h.select_cell, [state], [cell_true, cell_pred, cell_note, cell_gallery],
                          api_visibility="private")
-        show_heat.input(h.mistakes_view, [state, show_heat], [mistakes], show_progress_on=[mistakes],
+        show_heat.input(h.event(h.mistakes_view), [state, show_heat], [mistakes], show_progress_on=[mistakes],
                         api_name="mistakes")
         predict_outputs = [verdict, prediction, heat, heat_note]
-        test_image.change(h.predict, [state, test_image, threshold], predict_outputs,
+        test_image.change(h.event(h.predict), [state, test_image, threshold], predict_outputs,
                           show_progress_on=[verdict], api_name="predict")
-        threshold.change(h.predict, [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
+        threshold.change(h.event(h.predict), [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
                          show_progress_on=[verdict], api_visibility="private")
-        batch_btn.click(h.batch_predict, [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
+        batch_btn.click(h.event(h.batch_predict), [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
                         show_progress_on=[batch_note], api_name="batch_predict")
     demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)
     return demo
