@@ -1,169 +1,212 @@
-"""Accuracy and speed of the engine on a 6-class openclipart set, 10 training images per class.
+"""Accuracy, calibration and time of the engine on real image sets it never saw, against a reference.
 
-Prints (figures, not asserts):
-  * held-out accuracy of: a reference (scikit-learn logistic regression on the same frozen
-    features), our "quick" policy and our "finetune" policy, all trained on the same 60 images;
-  * wall seconds of each;
-  * speed: quick training of 80 images vs one bare forward pass of the same 80 images.
+Two real image sets, neither of them the app's example data:
+  * openclipart-8: 8 kinds of public-domain drawings from Debian's `openclipart-png` (buildings,
+    clothing, desserts, geography, music, office, sports, tools: none of the example's classes),
+    N training images per class, up to 40 other images per class as the test set;
+  * fashion-mnist: Debian's `dataset-fashion-mnist`, N training images per class from the training
+    file, a fixed test set of 100 images per class from the test file.
 
-Data: Debian's public-domain openclipart-png (`apt-get install openclipart-png`). Every image not
-used for training is held out. Our runs get ``select_best=False`` and no early stopping, so the
-held-out images are only measured, never used to choose an epoch.
+For each set, training size and seed it prints one JSON line and, at the end, a Markdown table
+of means over the seeds:
+  * reference: scikit-learn's StandardScaler + LogisticRegression (C=1) on the built-in model's
+    frozen features, trained on ALL N training images per class;
+  * ours quick / ours finetune: the engine as a user runs it (``workflow.train_model``: whatever
+    protocol it chooses, its own calibration), given the same training images;
+  * for each: accuracy and expected calibration error (15 bins) on the test set, which no run
+    ever sees, and wall seconds (ours: the whole run, model load and image reading included).
 
-Usage: python benchmarks/bench_engine.py [--seeds 0 1 2] [--skip-finetune]
+Usage: python benchmarks/bench_engine.py [--seeds 0 1 2] [--sets openclipart-8 fashion-mnist]
+           [--sizes 5 10 20] [--finetune-sizes 10] [--model tf_efficientnet_lite0.in1k]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import logging
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import timm.data
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transfer_gui.evaluation import expected_calibration_error  # noqa: E402
 from transfer_gui.config import TrainConfig  # noqa: E402
-from transfer_gui.data import Split, eval_transform, load_image, scan_files  # noqa: E402
-from transfer_gui.inference import Predictor  # noqa: E402
-from transfer_gui.training import train  # noqa: E402
+from transfer_gui.data import eval_transform, load_image, scan_files  # noqa: E402
 from transfer_gui.weights import create_model  # noqa: E402
 
-SRC = Path("/usr/share/openclipart/png")
-CLASSES = {"bird": "animals/birds", "bug": "animals/bugs", "fish": "animals/fish",
-           "flower": "plants/flowers", "fruit": "food/fruit", "vehicle": "transportation/vehicles"}
-TRAIN_PER_CLASS = 10
+OPENCLIPART = Path("/usr/share/openclipart/png")
+OPENCLIPART_8 = {"building": "buildings", "clothing": "people/clothing", "dessert": "food/desserts",
+                 "map": "geography", "music": "recreation/music", "office": "office",
+                 "sport": "recreation/sports", "tool": "tools"}
+OPENCLIPART_TEST_PER_CLASS = 40
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle boot"]
+FASHION_TEST_PER_CLASS = 100
+FASHION_POOL_PER_CLASS = 60  # training images are drawn from the first 60 of each class
 
 
-def _files() -> dict[str, list[Path]]:
-    """Every class's images, each distinct file once (openclipart files a few drawings twice)."""
+def _openclipart(tmp: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """(pool to draw training images from, test images) per class; each distinct drawing once.
+    The test images are a fixed random draw; the pool is everything else."""
     seen: set[str] = set()
-    out: dict[str, list[Path]] = {}
-    for label, folder in CLASSES.items():
-        out[label] = []
-        for f in sorted((SRC / folder).glob("*.png")):
+    pool, test = {}, {}
+    rng = random.Random(1234)
+    for label, folder in OPENCLIPART_8.items():
+        files = []
+        for f in sorted((OPENCLIPART / folder).rglob("*.png")):
             digest = hashlib.sha1(f.read_bytes()).hexdigest()
-            if digest not in seen:
+            with Image.open(f) as im:  # a few drawings are over the pixel limit a user gets too
+                too_big = im.width * im.height > Image.MAX_IMAGE_PIXELS
+            if digest not in seen and not too_big:
                 seen.add(digest)
-                out[label].append(f)
-    return out
+                files.append(f)
+        rng.shuffle(files)
+        n_test = min(OPENCLIPART_TEST_PER_CLASS, len(files) - 20)
+        test[label], pool[label] = files[:n_test], files[n_test:]
+    return pool, test
 
 
-def _split(dataset, seed: int) -> Split:
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, item in enumerate(dataset.items):
-        by_label.setdefault(item.label, []).append(i)
-    train_idx, val_idx = [], []
-    for idx in by_label.values():
-        rng.shuffle(idx)
-        train_idx += idx[:TRAIN_PER_CLASS]
-        val_idx += idx[TRAIN_PER_CLASS:]
-    return Split(sorted(train_idx), sorted(val_idx), [])
+def _fashion(tmp: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Fashion-MNIST as PNG files: (training pool, test images) per class."""
+    def read(prefix: str, per_class: int, folder: Path) -> dict[str, list[Path]]:
+        with gzip.open(FASHION_MNIST / f"{prefix}-images-idx3-ubyte.gz") as f:
+            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        with gzip.open(FASHION_MNIST / f"{prefix}-labels-idx1-ubyte.gz") as f:
+            labels = np.frombuffer(f.read(), np.uint8, offset=8)
+        out: dict[str, list[Path]] = {name: [] for name in FASHION_CLASSES}
+        for i, (pixels, label) in enumerate(zip(images, labels)):
+            name = FASHION_CLASSES[label]
+            if len(out[name]) < per_class:
+                path = folder / name / f"{i:05d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels, "L").save(path)
+                out[name].append(path)
+        return out
+
+    return read("train", FASHION_POOL_PER_CLASS, tmp / "fm-train"), read("t10k", FASHION_TEST_PER_CLASS, tmp / "fm-test")
 
 
-def _features(model, paths, transform, batch=32):
+SETS = {"openclipart-8": _openclipart, "fashion-mnist": _fashion}
+
+
+def _features(model, paths: list[Path], transform, batch: int = 32) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(paths), batch):
             x = torch.stack([transform(load_image(p)) for p in paths[i:i + batch]])
-            x = x.contiguous(memory_format=torch.channels_last)
             out.append(model.forward_head(model.forward_features(x), pre_logits=True))
     return torch.cat(out).numpy()
+
+
+def _reference(train_x, train_y, test_x, test_y) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    start = time.perf_counter()
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(train_x, train_y)
+    probs = ref.predict_proba(test_x)
+    return {"acc": float((probs.argmax(1) == test_y).mean()),
+            "ece": expected_calibration_error(probs, test_y), "s": time.perf_counter() - start}
+
+
+def _ours(train_files: dict[str, list[Path]], test_paths: list[Path], test_y: np.ndarray, mode: str, seed: int,
+          model: str) -> dict:
+    """The engine as the CLI and the app run it, then its calibrated predictions on the test set."""
+    from transfer_gui.workflow import train_model
+
+    start = time.perf_counter()
+    dataset = scan_files(train_files, root="/")
+    trained = train_model(dataset, TrainConfig(model=model, mode=mode, seed=seed))
+    wall = time.perf_counter() - start
+    predictor = trained.predictor
+    assert predictor.labels == sorted(train_files)
+    probs = predictor.probabilities(test_paths)
+    out = {"acc": float((probs.argmax(1) == test_y).mean()), "ece": expected_calibration_error(probs, test_y),
+           "s": wall, "T": predictor.temperature}
+    summary = trained.summary()
+    out["estimate"] = summary.get("accuracy")
+    out["kept"] = summary.get("kept")
+    return out
 
 
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20], help="training images per class")
+    parser.add_argument("--finetune-sizes", type=int, nargs="*", default=[10],
+                        help="sizes that also run fine-tune (minutes each on a CPU)")
+    parser.add_argument("--model", default="tf_efficientnet_lite0.in1k")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from sklearn.linear_model import LogisticRegression
-
-    if not SRC.is_dir():
-        sys.exit("openclipart-png is not installed: apt-get install -y openclipart-png")
-    torch.set_num_threads(torch.get_num_threads())
-    files = _files()
-    dataset = scan_files(files, root=SRC)
-    n_classes = len(dataset.labels)
-    print(f"data: {len(dataset.items)} images, {n_classes} classes "
-          f"({', '.join(f'{k} {v}' for k, v in dataset.report.counts.items())}), "
-          f"{TRAIN_PER_CLASS} per class for training, the rest held out; {torch.get_num_threads()} threads")
-
-    backbone = create_model("tf_efficientnet_lite0.in1k", n_classes).model.eval()
-    backbone = backbone.to(memory_format=torch.channels_last)
-    transform = eval_transform(timm.data.resolve_model_data_config(backbone))
-    paths = [item.path for item in dataset.items]
-    feats = _features(backbone, paths, transform)
-    y = np.array(dataset.targets)
-
     rows = []
-    for seed in args.seeds:
-        split = _split(dataset, seed)
-        tr, te = np.array(split.train), np.array(split.val)
-        t = time.perf_counter()
-        ref = LogisticRegression(max_iter=5000).fit(feats[tr], y[tr])
-        ref_acc = ref.score(feats[te], y[te])
-        ref_s = time.perf_counter() - t
-        row = {"seed": seed, "n_train": len(tr), "n_heldout": len(te),
-               "reference_logreg_acc": round(ref_acc, 4), "reference_fit_s_after_features": round(ref_s, 2)}
-        for mode in ("quick",) + (() if args.skip_finetune else ("finetune",)):
-            config = TrainConfig(mode=mode, seed=seed, select_best=False, patience=10_000)
-            t = time.perf_counter()
-            result = train(dataset, config, split=split)
-            wall = time.perf_counter() - t
-            acc = Predictor(result.model, result.labels, result.data_config).evaluate(dataset, split.val).accuracy
-            row[f"{mode}_acc"] = round(acc, 4)
-            row[f"{mode}_wall_s"] = round(wall, 1)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    # Speed: quick training of 80 images vs one bare forward pass of the same 80 images, on the
-    # openclipart originals (large PNGs: decoding dominates) and on the example dataset (192 px).
-    subset = {label: [p for p in files[label]][:14] for label in dataset.labels}
-    speed_test(backbone, transform, subset, "openclipart originals")
-    example = Path(__file__).resolve().parents[1] / "assets" / "example_dataset"
-    speed_test(backbone, transform, {d.name: sorted(d.iterdir()) for d in sorted(example.iterdir())},
-               "example dataset (192 px)")
-    if rows:
-        keys = [k for k in rows[0] if k.endswith("_acc")]
-        print("mean over seeds: " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.3f}" for k in keys))
+    with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
+        for name in args.sets:
+            pool, test = SETS[name](Path(tmp))
+            labels = sorted(pool)
+            test_paths = [p for label in labels for p in test[label]]
+            test_y = np.array([i for i, label in enumerate(labels) for _ in test[label]])
+            backbone = create_model(args.model, len(labels)).model.eval()
+            transform = eval_transform(timm.data.resolve_model_data_config(backbone))
+            pool_paths = [p for label in labels for p in pool[label]]
+            feats = dict(zip(pool_paths, _features(backbone, pool_paths, transform)))
+            test_x = _features(backbone, test_paths, transform)
+            print(f"# {name}: {len(labels)} classes, training pool {len(pool_paths)}, test {len(test_paths)} images "
+                  f"(per class: {', '.join(f'{k} {len(v)}' for k, v in test.items())})", flush=True)
+            for size in args.sizes:
+                for seed in args.seeds:
+                    rng = random.Random(seed * 7919 + size)
+                    train_files = {label: rng.sample(pool[label], size) for label in labels}
+                    train_paths = [p for label in labels for p in train_files[label]]
+                    train_y = np.array([i for i, label in enumerate(labels) for _ in train_files[label]])
+                    row = {"set": name, "per_class": size, "seed": seed,
+                           "reference": _reference(np.stack([feats[p] for p in train_paths]), train_y, test_x, test_y)}
+                    for mode in ("quick", "finetune") if size in args.finetune_sizes else ("quick",):
+                        row[mode] = _ours(train_files, test_paths, test_y, mode, seed, args.model)
+                    rows.append(row)
+                    print(json.dumps(row, default=lambda v: round(v, 4) if isinstance(v, float) else str(v)),
+                          flush=True)
+    print(table(rows))
 
 
-def speed_test(backbone, transform, by_label: dict[str, list[Path]], name: str) -> None:
-    """Print quick training time of 80 images beside a bare forward pass of the same images."""
-    eighty = [p for label in sorted(by_label) for p in by_label[label][:14]][:80]
-    keep = set(eighty)
-    small = scan_files({k: [p for p in v if p in keep] for k, v in by_label.items()}, root="/")
-    decoded = [transform(load_image(p)) for p in eighty]
-    with torch.inference_mode():
-        backbone(torch.stack(decoded[:8]).contiguous(memory_format=torch.channels_last))  # warm-up
-        t = time.perf_counter()
-        for i in range(0, 80, 32):
-            backbone(torch.stack(decoded[i:i + 32]).contiguous(memory_format=torch.channels_last))
-        bare_forward_s = time.perf_counter() - t
-        t = time.perf_counter()
-        for i in range(0, 80, 32):
-            backbone(torch.stack([transform(load_image(p)) for p in eighty[i:i + 32]])
-                     .contiguous(memory_format=torch.channels_last))
-        bare_decode_forward_s = time.perf_counter() - t
-    t = time.perf_counter()
-    train(small, TrainConfig(mode="quick"))
-    quick80_s = time.perf_counter() - t
-    speed = {"data": name, "images": len(small.items), "bare_forward_s": round(bare_forward_s, 2),
-             "bare_decode_and_forward_s": round(bare_decode_forward_s, 2),
-             "quick_train_s (model load + decode + features + head)": round(quick80_s, 2),
-             "ratio_vs_bare_forward": round(quick80_s / bare_forward_s, 2),
-             "ratio_vs_decode_and_forward": round(quick80_s / bare_decode_forward_s, 2)}
-    print(json.dumps(speed), flush=True)
+def table(rows: list[dict]) -> str:
+    """Means over seeds, one line per (set, size): each arm's test accuracy, the accuracy our
+    engine told the user to expect (its estimate), calibration error, seconds, and how often
+    fine-tuning was kept."""
+    lines = ["| set | per class | seeds | reference acc | quick acc | quick said | finetune acc | finetune said "
+             "| FT kept | reference ECE | quick ECE | finetune ECE | quick s | finetune s |", "|" + "---|" * 14]
+    keys = sorted({(r["set"], r["per_class"]) for r in rows}, key=lambda k: (k[0], k[1]))
+
+    def mean(group, arm, key, fmt):
+        values = [r[arm][key] for r in group if arm in r and r[arm].get(key) is not None]
+        return fmt.format(np.mean(values)) if values else ""
+
+    for name, size in keys:
+        group = [r for r in rows if (r["set"], r["per_class"]) == (name, size)]
+        kept = [r["finetune"]["kept"] for r in group if "finetune" in r]
+        lines.append(f"| {name} | {size} | {len(group)} | " + " | ".join([
+            mean(group, "reference", "acc", "{:.3f}"), mean(group, "quick", "acc", "{:.3f}"),
+            mean(group, "quick", "estimate", "{:.3f}"), mean(group, "finetune", "acc", "{:.3f}"),
+            mean(group, "finetune", "estimate", "{:.3f}"),
+            f"{sum(k != 'head' for k in kept)}/{len(kept)}" if kept else "",
+            mean(group, "reference", "ece", "{:.3f}"), mean(group, "quick", "ece", "{:.3f}"),
+            mean(group, "finetune", "ece", "{:.3f}"), mean(group, "quick", "s", "{:.1f}"),
+            mean(group, "finetune", "s", "{:.0f}")]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,14 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     shot("04-trained-quick")
 
     _tab(page, "4. Results")
-    expect(page.locator("#results-summary")).to_contain_text("Validation accuracy")
+    # every image's out-of-fold result, the calibration measured, and the reliability chart
+    expect(page.locator("#results-summary")).to_contain_text("estimated by 5-fold cross-validation on all 96 images")
+    expect(page.locator("#results-summary")).to_contain_text("Wilson score interval")
     expect(page.locator("#results-summary")).to_contain_text("Confidences were")
+    expect(page.locator("#results-summary")).to_contain_text("Expected calibration error")
+    expect(page.locator("#per-class")).to_contain_text("16")  # each class: all 16 images judged
+    expect(page.locator("#reliability")).to_be_visible()
+    expect(page.locator("#reliability")).to_contain_text("perfectly calibrated")
     _wait_for_images(page, "#confusion img")
     _wait_for_images(page, "#mistakes img")
     shot("05-results")
@@ -165,6 +171,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#prediction")).to_contain_text("%", timeout=60_000)
     expect(page.locator("#verdict")).to_contain_text("sure")
     expect(page.locator("#heat-note")).to_contain_text("where the model found the most evidence")
+    expect(page.locator("#threshold-note")).to_contain_text("On your images")
     _wait_for_images(page, "#test-heat img")
     shot("05c-test-heat-map")
     # a 100% threshold: the answer becomes "not sure" with the candidates
@@ -185,9 +192,9 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#batch-table")).to_contain_text("vehicle")
     shot("05d-batch")
 
-    # A longer fine-tune, stopped by the user: the best model so far is kept.
+    # A longer fine-tune, stopped by the user: the quick model, trained on every image, is kept.
     _tab(page, "3. Train")
-    page.get_by_text("Fine-tune: adjust the whole model").click()
+    page.get_by_text("Fine-tune: also adjust the whole model").click()
     epochs = page.locator("#epochs input")
     epochs.fill("40")
     epochs.press("Tab")
@@ -195,12 +202,12 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     page.locator("#train-btn").click()
     # Stop once a fine-tune epoch has finished, so there is a fine-tuned epoch to keep. Early
     # stopping needs 5 epochs without improvement, so the run is still going at this point.
-    expect(status).to_contain_text(re.compile(r"Fine-tuning: epoch \d+/\d+, validation accuracy"),
+    expect(status).to_contain_text(re.compile(r"Fine-tuning: epoch \d+/\d+, accuracy on held-out images"),
                                    timeout=300_000)
     shot("06-fine-tuning")
     page.locator("#stop-btn").click()
     expect(status).to_contain_text("Stopped.", timeout=120_000)
-    expect(status).to_contain_text("Kept the best model")
+    expect(status).to_contain_text("the quick model (the new head alone) was kept")
     shot("07-stopped")
 
     _tab(page, "6. Download")

@@ -33,11 +33,17 @@ def trained(tmp_path_factory, example_zip):
 
 def test_train_prints_progress_and_one_json_object(trained):
     out, result, stderr = trained
-    assert {"out", "model", "mode", "labels", "val_accuracy", "train_seconds", "skipped"} <= set(result)
+    assert {"out", "model", "mode", "labels", "val_accuracy", "estimate", "ece", "train_seconds", "skipped"} <= set(result)
     assert result["model"] == "tf_efficientnet_lite0.in1k" and result["mode"] == "quick"
     assert result["labels"] == sorted(p.name for p in EXAMPLE.iterdir())
     assert result["val_accuracy"] > 0.4 and result["skipped"] == []
+    est = result["estimate"]  # cross-validated on all 96 images, the final head trained on all of them
+    assert est["method"] == "cross-validation" and est["folds"] == 5 and est["n_images"] == 96
+    assert est["trained_on_all_images"] and result["n_train"] == 96
+    assert est["interval"][0] < est["accuracy"] == result["val_accuracy"] < est["interval"][1]
+    assert 0 <= result["ece"] == est["ece"] <= 1 and result["calibration"]["fitted"]
     assert "Reading images with the pretrained model" in stderr and "Finished" in stderr
+    assert "estimated by 5-fold cross-validation on all 96 images" in stderr
     assert (out / "model.safetensors").is_file() and out.with_suffix(".zip").is_file()
 
 
@@ -48,7 +54,8 @@ def test_evaluate_matches_names_and_reports_metrics(trained, tmp_path, cli):
     proc = cli("evaluate", out, data)
     assert proc.returncode == 0, proc.stderr
     ev = json.loads(proc.stdout)
-    assert {"accuracy", "macro_f1", "per_class", "labels", "confusion_matrix", "n_images", "skipped"} <= set(ev)
+    assert {"accuracy", "macro_f1", "ece", "per_class", "labels", "confusion_matrix", "n_images", "skipped"} <= set(ev)
+    assert 0 <= ev["ece"] <= 1
     assert ev["n_images"] == 32 and ev["labels"] == result["labels"]
     assert ev["skipped"] == [{"path": "computer/notes.txt", "reason": "not an image file (.txt)"}]
     assert sum(map(sum, ev["confusion_matrix"])) == 32

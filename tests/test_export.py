@@ -19,18 +19,17 @@ from transfer_gui.data import eval_transform, load_image, open_dataset
 from transfer_gui.errors import DataError, ModelError, UserInputError, WeightsUnavailableError
 from transfer_gui.export import Preprocessed, export_all
 from transfer_gui.hub import push_bundle
-from transfer_gui.inference import Predictor, evaluate_result
+from transfer_gui.inference import Predictor
+from transfer_gui.workflow import finish, save
 from transfer_gui.training import train
 
 
 @pytest.fixture(scope="module")
 def trained(quick_result, example_dataset, tmp_path_factory):
     """(predictor, evaluation, bundle folder, bundle zip) of the quick model, saved as the app does."""
-    predictor, calibration, evaluation = evaluate_result(quick_result, example_dataset)
-    folder = save_bundle(quick_result, tmp_path_factory.mktemp("b") / "model",
-                         dataset_report=example_dataset.report.to_dict(), evaluation=evaluation.to_dict(),
-                         calibration=calibration.to_dict())
-    return predictor, evaluation, folder, zip_bundle(folder, folder.parent / "model.zip")
+    done = finish(quick_result, example_dataset)
+    folder = save(done, example_dataset, tmp_path_factory.mktemp("b") / "model")
+    return done.predictor, done.evaluation, folder, zip_bundle(folder, folder.parent / "model.zip")
 
 
 def _odd_image() -> Image.Image:
@@ -88,7 +87,8 @@ def test_in_graph_preprocessing_gives_the_apps_pixels_exactly(trained):
 
 def test_torchscript_and_onnx_match_the_app_on_real_images(trained, example_dataset, quick_result, tmp_path):
     predictor = trained[0]
-    images = [example_dataset.items[i].path for i in quick_result.split.val] + [PHOTOS / "chelsea.jpg", _odd_image()]
+    images = [example_dataset.items[i].path for i in quick_result.validation.indices[:24]] + [
+        PHOTOS / "chelsea.jpg", _odd_image()]
     result = export_all(predictor, tmp_path / "x", images)
     assert [c.format for c in result.checks] == ["torchscript", "onnx"]
     for check in result.checks:
@@ -136,11 +136,11 @@ def test_continue_training_with_a_new_class_keeps_the_old_ones(tmp_path):
     five = open_dataset(copy_example(tmp_path / "five", ["animal", "bug", "computer", "flower", "fruit"]))
     six = open_dataset(ROOT / "assets" / "example_dataset")
     first = train(five, TrainConfig(seed=0))
-    _, _, before = evaluate_result(first, five)
+    before = finish(first, five).evaluation
     folder = save_bundle(first, tmp_path / "first")
     old_head = first.model.get_classifier()
     second = train(six, TrainConfig(seed=0, init_bundle=str(folder)))
-    _, _, after = evaluate_result(second, six)
+    after = finish(second, six).evaluation
     assert second.labels == six.labels and second.model.get_classifier().out_features == 6
     new_head = second.model.get_classifier()
     for i, label in enumerate(first.labels):  # the old classes kept their weights

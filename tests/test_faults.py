@@ -74,8 +74,10 @@ def test_exception_in_a_fine_tune_step_keeps_the_best_model_and_frees_the_slot(h
         updates = run_training(h, shapes_session, mode="finetune", epochs=3)
     assert calls["n"] == 2  # one good step, then the fault
     status = updates[-1][0]
-    # 12 training images = one step per epoch: epoch 1 finished, the fault hit epoch 2
-    assert "**Broke off with an error.** Kept the best model (epoch 1 of fine-tuning)" in status
+    # 12 training images = one step per epoch: epoch 1 finished, the fault hit epoch 2; the
+    # cross-validated quick model (trained on all images before fine-tuning began) is kept
+    assert "**Broke off with an error.**" in status and "the quick model" in status
+    assert shapes_session.result.best["phase"] == "head" and shapes_session.result.validation.trained_on_all
     assert "The error was: `RuntimeError: simulated fault in a training step`" in status
     result = shapes_session.result
     assert result.error and [r["phase"] for r in result.history][-1] == "finetune" and len(
@@ -103,7 +105,7 @@ def test_exception_before_any_epoch_is_a_message_and_nothing_is_kept(h, shapes_s
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        with pytest.raises(gr.Error, match="Training broke off before the first epoch finished: "
+        with pytest.raises(gr.Error, match="Training broke off before the first model was trained: "
                                            "simulated unreadable batch. Nothing was kept"):
             run_training(h, shapes_session)
     finally:
@@ -135,7 +137,7 @@ def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread
     finally:
         handle.remove()
     assert calls["n"] == 1  # stopped before the second batch of the epoch
-    assert "**Stopped.** Kept the best model (epoch" in updates[-1][0] and "of the head training" in updates[-1][0]
+    assert "**Stopped.**" in updates[-1][0] and "the quick model (the new head alone) was kept" in updates[-1][0]
     assert session.result.stopped and session.predictor is not None and session.bundle_zip.is_file()
     assert _slot_is_free(h, session)
     assert _threads_settle(before) <= before
@@ -182,7 +184,7 @@ def test_training_resumed_on_other_threads_leaves_every_thread_able_torun_traini
         out.append(next(gen))
         modes.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
 
-    gen = fit(dataset, TrainConfig(epochs=3, mode="finetune", head_epochs=2, progress_interval_s=0))
+    gen = fit(dataset, TrainConfig(epochs=3, mode="finetune", progress_interval_s=0))
     events = []
     while not events or events[-1].result is None:
         t = threading.Thread(target=step, args=(gen, events))  # each step on a new thread

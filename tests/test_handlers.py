@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import run_training, EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
 from transfer_gui.handlers import Handlers
+from transfer_gui.probe import PENALTIES
 from transfer_gui.session import Session
 
 
@@ -102,25 +103,27 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     assert {r[2] for r in loss} == {"training loss", "validation loss"}
     assert {r[2] for r in acc} == {"validation accuracy"}
     accuracies = [r[1] for r in acc if r[1] is not None and r[1] == r[1]]  # the NaN seed point aside
-    assert len(accuracies) == 60 and all(0 <= a <= 1 for a in accuracies)
+    assert len(accuracies) == len(PENALTIES) and all(0 <= a <= 1 for a in accuracies)  # one per setting tried
+    assert "estimated by 5-fold cross-validation on all 96 images" in statuses[-1]
     download = updates[-1][5]
     assert session.bundle_zip.name == "trained-model.zip" and session.bundle_zip.is_file()
     assert download.value["orig_name"] == "trained-model.zip" and download.interactive
-    assert "Validation accuracy" in h.results_view(session)[0]
+    assert "estimated by 5-fold cross-validation" in h.results_view(session)[0]
     verdict, label, heat, _ = h.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
     assert set(label) == set(session.dataset.labels) and abs(sum(label.values()) - 1) < 0.02
     assert max(label, key=label.get) in verdict and heat.size == (192, 178)
 
 
-def test_stop_during_fine_tune_keeps_the_best_model(h, session):
+def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
     h.load_example(session)
-    updates = run_training(h, session, mode="finetune", epochs=30, stop_when=r"Fine-tuning: epoch \d+/30, validation accuracy")
+    updates = run_training(h, session, mode="finetune", epochs=30,
+                           stop_when=r"Fine-tuning: epoch \d+/30, accuracy on held-out images")
     final = updates[-1][0]
-    assert "**Stopped.**" in final and "Kept the best model" in final
+    assert "**Stopped.**" in final and "the quick model (the new head alone) was kept" in final
     assert session.result.stopped and session.predictor is not None and session.bundle_zip.is_file()
     ft_epochs = [r for r in session.result.history if r["phase"] == "finetune"]
     assert 1 <= len(ft_epochs) < 30
-    assert session.result.best == min(session.result.history, key=lambda r: r["val_loss"])
+    assert session.result.best["phase"] == "head" and session.result.validation.trained_on_all
 
 
 def test_a_second_training_waits_for_a_stopping_one(h, session):
@@ -197,20 +200,24 @@ def trained(h):
 
 def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
     ev = trained.evaluation
-    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat = h.results_view(trained)
-    assert f"Validation accuracy {ev.accuracy:.0%}" in summary and "macro-F1" in summary
-    assert "Confidences were" in summary and "No validation image is a copy" in summary
+    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability = h.results_view(trained)
+    assert f"About {ev.accuracy:.0%} right" in summary and "macro-F1" in summary and "Wilson" in summary
+    assert "5-fold cross-validation on all 96 images" in summary and ev.n_images == 96
+    assert "Confidences were" in summary and "No checked image is a copy" in summary
+    assert "Expected calibration error" in summary
+    bins = reliability["value"]
+    assert reliability["visible"] and set(bins["series"]) == {"perfectly calibrated", "your model (96 checked answers)"}
     assert table["class"].tolist() == ev.labels and table["images"].sum() == ev.n_images
     assert picture.size[0] > 300 and show_heat is False
     # it opens on the cell with the most mistakes
     off = max((ev.confusion[i][j], i, j) for i in range(6) for j in range(6) if i != j)
     assert (true_dd.value, pred_dd.value) == (ev.labels[off[1]], ev.labels[off[2]])
-    # a click on each cell of the picture shows exactly that cell's validation images
+    # a click on each cell of the picture shows exactly that cell's images, as judged out of fold
     from transfer_gui.figures import confusion_picture
 
     geometry = confusion_picture(ev.labels, ev.confusion)
-    val_items = [trained.dataset.items[i] for i in trained.result.split.val]
-    probs = trained.predictor.probabilities([it.path for it in val_items])
+    val_items = [trained.dataset.items[i] for i in trained.result.validation.indices]
+    probs = trained.result.validation.logits
     for i, t in enumerate(ev.labels):
         for j, p in enumerate(ev.labels):
             x, y = geometry.centre(t, p)
@@ -220,7 +227,7 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
             expected = {str(it.path) for it, pr in zip(val_items, probs)
                         if it.label == t and ev.labels[pr.argmax()] == p}
             assert {path for path, _ in gallery} == expected
-            assert len(gallery) == ev.confusion[i][j] and f"**{len(gallery)} validation image" in note
+            assert len(gallery) == ev.confusion[i][j] and f"**{len(gallery)} checked image" in note
     # outside the grid: nothing changes
     assert h.select_cell(trained, gr.SelectData(None, {"index": [1, 1], "value": None})) == (gr.skip(),) * 4
     # mistakes: top losses first; with heat maps, each is an overlay of the picture's size
@@ -238,6 +245,12 @@ def test_not_sure_below_the_threshold_shows_the_candidates(h, trained):
     assert top in verdict
     verdict, _, _, note = h.predict(trained, image, 0.0)
     assert verdict.startswith(f"### {top}") and f"evidence for '{top}'" in note
+    # what the threshold means, counted on the 96 out-of-fold answers
+    meaning = trained.trained.threshold(0.6)
+    text = h.threshold_note(trained, 0.6)
+    assert meaning.below + meaning.above == 96 and f"({meaning.right_below} of {meaning.below})" in text
+    assert text.startswith("On your images") and "below 60%" in text
+    assert h.threshold_note(Session(), 0.6) == ""  # nothing trained: nothing to say
 
 
 def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):

@@ -19,7 +19,7 @@ from transfer_gui.archive import ArchiveLimits, extract_zip
 from transfer_gui.config import TrainConfig
 from transfer_gui.data import load_image, open_dataset, scan_folder
 from transfer_gui.errors import ArchiveError, DataError
-from transfer_gui.inference import evaluate_result
+from transfer_gui.workflow import finish
 from transfer_gui.training import train
 
 
@@ -162,8 +162,9 @@ def test_odd_images_are_read_or_skipped_with_the_reason_and_train(tmp_path):
     assert load_image(root / "flat things" / "one_pixel.png").size == (1, 1)
     # every readable one goes through training and prediction
     result = train(ds, TrainConfig(epochs=3, val_fraction=0.3))
-    predictor, _, evaluation = evaluate_result(result, ds)
-    assert evaluation.n_images == len(result.split.val)
+    trained = finish(result, ds)
+    predictor, evaluation = trained.predictor, trained.evaluation
+    assert evaluation.n_images == len(ds.items)  # cross-validated: every image judged
     probs = predictor.probabilities([root / "flat things" / "one_pixel.png", root / "round things" / "huge.jpg"])
     assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
@@ -194,9 +195,10 @@ def test_two_hundred_classes_train(tmp_path):
             Image.fromarray(arr).save(root / f"class {c:03d}" / f"{i}.png")
     ds = open_dataset(root)
     assert len(ds.labels) == 200 and ds.report.n_images == 600
-    result = train(ds, TrainConfig(epochs=5))
+    result = train(ds, TrainConfig())
     assert result.model.get_classifier().out_features == 200
-    assert len(result.split.val) >= 200 - 1  # one image of (nearly) every class held out
+    # 3 images a class: 3-fold cross-validation, every image judged once
+    assert result.validation.k == 3 and len(result.validation.indices) == 600
 
 
 def test_labels_csv_naming_missing_files(tmp_path):

@@ -13,7 +13,8 @@ import torch
 
 from conftest import ROOT, write_shapes
 from transfer_gui.config import TrainConfig
-from transfer_gui.inference import Predictor, evaluate_result
+from transfer_gui.inference import Predictor
+from transfer_gui.workflow import finish
 from transfer_gui.speed import fast_paths
 from transfer_gui.training import train
 
@@ -22,7 +23,7 @@ from transfer_gui.training import train
 def reference(example_dataset):
     """Quick training on the plain path: fp32, contiguous memory, batches of 32."""
     result = train(example_dataset, TrainConfig(mode="quick", precision="fp32"))
-    return result, evaluate_result(result, example_dataset)[2]
+    return result, finish(result, example_dataset).evaluation
 
 
 @pytest.mark.parametrize("precision", ["auto", "bf16"])
@@ -31,8 +32,8 @@ def test_fast_paths_keep_validation_accuracy_within_one_point(example_dataset, r
     CPU does it in hardware); bf16 = bf16 autocast forced, so its parity is checked on any CPU."""
     ref_result, ref_eval = reference
     result = train(example_dataset, TrainConfig(mode="quick", precision=precision))
-    evaluation = evaluate_result(result, example_dataset)[2]
-    assert result.split.val == ref_result.split.val
+    evaluation = finish(result, example_dataset).evaluation
+    assert result.validation.indices == ref_result.validation.indices
     assert abs(evaluation.accuracy - ref_eval.accuracy) <= 0.01, (precision, evaluation.accuracy, ref_eval.accuracy)
     if precision == "bf16":
         assert fast_paths(torch.device("cpu"), "bf16").autocast_dtype == torch.bfloat16
@@ -42,8 +43,8 @@ def test_fine_tune_fast_path_parity(example_dataset):
     """Two fine-tune epochs on the example data, plain vs fast: the same validation accuracy."""
     accs = {}
     for precision in ("fp32", "auto"):
-        config = TrainConfig(mode="finetune", epochs=2, head_epochs=10, precision=precision)
-        accs[precision] = evaluate_result(train(example_dataset, config), example_dataset)[2].accuracy
+        config = TrainConfig(mode="finetune", epochs=2, precision=precision)
+        accs[precision] = finish(train(example_dataset, config), example_dataset).evaluation.accuracy
     assert abs(accs["auto"] - accs["fp32"]) <= 0.01, accs
 
 

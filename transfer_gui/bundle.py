@@ -67,15 +67,17 @@ class Bundle:
 
 
 def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = None,
-                evaluation: dict | None = None, calibration: dict | None = None) -> Path:
+                evaluation: dict | None = None, calibration: dict | None = None,
+                estimate: dict | None = None) -> Path:
     """Write a trained model as a bundle folder.
 
     Args:
         result: a ``training.TrainResult``.
         folder: where to write (created; existing bundle files are overwritten).
         dataset_report: ``DatasetReport.to_dict()`` of the training data.
-        evaluation: ``EvalReport.to_dict()`` on the validation images.
+        evaluation: ``EvalReport.to_dict()`` on the checked images (out-of-fold or held out).
         calibration: ``Calibration.to_dict()``; its temperature is applied when the bundle is loaded.
+        estimate: ``workflow.Estimate.to_dict()``: the headline figures and how they were measured.
 
     Returns:
         The folder.
@@ -102,8 +104,10 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
         "stopped_by_user": result.stopped,
         "best_epoch": result.best,
         "history": result.history,
+        "validation": result.validation.to_dict() if result.validation is not None else None,
         "split": {"train": len(result.split.train), "val": len(result.split.val),
-                  "warnings": list(result.split.warnings)},
+                  "warnings": list(result.split.warnings)} if result.split is not None else None,
+        "estimate": estimate,
         "dataset": dataset_report,
         "evaluation": evaluation,
         "calibration": calibration,

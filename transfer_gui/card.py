@@ -34,6 +34,7 @@ def model_card(metadata: dict) -> str:
     calibration = metadata.get("calibration") or {}
     versions = metadata.get("versions") or {}
     split = metadata.get("split") or {}
+    estimate = metadata.get("estimate") or {}
     base = f"timm/{name}" if "." in name and not name.startswith(("local-dir:", "hf-hub:")) else name
 
     front = ["---", "library_name: timm", f"license: {hf_licence}", "pipeline_tag: image-classification",
@@ -56,9 +57,12 @@ def model_card(metadata: dict) -> str:
     skipped = dataset.get("skipped") or []
     out += ["## Training data", ""]
     if counts:
-        out += [_table([[k, v] for k, v in counts.items()], ["class", "images"]), "",
-                f"{sum(counts.values())} images; {split.get('train', '?')} used for training and "
-                f"{split.get('val', '?')} held out for validation.", ""]
+        out += [_table([[k, v] for k, v in counts.items()], ["class", "images"]), ""]
+        if estimate.get("trained_on_all_images"):
+            out += [f"{sum(counts.values())} images, all of them used to train the final model.", ""]
+        elif split:
+            out += [f"{sum(counts.values())} images; {split.get('train', '?')} used for training and "
+                    f"{split.get('val', '?')} held out to check it.", ""]
     if skipped:
         out.append(f"{len(skipped)} file(s) were skipped while reading the data:")
         out += [f"- `{s['path']}`: {s['reason']}" for s in skipped[:20]]
@@ -70,25 +74,38 @@ def model_card(metadata: dict) -> str:
     out += ["", "## Training settings", "",
             _table([[k, ("automatic" if k in ("epochs", "lr") else "none") if v is None else f"`{v}`"]
                     for k, v in training.items()], ["setting", "value"]), "",
-            f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s. "
-            f"Kept epoch: {(metadata.get('best_epoch') or {}).get('epoch', '?')} "
-            f"({(metadata.get('best_epoch') or {}).get('phase', '?')} phase)"
-            + ("; stopped early by the user." if metadata.get("stopped_by_user") else "."), ""]
+            f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s."
+            + (" Stopped early by the user." if metadata.get("stopped_by_user") else ""),
+            "", estimate.get("note", ""), ""]
 
-    out += ["## Validation results", ""]
+    out += ["## How well it did", ""]
     if evaluation:
         per_class = evaluation.get("per_class") or {}
-        out += [f"Accuracy **{evaluation.get('accuracy', 0):.1%}**, macro-F1 {evaluation.get('macro_f1', 0):.3f} "
-                f"on {evaluation.get('n_images', '?')} held-out images.", "",
+        if estimate:
+            low, high = estimate.get("interval") or (0, 1)
+            how = (f"{estimate.get('folds')}-fold cross-validation on all {estimate.get('n_images')} images: every "
+                   "image was judged by a model trained on the other folds" if estimate.get("method") == "cross-validation"
+                   else f"{estimate.get('n_images')} held-out images")
+            out += [f"Accuracy **{estimate.get('accuracy', 0):.1%}** ({estimate.get('interval_kind', 'interval')} "
+                    f"{low:.1%}-{high:.1%}), macro-F1 {estimate.get('macro_f1', 0):.3f}, expected calibration error "
+                    f"{estimate.get('ece', float('nan')):.3f}; measured by {how}.", ""]
+        else:
+            out += [f"Accuracy **{evaluation.get('accuracy', 0):.1%}**, macro-F1 {evaluation.get('macro_f1', 0):.3f} "
+                    f"on {evaluation.get('n_images', '?')} held-out images.", ""]
+        out += [
                 _table([[k, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
                         for k, v in per_class.items()], ["class", "precision", "recall", "F1", "images"]), ""]
     else:
         out += ["Not evaluated.", ""]
-    if calibration:
+    if calibration and calibration.get("fitted", True):
         out += [f"Confidences are calibrated by temperature scaling (T = {calibration.get('temperature', 1):.3f}, "
-                f"fitted on the validation images; log-loss {calibration.get('nll_before', float('nan')):.3f} → "
+                f"fitted on {calibration.get('n_images', '?')} predictions for images the model had not learned from; "
+                f"log-loss of the top answer {calibration.get('nll_before', float('nan')):.3f} → "
                 f"{calibration.get('nll_after', float('nan')):.3f}). Divide the logits by T before the softmax "
                 "to get the confidences the app showed.", ""]
+    elif calibration:
+        out += [f"Confidences are the model's own, not calibrated: there were {calibration.get('n_images', 0)} "
+                "checked predictions, too few to fit a temperature.", ""]
 
     out += ["## How to use", "", "```python",
             "import timm, torch",
@@ -102,9 +119,9 @@ def model_card(metadata: dict) -> str:
             f"- Made to tell apart these {len(labels)} classes in pictures like the training images. It "
             "always answers with one of them, even for a picture of something else: use a confidence "
             "threshold (the app's \"not sure\") where that matters.",
-            f"- Trained on {sum(counts.values()) if counts else 'few'} images; the validation figures "
-            "above come from a small held-out set and are rough estimates (the epoch with the best "
-            "validation loss was kept, which makes them slightly optimistic).",
+            f"- Trained on {sum(counts.values()) if counts else 'few'} images; the figures above are estimates "
+            "from those same few images (the interval says how rough). Measure it on new pictures before "
+            "relying on it.",
             "- It inherits the biases of the base model's pretraining data and of the training images. "
             "Do not use it for decisions about people, or where a mistake causes harm.", "",
             "## Software", "",

@@ -114,23 +114,41 @@ def scan_checks(items: Sequence["ImageItem"], counts: dict[str, int]) -> tuple[l
     return [_imbalance(counts), _small(items, counts), conflicts, _duplicates(items)], groups
 
 
-def leakage_check(dataset: "ImageDataset", split: "Split") -> Check:
-    """Validation images that are byte-identical to a training image (per this split)."""
-    train_by_hash: dict[str, list] = defaultdict(list)
-    for i in split.train:
-        train_by_hash[dataset.items[i].sha1].append(dataset.items[i])
-    leaks = [(train_by_hash[dataset.items[i].sha1][0], dataset.items[i])
-             for i in split.val if dataset.items[i].sha1 in train_by_hash]
+def leakage_check(dataset: "ImageDataset", split: "Split | None" = None,
+                  groups: Sequence[int] | None = None) -> Check:
+    """Checked images that are byte-identical to an image the model judging them learned from.
+
+    Pass a holdout ``split`` (its validation images are checked against its training images), or
+    ``groups``: a group per image (cross-validation folds), where an image is judged by a model
+    trained on every other group.
+    """
+    if groups is None:
+        assert split is not None, "leakage_check needs a split or groups"
+        group = {i: 0 for i in split.train} | {i: 1 for i in split.val}
+        checked = set(split.val)
+    else:
+        group = dict(enumerate(groups))
+        checked = set(group)
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i in group:
+        by_hash[dataset.items[i].sha1].append(i)
+    leaks = []
+    for i in sorted(checked):
+        # a copy in another group taught the model that judged image i (for a holdout: training)
+        copy = next((j for j in by_hash[dataset.items[i].sha1] if group[j] != group[i]
+                     and (groups is not None or group[j] == 0)), None)
+        if copy is not None:
+            leaks.append((dataset.items[copy], dataset.items[i]))
     if not leaks:
-        return Check("leakage", "Training/validation leakage", True,
-                     "No validation image is a copy of a training image.")
+        return Check("leakage", "Training/checking leakage", True,
+                     "No checked image is a copy of an image its model learned from.")
     shown = "; ".join(f"{a.rel} = {b.rel}" for a, b in leaks[:5])
     images = []
     for a, b in leaks:
-        images += [(str(b.path), f"validation: {b.rel}"), (str(a.path), f"training copy: {a.rel}")]
-    return Check("leakage", "Training/validation leakage", False,
-                 f"{len(leaks)} validation image(s) are identical to training images ({shown}), so the "
-                 "validation accuracy is too optimistic. Remove the duplicate copies.", images[:_MAX_SHOWN])
+        images += [(str(b.path), f"checked: {b.rel}"), (str(a.path), f"learned from: {a.rel}")]
+    return Check("leakage", "Training/checking leakage", False,
+                 f"{len(leaks)} checked image(s) are identical to images their model learned from ({shown}), so "
+                 "the accuracy is too optimistic. Remove the duplicate copies.", images[:_MAX_SHOWN])
 
 
 def dataset_checks(dataset: "ImageDataset", split: "Split | None" = None) -> list[Check]:

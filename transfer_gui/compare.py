@@ -66,8 +66,7 @@ def compare(dataset: ImageDataset, config: TrainConfig, *, stop: threading.Event
             cfg = pretrained_cfg
         else:
             cfg = dataclasses.replace(config, pretrained=False, weights_file=None, init_bundle=None,
-                                      mode="finetune", epochs=1000, backbone_lr_scale=1.0,
-                                      head_epochs=min(config.head_epochs, 5))
+                                      mode="finetune", epochs=1000, backbone_lr_scale=1.0)
         run_stop = threading.Event()  # this run's own stop: the user's Stop, or the time budget
         timer = threading.Timer(budget, run_stop.set) if budget is not None else None
         if timer is not None:

@@ -12,9 +12,10 @@ __all__ = ["TrainConfig", "MODES", "PRECISIONS"]
 MODES = ("quick", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16")
 
-# Per-mode defaults for the fields left as None.
-_DEFAULT_EPOCHS = {"quick": 60, "finetune": 12}
-_DEFAULT_LR = {"quick": 1e-3, "finetune": 1e-3}
+# Defaults for the fields left as None. Quick fits its head to convergence (probe.py): it has no
+# epochs or learning rate, so these apply to fine-tuning.
+_DEFAULT_EPOCHS = 12
+_DEFAULT_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -25,19 +26,18 @@ class TrainConfig:
     """
 
     model: str = DEFAULT_MODEL  # the built-in model: works offline, fast on a CPU
-    mode: str = "quick"  # quick = head on frozen features (seconds); finetune = LP-FT (minutes)
-    epochs: int | None = None  # None: 60 cheap head epochs for quick, 12 full epochs for finetune
-    lr: float | None = None  # None: 1e-3 (measured best of 3e-4..1e-2 for the head); backbone x0.1
+    mode: str = "quick"  # quick = cross-validated head on frozen features (seconds); finetune = LP-FT (minutes)
+    epochs: int | None = None  # fine-tuning epochs at most (None: 12); Quick fits its head to convergence
+    lr: float | None = None  # fine-tuning learning rate of the head (None: 1e-3); the backbone gets x0.1
     batch_size: int = 16  # several optimizer steps per epoch even with ~50 images, small CPU memory
-    val_fraction: float = 0.25  # a quarter held out: enough images per class for a usable accuracy
+    val_fraction: float = 0.25  # held out to judge fine-tuning (and on sets too large to cross-validate)
     seed: int = 0  # same seed + same data = same split and same result
     label_smoothing: float = 0.1  # few images: discourage 100% confident fits (Szegedy et al. 2016)
     weight_decay: float = 0.01  # mild AdamW decay; the head is small and data scarce
-    head_epochs: int = 30  # finetune phase 1: linear probe on cached features before unfreezing
     backbone_lr_scale: float = 0.1  # LP-FT: the pretrained backbone moves 10x slower than the head
     warmup_epochs: float = 1.0  # linear warmup keeps the first unfrozen steps from wrecking features
-    patience: int = 4  # early stopping: epochs without a better validation loss before stopping
-    select_best: bool = True  # keep the epoch with the lowest validation loss (False: the last one)
+    patience: int = 4  # early stopping: fine-tune epochs without a better held-out loss before stopping
+    select_best: bool = True  # fine-tuning's best epoch has the lowest held-out loss (False: the last one)
     weights_file: str | None = None  # a local .safetensors/.pth for the chosen architecture
     init_bundle: str | None = None  # continue from this saved bundle folder (its model and head)
     pretrained: bool = True  # False trains from random weights (the "from scratch" comparison)
@@ -63,13 +63,13 @@ class TrainConfig:
 
     @property
     def resolved_epochs(self) -> int:
-        """Epochs after applying the mode's default."""
-        return self.epochs if self.epochs is not None else _DEFAULT_EPOCHS[self.mode]
+        """Fine-tuning epochs after applying the default."""
+        return self.epochs if self.epochs is not None else _DEFAULT_EPOCHS
 
     @property
     def resolved_lr(self) -> float:
-        """Head learning rate after applying the mode's default."""
-        return self.lr if self.lr is not None else _DEFAULT_LR[self.mode]
+        """Fine-tuning learning rate (head) after applying the default."""
+        return self.lr if self.lr is not None else _DEFAULT_LR
 
     def to_dict(self) -> dict:
         """JSON-ready copy (saved in bundles)."""

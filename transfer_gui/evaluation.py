@@ -1,4 +1,7 @@
-"""Metrics: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, mistakes."""
+"""Metrics: accuracy (with its interval), macro-F1, per-class precision/recall/F1/support, confusion
+matrix, mistakes, and how far confidences can be trusted (calibration error, reliability, thresholds).
+
+NumPy only: the app's page imports this before torch is loaded."""
 
 from __future__ import annotations
 
@@ -6,7 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ImageResult", "EvalReport", "evaluate_predictions"]
+__all__ = ["ImageResult", "EvalReport", "evaluate_predictions", "wilson_interval", "INTERVAL_NAME", "ECE_BINS",
+           "ReliabilityBin", "reliability_bins", "expected_calibration_error", "ThresholdMeaning",
+           "threshold_meaning"]
+
+INTERVAL_NAME = "95 % Wilson score interval"  # what ``wilson_interval`` gives, in words for people
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class EvalReport:
             fastai's "top losses", the most telling errors).
         n_images: images evaluated.
         images: one ImageResult per evaluated image, in the order given.
+        ece: expected calibration error of these probabilities (15 bins).
     """
 
     labels: list[str]
@@ -60,6 +68,7 @@ class EvalReport:
     mistakes: list[ImageResult]
     n_images: int
     images: list[ImageResult]
+    ece: float = float("nan")
 
     def cell(self, true_label: str, predicted_label: str) -> list[ImageResult]:
         """The images of one confusion-matrix cell, most confident first.
@@ -82,6 +91,7 @@ class EvalReport:
             "labels": self.labels,
             "confusion_matrix": self.confusion,
             "n_images": self.n_images,
+            "ece": self.ece,
             "mistakes": [m.__dict__ for m in self.mistakes],
         }
 
@@ -129,4 +139,122 @@ def evaluate_predictions(y_true: np.ndarray | list[int], probs: np.ndarray, labe
         mistakes=mistakes,
         n_images=n,
         images=images,
+        ece=expected_calibration_error(probs, y_true) if n else float("nan"),
     )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95 % with the default z): unlike the plain
+    "p ± 1.96 standard errors", it stays inside 0-1 and behaves with few images and with
+    accuracies near 100 % (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it for small n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+# --- measuring calibration -----------------------------------------------------------------------
+
+ECE_BINS = 15  # the usual choice since Guo et al. (2017)
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """Predictions whose top confidence fell in [lower, upper).
+
+    Attributes:
+        lower, upper: the bin's confidence range.
+        count: predictions in the bin.
+        confidence: their mean top confidence.
+        accuracy: the share of them that were right.
+    """
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+def reliability_bins(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> list[ReliabilityBin]:
+    """Top confidences against observed accuracy in ``bins`` equal-width bins (empty bins left out).
+
+    Args:
+        probs: (n, classes) predicted probabilities.
+        targets: true class index of each row.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets, dtype=int)
+    if len(probs) == 0:
+        return []
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == targets
+    # bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 cannot occur (max of a softmax)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    out = []
+    for i in range(bins):
+        mask = index == i
+        if mask.any():
+            out.append(ReliabilityBin(i / bins, (i + 1) / bins, int(mask.sum()),
+                                      float(confidence[mask].mean()), float(correct[mask].mean())))
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error (Naeini et al. 2015; Guo et al. 2017): the mean gap between
+    confidence and accuracy over equal-width confidence bins, weighted by how many predictions fall
+    in each. 0 is perfect; 0.05 means confidences are off by about 5 points on average."""
+    found = reliability_bins(probs, targets, bins)
+    n = sum(b.count for b in found)
+    return float(sum(b.count * abs(b.accuracy - b.confidence) for b in found) / n) if n else float("nan")
+
+
+@dataclass(frozen=True)
+class ThresholdMeaning:
+    """What a "not sure" threshold means on the images the model did not learn from.
+
+    Attributes:
+        threshold: the confidence below which the app answers "not sure".
+        below, above: predictions under / at or over it.
+        right_below, right_above: how many of those were right.
+    """
+
+    threshold: float
+    below: int
+    above: int
+    right_below: int
+    right_above: int
+
+    def sentence(self) -> str:
+        """E.g. "Below 60 %, it was right 45 % of the time on your images (9 of 20); at 60 % or
+        more, 93 % (56 of 60)"."""
+        t = f"{self.threshold:.0%}"
+        if self.below + self.above == 0:
+            return ""
+        parts = []
+        if self.below:
+            parts.append(f"below {t} it was right {self.right_below / self.below:.0%} of the time "
+                         f"({self.right_below} of {self.below})")
+        else:
+            parts.append(f"none of its answers was below {t}")
+        if self.above:
+            parts.append(f"at {t} or more, {self.right_above / self.above:.0%} "
+                         f"({self.right_above} of {self.above})")
+        else:
+            parts.append(f"none reached {t}")
+        text = "On your images (each judged by a model that had not seen it): " + "; ".join(parts) + "."
+        return text
+
+
+def threshold_meaning(probs: np.ndarray, targets: np.ndarray, threshold: float) -> ThresholdMeaning:
+    """Count right and wrong answers below and at/above ``threshold`` (top confidence)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets, dtype=int)
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    right = probs.argmax(axis=1) == targets if len(probs) else np.zeros(0, dtype=bool)
+    low = confidence < threshold
+    return ThresholdMeaning(float(threshold), int(low.sum()), int((~low).sum()), int((right & low).sum()),
+                            int((right & ~low).sum()))

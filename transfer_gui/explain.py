@@ -196,6 +196,9 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
                        f"Nothing in this picture speaks for '{chosen}': the model chose it only "
                        "because the other classes fit even worse.", probs)
     heat = _to_picture(cam / peak, predictor, picture.size)
+    visible = float(heat.max())
+    if visible > 0:  # the peak may lie in the part the centre crop cuts off: scale to what is shown
+        heat = heat / visible
     return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}", None, probs)
 
 

@@ -27,8 +27,9 @@ from PIL import Image
 
 from .archive import IMAGE_EXTENSIONS, ArchiveLimits
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
-from .checks import Check, dataset_checks, leakage_check
+from .checks import Check, dataset_checks
 from .config import TrainConfig
+from .evaluation import INTERVAL_NAME
 from .errors import UserInputError
 from .figures import confusion_picture
 from .hub import push_bundle
@@ -51,7 +52,8 @@ TEST_IMAGES = ROOT / "assets" / "test_images"
 
 MODE_CHOICES = [
     ("Quick: train only the last layer (seconds)", "quick"),
-    ("Fine-tune: adjust the whole model (minutes, usually more accurate)", "finetune"),
+    ("Fine-tune: also adjust the whole model (minutes; kept only if it beats Quick on held-out images)",
+     "finetune"),
 ]
 # Column names of the app's tables, also their headers while empty (ui.py).
 COUNTS_COLUMNS = ["class", "images"]
@@ -60,7 +62,9 @@ PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "images"]
 _GALLERY_PER_CLASS = 4
 # Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
 _OK, _WARN = "OK ·", "**Look at this** ·"
+_PARITY_IMAGES = 64  # exports are checked against the app's answers on this many images
 _MAX_MISTAKES = 24  # the mistakes gallery shows the worst ones; heat maps cost ~0.1 s each on a CPU
+_REFIT_SERIES = "training loss, all images"  # fine-tuning again on every image, after the evidence run
 _MIN_YIELD_S = 0.4  # at most ~2 UI updates a second: the plot stays smooth, the socket quiet
 _WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
 _APP_PREFIX = "tls-app-"
@@ -369,14 +373,13 @@ class Handlers:
 
     @staticmethod
     def _x(event: ProgressEvent, config: TrainConfig) -> float:
-        """Plot position in epochs. In fine-tune mode the quick head phase is squeezed into
-        epoch 0-1 so the slower full-network epochs get the room they need."""
+        """Plot position. Quick: the head setting tried (1, 2, ...). Fine-tune: the head's settings
+        squeezed into 0-1, then epochs (of the evidence run, then of the refit on all images)."""
         if event.phase == "head":
             return float(event.epoch) if config.mode == "quick" else event.epoch / max(1, event.epochs)
-        offset = 1.0
-        if event.val_loss is None:  # mid-epoch: a fraction of the running epoch
-            return offset + event.epoch + event.step / max(1, event.steps)
-        return offset + event.epoch
+        if event.step < event.steps:  # mid-epoch: a fraction of the running epoch
+            return 1.0 + event.epoch + event.step / max(1, event.steps)
+        return 1.0 + event.epoch
 
     @staticmethod
     def _status(event: ProgressEvent, best_acc: float | None) -> str:
@@ -446,10 +449,10 @@ class Handlers:
                 session.remove_files()
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
-        from .bundle import save_bundle, zip_bundle
+        from .bundle import zip_bundle
         from .compare import RUNS, RUN_TITLES, compare, compare_sentence
-        from .inference import evaluate_result
         from .training import fit
+        from .workflow import finish, save
 
         session.stop.clear()
         session.reset_model()
@@ -458,14 +461,18 @@ class Handlers:
         results: dict[str | None, object] = {}
         # Compared runs share the plots on a time axis (their budget is time); a single run is
         # drawn by epoch.
-        x_title = "seconds of training" if with_scratch else "epoch"
+        x_title = ("seconds of training" if with_scratch else
+                   "setting of the new head tried (stronger to weaker regularisation)" if config.mode == "quick" else
+                   "epoch (0-1: the new head's settings)")
         # The browser's plot fixes its colours (series) with the first data it gets and keeps them
         # for the rest of a run (seen in the browser test: later series were drawn invisible).
         # So each run first clears the plots, then starts with every series it will draw, each
         # as one empty (NaN) point.
         prefixes = [f"{RUN_TITLES[r]}: " for r in RUNS] if with_scratch else [""]
-        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": p + name} for p in prefixes
-                   for name in ("training loss", "validation loss", "validation accuracy")]
+        names = ["training loss", "validation loss", "validation accuracy"]
+        if config.mode == "finetune" and not with_scratch:
+            names.insert(1, _REFIT_SERIES)
+        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": p + name} for p in prefixes for name in names]
         cleared = gr.LinePlot(value=None, x_title=x_title)
         yield ("**Starting...**", cleared, cleared, *busy, session)
         if with_scratch:
@@ -476,10 +483,11 @@ class Handlers:
         try:
             for run, event in stream:
                 prefix = f"{RUN_TITLES[run]}: " if run else ""
-                if event.phase in ("head", "finetune"):
+                if event.phase in ("head", "finetune", "refit"):
                     x = event.elapsed_s if run else self._x(event, config)
+                    loss_series = _REFIT_SERIES if event.phase == "refit" else "training loss"
                     if event.train_loss is not None:
-                        rows.append({"epoch": x, "value": event.train_loss, "series": prefix + "training loss"})
+                        rows.append({"epoch": x, "value": event.train_loss, "series": prefix + loss_series})
                     if event.val_loss is not None:
                         rows.append({"epoch": x, "value": event.val_loss, "series": prefix + "validation loss"})
                         rows.append({"epoch": x, "value": event.val_acc, "series": prefix + "validation accuracy"})
@@ -493,7 +501,7 @@ class Handlers:
                 now = time.perf_counter()
                 # Fast head epochs and mid-epoch reports are thinned out; a fine-tune epoch's
                 # result is always shown.
-                epoch_end = event.phase == "finetune" and event.val_loss is not None
+                epoch_end = event.phase in ("finetune", "refit") and event.step == event.steps > 0
                 if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
                     last_yield = now
                     status = self._status(event, best_acc)
@@ -511,32 +519,24 @@ class Handlers:
                    gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
         comparison = compare_sentence({k: v for k, v in results.items() if k}) if with_scratch else ""
-        if not result.history:  # stopped while reading images: there is no trained head to keep
-            yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
+        if result.validation is None:  # stopped while reading images: there is no trained model to keep
+            yield ("**Stopped before the first model was trained**: there is nothing to keep yet. "
                    "Press Train again.", *self._plots(rows, x_title), gr.Button(interactive=True),
                    gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
-        yield (f"**Checking the model on the validation images...** elapsed {_fmt_s(result.train_seconds)}",
+        yield (f"**Measuring the model...** elapsed {_fmt_s(result.train_seconds)}",
                *self._plots(rows, x_title), *busy, session)
-        session.result = result
-        session.predictor, session.calibration, session.evaluation = evaluate_result(
-            result, session.dataset, device=self.device)
+        trained = finish(result, session.dataset, device=self.device)
+        session.use_trained(trained)
         if session.closed:
             return
-        folder = save_bundle(result, session.new_folder("bundle") / "model",
-                             dataset_report=session.dataset.report.to_dict(),
-                             evaluation=session.evaluation.to_dict(),
-                             calibration=session.calibration.to_dict())
+        folder = save(trained, session.dataset, session.new_folder("bundle") / "model")
         session.bundle_folder = folder
         session.bundle_zip = zip_bundle(folder, folder.parent / "trained-model.zip")
         session.keep_folder("bundle", folder.parent)
-        ev = session.evaluation
         what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
-        status = (f"**{what}.** Kept the best model (epoch {result.best['epoch']} of "
-                  f"{'the head training' if result.best['phase'] == 'head' else 'fine-tuning'}): "
-                  f"validation accuracy **{ev.accuracy:.0%}** on {ev.n_images} images · "
-                  f"trained in {_fmt_s(result.train_seconds)}. See what it got right and wrong in step 4, "
-                  "test it in step 5, download it in step 6.")
+        status = (f"**{what}.** **{trained.estimate.sentence()}** (details in step 4). {trained.estimate.note} "
+                  f"Trained in {_fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
         if comparison:
             status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
         if result.error:
@@ -586,23 +586,37 @@ class Handlers:
     @staticmethod
     def results_view(session: Session):
         """The Results step: (summary, per-class table, confusion picture, true-class picker,
-        predicted-class picker, cell note, cell gallery, mistakes gallery, heat-map switch)."""
+        predicted-class picker, cell note, cell gallery, mistakes gallery, heat-map switch,
+        reliability plot)."""
         ev = session.evaluation
         if ev is None:
             picker = gr.Dropdown(choices=[], value=None)
             return ("Train a model (step 3) to see how it does on the images it did not learn from.",
-                    None, None, picker, picker, "", [], [], False)
+                    None, None, picker, picker, "", [], [], False, gr.update(value=None, visible=False))
         correct = round(ev.accuracy * ev.n_images)
-        if session.result is None:  # an uploaded model, evaluated on every image of step 1
+        trained = session.trained
+        if trained is None:  # an uploaded model, evaluated on every image of step 1
             lines = [f"**Accuracy {ev.accuracy:.0%}** of the uploaded model on all {ev.n_images} images "
                      f"from step 1 ({correct} right) · macro-F1 {ev.macro_f1:.2f}"]
         else:
-            lines = [f"**Validation accuracy {ev.accuracy:.0%}** ({correct} of {ev.n_images} held-out "
-                     f"images right) · macro-F1 {ev.macro_f1:.2f}"]
+            est = trained.estimate
+            lines = [f"**{est.sentence()}** ({correct} of {ev.n_images} right) · macro-F1 {est.macro_f1:.2f}. "
+                     f"The range is a {INTERVAL_NAME}: with this many images, the share the model gets right on "
+                     "new pictures like these most likely lies in it.",
+                     est.note]
+            if est.method == "cross-validation":
+                lines.append("Every image below was judged by a model trained without it (the folds it was not "
+                             "in), so the tables, the matrix and the mistakes cover all your images.")
+            elif est.trained_on_all:
+                lines.append("The figures below come from the held-out images of the evidence run, before the "
+                             "final fine-tuning on all images.")
         if session.calibration is not None:
             lines.append(session.calibration.sentence())
-        if session.result is not None:
-            leakage = leakage_check(session.dataset, session.result.split)
+        if trained is not None:
+            lines.append(f"Expected calibration error: **{trained.estimate.ece:.3f}** (confidences are off from "
+                         f"the observed accuracy by about {trained.estimate.ece:.0%} on average; the chart below "
+                         "shows where). The \"not sure\" threshold in step 5 says what it means on your images.")
+            leakage = trained.leakage(session.dataset)
             lines.append(f"{_OK if leakage.ok else _WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],
@@ -615,7 +629,29 @@ class Handlers:
         note, cell = Handlers.cell_view(session, true_label, predicted)
         return ("  \n".join(lines), table, picture,
                 gr.Dropdown(choices=ev.labels, value=true_label), gr.Dropdown(choices=ev.labels, value=predicted),
-                note, cell, Handlers.mistakes_view(session, False), False)
+                note, cell, Handlers.mistakes_view(session, False), False, Handlers._reliability(session))
+
+    @staticmethod
+    def _reliability(session: Session):
+        """The reliability chart: confidence against how often the model was right, beside the
+        diagonal where the two agree."""
+        if session.trained is None:
+            return gr.update(value=None, visible=False)
+        rows = [{"confidence": 0.0, "accuracy": 0.0, "series": "perfectly calibrated"},
+                {"confidence": 1.0, "accuracy": 1.0, "series": "perfectly calibrated"}]
+        series = f"your model ({session.trained.estimate.n_images} checked answers)"
+        rows += [{"confidence": b.confidence, "accuracy": b.accuracy, "series": series}
+                 for b in session.trained.reliability()]
+        df = pd.DataFrame(rows).astype({"confidence": float, "accuracy": float, "series": str})
+        return gr.update(value=df, visible=True)
+
+    @staticmethod
+    def threshold_note(session: Session, threshold: float) -> str:
+        """What the "not sure" threshold means, measured on the images of step 1."""
+        if session.trained is None:
+            return ""
+        meaning = session.trained.threshold(float(threshold or 0.0))
+        return meaning.sentence()
 
     @staticmethod
     def _image_path(session: Session, rel: str) -> str:
@@ -624,7 +660,7 @@ class Handlers:
 
     @staticmethod
     def cell_view(session: Session, true_label: str | None, predicted: str | None):
-        """(note, gallery) of the validation images of one confusion-matrix cell."""
+        """(note, gallery) of the checked images of one confusion-matrix cell."""
         ev = session.evaluation
         if ev is None or not true_label or not predicted:
             return "", []
@@ -633,7 +669,7 @@ class Handlers:
         except KeyError:
             return "", []
         what = "correctly recognised" if true_label == predicted else f"taken for '{predicted}'"
-        note = f"**{len(cell)} validation image(s) of '{true_label}' were {what}**"
+        note = f"**{len(cell)} checked image(s) of '{true_label}' were {what}**"
         note += ", most confident first." if cell else "."
         gallery = [(Handlers._image_path(session, r.path), f"{r.predicted_label} {r.confidence:.0%} · {r.path}")
                    for r in cell]
@@ -732,7 +768,7 @@ class Handlers:
             evaluation = session.predictor.evaluate(session.dataset)
         except UserInputError as exc:
             raise _user_error(exc) from exc
-        session.result, session.calibration, session.evaluation = None, None, evaluation
+        session.trained, session.result, session.calibration, session.evaluation = None, None, None, evaluation
         session.heat_cache = {}
         return (f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
                 "The details are in step 4. If these include images the model was trained on, the "
@@ -748,10 +784,10 @@ class Handlers:
 
         if session.predictor is None or session.bundle_folder is None:
             raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
-        if session.result is not None:
-            images = [session.dataset.items[i].path for i in session.result.split.val]
+        if session.result is not None and session.result.validation is not None:
+            images = [session.dataset.items[i].path for i in session.result.validation.indices[:_PARITY_IMAGES]]
         elif session.dataset is not None:
-            images = [item.path for item in session.dataset.items[:64]]
+            images = [item.path for item in session.dataset.items[:_PARITY_IMAGES]]
         else:
             images = sorted(p for p in TEST_IMAGES.glob("*") if p.is_file())
         folder = _new_folder(session, "export") / "exported-model"

@@ -23,7 +23,7 @@ from .data import ImageDataset, eval_transform, load_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
 
-__all__ = ["Predictor", "evaluate_result"]
+__all__ = ["Predictor"]
 
 _logger = logging.getLogger(__name__)
 
@@ -197,20 +197,3 @@ class Predictor:
 
         bundle = load_bundle(path, workdir, limits)
         return cls(bundle.model, bundle.labels, bundle.data_config, device, bundle.temperature)
-
-
-def evaluate_result(result, dataset: ImageDataset, device: str = "auto") -> tuple[Predictor, Calibration, EvalReport]:
-    """What follows every training: a Predictor for ``result``, calibrated on its validation
-    images, and its evaluation on them (with calibrated confidences). The app and the CLI both
-    call this, so their bundles and numbers agree.
-
-    Args:
-        result: a ``training.TrainResult``.
-        dataset: the dataset it was trained on (``result.split`` indexes into it).
-        device: "auto", "cpu" or "cuda".
-    """
-    predictor = Predictor(result.model, result.labels, result.data_config, device=device)
-    # one pass over the validation images serves both (it was two: on 2,500 images, 90 s each)
-    logits = predictor.logits(dataset.items[i].path for i in result.split.val)
-    calibration = predictor.calibrate_logits(dataset, result.split.val, logits)
-    return predictor, calibration, predictor.evaluate_logits(dataset, result.split.val, logits)

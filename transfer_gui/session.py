@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; se
     from .evaluation import EvalReport
     from .inference import Predictor
     from .training import FeatureCache, TrainResult
+    from .workflow import TrainedModel
 
 __all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError",
            "disk_limit_from_env", "DEFAULT_DISK_MB"]
@@ -89,10 +90,9 @@ class Session:
         workdir: this session's private folder for uploads, extractions and bundles.
         dataset: the image set in use, or None.
         classes: the Teachable-Machine-style class builder: class name -> image files.
-        result: the last training result (kept even when training was stopped).
-        predictor: a Predictor for ``result``.
-        evaluation: the validation report of ``result``.
-        calibration: the temperature fitted for ``predictor`` on the validation images.
+        trained: the last trained model with its figures (kept even when training was stopped).
+        result, predictor, evaluation, calibration: the current model's parts (from ``trained``, or
+            from an uploaded model: its predictor, and its evaluation on the images of step 1).
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
         bundle_zip: the downloadable bundle of the current model (trained or loaded).
         bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
@@ -122,6 +122,7 @@ class Session:
         self._current: dict[str, Path] = {}
         self.dataset: ImageDataset | None = None
         self.classes: dict[str, list[Path]] = {}
+        self.trained: TrainedModel | None = None
         self.result: TrainResult | None = None
         self.predictor: Predictor | None = None
         self.evaluation: EvalReport | None = None
@@ -200,10 +201,16 @@ class Session:
                 f"of its {size_text(self.disk_limit)}. Use fewer or smaller images, or reload the page "
                 "to start a fresh session.")
 
+    def use_trained(self, trained: TrainedModel) -> None:
+        """A training finished: its model becomes the current one."""
+        self.trained, self.result, self.predictor = trained, trained.result, trained.predictor
+        self.calibration, self.evaluation = trained.calibration, trained.evaluation
+        self.heat_cache = {}
+
     def reset_model(self) -> None:
         """Forget the trained model (the data changed, or a new training starts); an uploaded
         model, if any, becomes the current one again."""
-        self.result = self.evaluation = self.calibration = self.export_zip = None
+        self.trained = self.result = self.evaluation = self.calibration = self.export_zip = None
         self.predictor, self.bundle_folder, self.bundle_zip = self.loaded or (None, None, None)
         self.heat_cache = {}
 

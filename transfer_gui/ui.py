@@ -23,7 +23,12 @@ with one output per class of yours. *Quick* trains only this head on the feature
 little data needed, because the hard part (seeing) is already done.
 
 **Fine-tuning.** *Fine-tune* then also nudges the pretrained layers, slowly, towards your pictures:
-minutes, usually a few points more accurate.
+minutes. It is kept only when it gets more held-out pictures right than Quick does; with few
+pictures per class it often does not, and the app tells you so.
+
+**How it is checked.** Quick splits your images into up to 5 groups and trains 5 times, each time
+judging the group it left out; so every picture is judged by a model that never saw it, and the
+final model then learns from all of them. The accuracy range shown is a 95 % Wilson score interval.
 
 **Why it works with so few images:** tick *Compare with training from scratch* to train the same
 model from random weights for the same time, and watch the difference on the plots."""
@@ -159,12 +164,13 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 mode = gr.Radio(MODE_CHOICES, value="quick", label="How to train", elem_id="mode")
                 with gr.Accordion("Advanced settings", open=False):
                     with gr.Row():
-                        epochs = gr.Number(label="Epochs (0 = automatic: 60 quick, 12 fine-tune)", value=0,
+                        epochs = gr.Number(label="Fine-tune epochs at most (0 = automatic: 12)", value=0,
                                            precision=0, minimum=0, maximum=1000, elem_id="epochs")
-                        lr = gr.Number(label="Learning rate (0 = automatic: 0.001)", value=0, minimum=0,
+                        lr = gr.Number(label="Fine-tune learning rate (0 = automatic: 0.001)", value=0, minimum=0,
                                        elem_id="lr")
                         val_fraction = gr.Slider(0.1, 0.5, value=0.25, step=0.05,
-                                                 label="Share of images held back to check the model",
+                                                 label="Share of images held back to judge fine-tuning "
+                                                       "(Quick checks every image by cross-validation)",
                                                  elem_id="val-fraction")
                         seed = gr.Number(label="Random seed", value=0, precision=0, elem_id="seed")
                 with gr.Accordion("What is happening? (transfer learning in one picture)", open=False,
@@ -221,6 +227,12 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         cell_gallery = gr.Gallery(label="Images in this cell (predicted class, confidence)",
                                                   columns=5, height=320, object_fit="contain",
                                                   elem_id="cell-gallery")
+                gr.Markdown("**Can you trust its confidence?** Each dot groups answers given with about the same "
+                            "confidence and shows how often they were right; on the diagonal, \"80 %\" means right "
+                            "80 % of the time.")
+                reliability = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
+                                          x_title="confidence the model gave", y_title="share that was right",
+                                          height=280, elem_id="reliability", visible=False)
                 gr.Markdown("**Most confident mistakes**: the images the model got wrong with the most "
                             "conviction (fastai's *top losses*). Mislabelled images often show up here.")
                 show_heat = gr.Checkbox(label="Show where the model looked (heat map of the class it chose)",
@@ -232,6 +244,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             with gr.Tab("5. Test", id="tab-test"):
                 threshold = gr.Slider(0, 1, value=0.5, step=0.05, elem_id="threshold",
                                       label='Answer "not sure" below this confidence')
+                threshold_note = gr.Markdown(elem_id="threshold-note")
                 with gr.Row():
                     with gr.Column():
                         test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="filepath",
@@ -292,7 +305,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         # --- wiring ----------------------------------------------------------------------------
         data_outputs = [data_summary, counts, gallery, skipped, checks_md, check_images, train_btn, state]
         results_outputs = [results, per_class, confusion, cell_true, cell_pred, cell_note, cell_gallery,
-                           mistakes, show_heat]
+                           mistakes, show_heat, reliability]
         demo.load(h.event(h.on_load), [state], [state], queue=False, api_visibility="private")
         demo.load(h.event(h.classes_table), [state], [classes_table], queue=False, api_visibility="private")
         demo.unload(h.on_unload)
@@ -315,6 +328,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         )
         # The Results step is filled once the model is evaluated (also after a Stop).
         training.success(h.event(h.results_view), [state], results_outputs, api_name="results")
+        training.success(h.event(h.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
         download_outputs = [card_md, export_status, export_download]
         training.success(h.event(h.download_view), [state], download_outputs, api_visibility="private")
         bundle_upload.upload(h.event(h.load_model), [state, bundle_upload],
@@ -346,6 +360,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                           show_progress_on=[verdict], api_name="predict")
         threshold.change(h.event(h.predict), [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
                          show_progress_on=[verdict], api_visibility="private")
+        threshold.change(h.event(h.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
+                         api_name="threshold_note")
         batch_btn.click(h.event(h.batch_predict), [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
                         show_progress_on=[batch_note], api_name="batch_predict")
     demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)

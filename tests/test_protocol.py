@@ -1,0 +1,146 @@
+"""How models are measured and what is kept: cross-validation on small sets, every image in the
+final model, calibration only on enough evidence, fine-tuning kept only when it wins. Real weights,
+real images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transfer_gui.calibration import MIN_CALIBRATION_IMAGES, TEMPERATURE_RANGE, fit_temperature
+from transfer_gui.config import TrainConfig
+from transfer_gui.data import eval_transform
+from transfer_gui.evaluation import expected_calibration_error, wilson_interval
+from transfer_gui.probe import fit_head, n_folds, stratified_folds
+from transfer_gui.training import train
+from transfer_gui.workflow import finish, save
+
+
+@pytest.fixture(scope="module")
+def example_features(quick_result, example_dataset):
+    """Features of every example image through the trained model's (frozen) backbone."""
+    from transfer_gui.data import load_image
+
+    model = quick_result.model.eval()
+    transform = eval_transform(quick_result.data_config)
+    with torch.no_grad():
+        x = torch.stack([transform(load_image(item.path)) for item in example_dataset.items])
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def test_folds_are_stratified_and_copies_share_a_fold():
+    targets = np.array([0] * 10 + [1] * 7 + [2] * 5)
+    folds = stratified_folds(targets, n_folds(targets), seed=0)
+    assert n_folds(targets) == 5 and n_folds([0, 0, 1, 1, 1]) == 2 and n_folds([0, 1]) == 2
+    for c in range(3):
+        per_fold = np.bincount(folds[targets == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1  # each class spread evenly
+    assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
+    groups = [f"img{i // 2}" for i in range(len(targets))]  # pairs of byte-identical copies
+    grouped = stratified_folds(targets, 3, seed=1, groups=groups)
+    assert all(grouped[i] == grouped[i + 1] for i in range(0, len(targets) - 1, 2) if targets[i] == targets[i + 1])
+    assert (stratified_folds(targets, 5, seed=0) == folds).all()  # seeded
+
+
+def test_every_image_gets_exactly_one_out_of_fold_prediction(quick_result, example_dataset, example_features):
+    """Quick on the example data: 5-fold cross-validation over all 96 images, and each stored
+    prediction really comes from a head that never saw that image."""
+    v = quick_result.validation
+    n = len(example_dataset.items)
+    assert v.method == "cross-validation" and v.k == 5 and v.trained_on_all
+    assert v.indices == tuple(range(n)) and v.logits.shape == (n, len(example_dataset.labels))
+    targets = torch.tensor(example_dataset.targets)
+    for label in range(len(example_dataset.labels)):  # stratified: every class in every fold
+        assert set(v.folds[(targets == label).numpy()]) == set(range(5))
+    penalty = quick_result.best["penalty"]
+    fold = 2
+    inside = torch.from_numpy(v.folds != fold)
+    w, b = fit_head(example_features[inside], targets[inside], len(example_dataset.labels), penalty)
+    expected = (example_features[~inside] @ w.T + b).numpy()
+    assert np.allclose(v.logits[~inside.numpy()], expected, atol=2e-3)
+
+
+def test_the_kept_model_learned_from_every_image(quick_result, example_dataset, example_features, tmp_path):
+    targets = torch.tensor(example_dataset.targets)
+    w, b = fit_head(example_features, targets, len(example_dataset.labels), quick_result.best["penalty"])
+    head = quick_result.model.get_classifier()
+    assert torch.allclose(head.weight, w, atol=1e-4) and torch.allclose(head.bias, b, atol=1e-4)
+    # ...and the bundle says so, with the protocol that measured it
+    trained = finish(quick_result, example_dataset)
+    folder = save(trained, example_dataset, tmp_path / "b")
+    meta = json.loads((folder / "transfer_gui.json").read_text())
+    assert meta["validation"] == {"method": "cross-validation", "folds": 5, "n_images": 96,
+                                  "trained_on_all_images": True, "note": quick_result.validation.note}
+    est = meta["estimate"]
+    assert est["accuracy"] == pytest.approx(trained.evaluation.accuracy) and est["n_images"] == 96
+    low, high = est["interval"]
+    assert (low, high) == pytest.approx(wilson_interval(round(est["accuracy"] * 96), 96))
+    assert low < est["accuracy"] < high and est["interval_kind"] == "95 % Wilson score interval"
+    assert 0 <= est["ece"] <= 1
+    card = (folder / "README.md").read_text()
+    assert "5-fold cross-validation on all 96 images" in card and "all of them used to train the final model" in card
+
+
+def test_results_cover_all_images_and_calibration_is_measured_honestly(quick_result, example_dataset):
+    trained = finish(quick_result, example_dataset)
+    ev = trained.evaluation
+    assert ev.n_images == 96 and sum(v["support"] for v in ev.per_class.values()) == 96
+    assert sum(map(sum, ev.confusion)) == 96
+    assert trained.calibration.n_images == 96 and trained.calibration.fitted
+    assert TEMPERATURE_RANGE[0] <= trained.calibration.temperature <= TEMPERATURE_RANGE[1]
+    # the ECE is measured on cross-fitted probabilities: each fold's temperature from the others
+    assert trained.estimate.ece == pytest.approx(expected_calibration_error(trained.checked_probs,
+                                                                           trained.checked_targets))
+    assert sum(b.count for b in trained.reliability()) == 96
+    meaning = trained.threshold(0.6)
+    assert meaning.below + meaning.above == 96
+    right = (trained.checked_probs.argmax(1) == trained.checked_targets)
+    low = trained.checked_probs.max(1) < 0.6
+    assert (meaning.right_below, meaning.right_above) == (int((right & low).sum()), int((right & ~low).sum()))
+    assert meaning.sentence().startswith("On your images")
+
+
+def test_calibration_is_refused_on_too_little_evidence_and_bounded():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4))
+    logits[np.arange(400), y] += 1.0
+    few = fit_temperature(logits[:MIN_CALIBRATION_IMAGES - 1] * 20, y[:MIN_CALIBRATION_IMAGES - 1])
+    assert not few.fitted and few.temperature == 1.0 and "not calibrated" in few.sentence()
+    wild = fit_temperature(logits * 50, y)  # absurdly over-confident: the fit stops at the bound
+    assert wild.fitted and wild.temperature == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-3)
+    assert fit_temperature(logits * 0.01, y).temperature == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-3)
+
+
+def test_probe_is_scikit_learns_logistic_regression(example_features, example_dataset):
+    """Same penalty, same standardisation (each feature's scale floored at 0.3x the median one's):
+    the same probabilities as scikit-learn's solver."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = example_features, torch.tensor(example_dataset.targets)
+    std = x.double().std(0, unbiased=False)
+    std = std.clamp_min(0.3 * std.median())
+    z = ((x.double() - x.double().mean(0)) / std).numpy()
+    for penalty in (0.01, 0.3):
+        w, b = fit_head(x, y, len(example_dataset.labels), penalty)
+        ours = (x @ w.T + b).softmax(1).numpy()
+        theirs = LogisticRegression(C=penalty, max_iter=10_000, tol=1e-10).fit(z, y.numpy()).predict_proba(z)
+        assert np.abs(ours - theirs).max() < 2e-3
+
+
+def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_image(example_dataset):
+    """Whichever way the evidence goes, what was kept, the history and the note agree."""
+    result = train(example_dataset, TrainConfig(mode="finetune", epochs=2, seed=0))
+    v = result.validation
+    phases = [r["phase"] for r in result.history]
+    assert phases.count("finetune") >= 1 and v.trained_on_all
+    if result.best["phase"] == "head":  # fine-tuning lost: the cross-validated quick model stays
+        assert v.method == "cross-validation" and "did not beat the quick model" in v.note
+        assert "refit" not in phases
+    else:  # it won: the network was trained again on all images for the winning number of epochs
+        assert v.method == "holdout" and "fine-tuned on all 96 images" in v.note
+        winner = min((r for r in result.history if r["phase"] == "finetune"), key=lambda r: r["val_loss"])
+        assert phases.count("refit") == winner["epoch"] and result.best["phase"] == "refit"

@@ -1,0 +1,170 @@
+"""What follows every training, the same for the app, the CLI and the benchmarks.
+
+``finish`` turns a ``TrainResult`` into a ``TrainedModel``: a Predictor, its calibration, and the
+figures measured on predictions for images that the model making them had not learned from
+(out-of-fold predictions after cross-validation, or a holdout's): accuracy with a 95 % interval,
+macro-F1, per-class figures, confusion matrix and mistakes, the expected calibration error, a
+reliability table and what a "not sure" threshold means. ``save`` writes the bundle with all of
+it. ``train_model`` is ``fit`` to the end followed by ``finish``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .calibration import Calibration, cross_fitted_probabilities, fit_temperature
+from .checks import Check, leakage_check
+from .config import TrainConfig
+from .data import ImageDataset, Split
+from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMeaning, evaluate_predictions,
+                         expected_calibration_error, reliability_bins, threshold_meaning, wilson_interval)
+from .inference import Predictor
+from .training import FeatureCache, ProgressEvent, TrainResult, fit
+
+__all__ = ["Estimate", "TrainedModel", "finish", "train_model", "save"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How well the kept model is expected to do on new pictures like these, and how that was
+    measured.
+
+    Attributes:
+        method: "cross-validation" or "holdout".
+        k: folds (1 for a holdout).
+        n_images: predictions the figures rest on.
+        accuracy: share of them that were right.
+        low, high: the 95 % Wilson score interval of the accuracy.
+        macro_f1: unweighted mean of the per-class F1 scores.
+        ece: expected calibration error (15 bins) of the calibrated confidences, each fold's
+            temperature fitted on the other folds (so no prediction helped calibrate itself).
+        trained_on_all: the kept model learned from every image.
+        note: what was kept and why, in one sentence.
+    """
+
+    method: str
+    k: int
+    n_images: int
+    accuracy: float
+    low: float
+    high: float
+    macro_f1: float
+    ece: float
+    trained_on_all: bool
+    note: str
+
+    def how(self) -> str:
+        """E.g. "estimated by 5-fold cross-validation on all 80 images"."""
+        if self.method == "cross-validation":
+            return f"estimated by {self.k}-fold cross-validation on all {self.n_images} images"
+        return f"measured on {self.n_images} held-out images"
+
+    def sentence(self) -> str:
+        """E.g. "About 82 % right (74-88 %), estimated by 5-fold cross-validation on all 80 images"."""
+        return (f"About {self.accuracy:.0%} right ({self.low:.0%}-{self.high:.0%}), {self.how()}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the CLI's output and the bundle)."""
+        return {"method": self.method, "folds": self.k, "n_images": self.n_images, "accuracy": self.accuracy,
+                "interval": [self.low, self.high], "interval_kind": INTERVAL_NAME, "macro_f1": self.macro_f1,
+                "ece": self.ece, "trained_on_all_images": self.trained_on_all, "note": self.note}
+
+
+@dataclass
+class TrainedModel:
+    """A trained model ready to use and to describe.
+
+    Attributes:
+        result: what training returned.
+        predictor: the model with its calibration, answering with the training preprocessing.
+        calibration: the temperature and the evidence it was fitted on.
+        evaluation: per-image results on the checked images (calibrated confidences).
+        estimate: the headline figures.
+        checked_probs: calibrated, cross-fitted probabilities of the checked images.
+        checked_targets: their true classes.
+    """
+
+    result: TrainResult
+    predictor: Predictor
+    calibration: Calibration
+    evaluation: EvalReport
+    estimate: Estimate
+    checked_probs: np.ndarray
+    checked_targets: np.ndarray
+
+    def reliability(self) -> list[ReliabilityBin]:
+        """Confidence against observed accuracy on the checked images (15 bins)."""
+        return reliability_bins(self.checked_probs, self.checked_targets)
+
+    def threshold(self, threshold: float) -> ThresholdMeaning:
+        """What answering "not sure" below ``threshold`` means on the checked images."""
+        return threshold_meaning(self.checked_probs, self.checked_targets, threshold)
+
+    def leakage(self, dataset: ImageDataset) -> Check:
+        """Checked images that are byte-identical to an image their model learned from (a copy in
+        another fold, or in the training part of a holdout)."""
+        validation = self.result.validation
+        if validation.method == "cross-validation":
+            return leakage_check(dataset, groups=[int(f) for f in validation.folds])
+        return leakage_check(dataset, self.result.split)
+
+    def summary(self) -> dict:
+        """JSON-ready headline figures (the CLI's ``train`` output)."""
+        return {**self.estimate.to_dict(), "calibration": self.calibration.to_dict(),
+                "kept": self.result.best.get("phase") if self.result.best else None}
+
+
+def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> TrainedModel:
+    """A Predictor for ``result``, calibrated on its checked predictions, and its figures.
+
+    Args:
+        result: a finished ``fit`` (its ``validation`` holds the checked predictions).
+        dataset: the images it was trained on (``validation.indices`` index into it).
+        device: where the Predictor answers.
+    """
+    validation = result.validation
+    if validation is None:
+        raise ValueError("This training was stopped before any model was trained; there is nothing to finish.")
+    indices = list(validation.indices)
+    all_targets = dataset.targets
+    targets = np.array([all_targets[i] for i in indices], dtype=int)
+    logits = np.asarray(validation.logits, dtype=np.float64)
+    calibration = fit_temperature(logits, targets)
+    predictor = Predictor(result.model, result.labels, result.data_config, device=device,
+                          temperature=calibration.temperature)
+    probs = torch.as_tensor(logits / calibration.temperature).softmax(dim=1).numpy()
+    evaluation = evaluate_predictions(targets, probs, list(result.labels), [dataset.items[i].rel for i in indices])
+    honest = cross_fitted_probabilities(logits, targets, validation.folds)
+    right = int((probs.argmax(1) == targets).sum())
+    low, high = wilson_interval(right, len(targets))
+    estimate = Estimate(validation.method, validation.k, len(targets), evaluation.accuracy, low, high,
+                        evaluation.macro_f1, expected_calibration_error(honest, targets), validation.trained_on_all,
+                        validation.note)
+    return TrainedModel(result, predictor, calibration, evaluation, estimate, honest, targets)
+
+
+def train_model(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
+                stop: threading.Event | None = None, cache: FeatureCache | None = None,
+                on_event: Callable[[ProgressEvent], None] | None = None) -> TrainedModel:
+    """``fit`` to its end, then ``finish``: the whole training workflow without a UI."""
+    result = None
+    for event in fit(dataset, config, split=split, stop=stop, cache=cache):
+        if on_event is not None:
+            on_event(event)
+        result = event.result or result
+    return finish(result, dataset, device=config.device)
+
+
+def save(trained: TrainedModel, dataset: ImageDataset, folder: str | Path) -> Path:
+    """Write ``trained`` as a bundle folder (timm / Hugging Face layout plus its metadata)."""
+    from .bundle import save_bundle
+
+    return save_bundle(trained.result, folder, dataset_report=dataset.report.to_dict(),
+                       evaluation=trained.evaluation.to_dict(), calibration=trained.calibration.to_dict(),
+                       estimate=trained.estimate.to_dict())
