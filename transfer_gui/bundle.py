@@ -24,9 +24,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors.torch
 import timm
 import timm.data
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from . import __version__
@@ -130,24 +132,46 @@ def zip_bundle(folder: str | Path, zip_path: str | Path) -> Path:
     return zip_path
 
 
+# Weight formats a bundle must not carry: loading any of them can run code stored in the file
+# (Python pickles), and a loader that falls back to one when model.safetensors is missing would.
+_PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
+
+
 def _find_config(root: Path) -> Path:
-    if (root / "config.json").is_file():
-        return root
     found = sorted(p.parent for p in root.rglob("config.json"))
     if not found:
         raise ModelError(f"{root.name} is not a trained-model bundle: it has no config.json. "
                          "Upload the .zip that this app (or `python -m transfer_gui train`) produced.")
+    if len(found) > 1:
+        raise ModelError(f"{root.name} holds {len(found)} config.json files, so it is not clear which model "
+                         "to load. Upload the .zip of one bundle, as this app or the CLI wrote it.")
     return found[0]
+
+
+def _check_weights(folder: Path) -> Path:
+    """The bundle's ``model.safetensors``; refuse bundles without it or with pickled weights."""
+    pickled = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in _PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelError(f"This bundle contains {', '.join(pickled[:3])}: weights in that format can run code "
+                         "when loaded, so they are not accepted. A bundle holds its weights in "
+                         "model.safetensors only.")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{folder.name} has no model.safetensors, so it is not a bundle this app can load. "
+                         "Upload the .zip that this app (or `python -m transfer_gui train`) produced.")
+    return weights
 
 
 def load_bundle(path: str | Path, workdir: str | Path | None = None,
                 limits: ArchiveLimits | None = None) -> Bundle:
-    """Load a bundle folder or .zip through timm's own ``local-dir:`` loader.
+    """Load a bundle folder or .zip: the architecture from its ``config.json`` (timm's
+    ``local-dir:`` layout), the weights from its ``model.safetensors`` only.
 
     ``limits`` caps what a .zip may unpack to (defaults when None).
 
     Raises:
-        ModelError: the path is not a bundle, or its weights do not match its config.
+        ModelError: the path is not a bundle, it has no model.safetensors, it holds pickled
+            weights or more than one config.json, or its weights do not match its config.
         ArchiveError: a zip that cannot be extracted safely.
     """
     path = Path(path)
@@ -169,9 +193,13 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None,
         labels = [labels[k] for k in sorted(labels, key=int)]
     if not labels or len(labels) != config.get("num_classes"):
         raise ModelError(f"config.json in {folder.name} has no label_names matching num_classes.")
+    weights = _check_weights(folder)
     try:
-        model = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        # the architecture from config.json, the weights only from model.safetensors (never through
+        # a loader that could fall back to a pickle)
+        model = timm.create_model(f"local-dir:{folder}", pretrained=False)
+        model.load_state_dict(safetensors.torch.load_file(str(weights)), strict=True)
+    except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
         raise ModelError(f"The bundle in {folder.name} could not be loaded: {str(exc).splitlines()[0]}") from exc
     metadata = {}
     if (folder / METADATA_FILE).is_file():

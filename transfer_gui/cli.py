@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a classifier on a folder or .zip with one folder per class")
     t.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a filename,label CSV")
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL}, built in)")
-    t.add_argument("--weights", dest="weights_file", help="local .safetensors/.pth weights for --model")
+    t.add_argument("--weights", dest="weights_file", help="local .safetensors weights for --model (pickled .pth/.bin files are refused)")
     t.add_argument("--mode", choices=MODES, default="quick",
                    help="quick: frozen backbone, seconds; finetune: whole network, minutes")
     t.add_argument("--epochs", type=int, help="fine-tune epochs at most (default 12; quick fits its head to "

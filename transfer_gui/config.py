@@ -38,7 +38,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warmup keeps the first unfrozen steps from wrecking features
     patience: int = 4  # early stopping: fine-tune epochs without a better held-out loss before stopping
     select_best: bool = True  # fine-tuning's best epoch has the lowest held-out loss (False: the last one)
-    weights_file: str | None = None  # a local .safetensors/.pth for the chosen architecture
+    weights_file: str | None = None  # a local .safetensors for the chosen architecture
     init_bundle: str | None = None  # continue from this saved bundle folder (its model and head)
     pretrained: bool = True  # False trains from random weights (the "from scratch" comparison)
     device: str = "auto"  # "auto" = CUDA when available, else CPU

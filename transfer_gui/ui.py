@@ -145,8 +145,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     custom_model = gr.Textbox(label="timm model name (overrides the list)",
                                               placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
                                               elem_id="custom-model")
-                    weights_file = gr.File(label="Weights file for that architecture (.safetensors or .pth)",
-                                           file_types=[".safetensors", ".pth", ".pt", ".bin"],
+                    # .safetensors only: .pth/.pt/.bin files are pickles, which can run code when loaded
+                    weights_file = gr.File(label="Weights file for that architecture (.safetensors)",
+                                           file_types=[".safetensors"],
                                            elem_id="weights-file")
                 gr.Markdown("**Or start from a model you trained before**: upload the .zip this app gave "
                             "you. Then test it, measure it on the images of step 1, or continue training it "
