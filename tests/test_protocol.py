@@ -132,13 +132,23 @@ def test_probe_is_scikit_learns_logistic_regression(example_features, example_da
 
 
 def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_image(example_dataset):
-    """Whichever way the evidence goes, what was kept, the history and the note agree."""
+    """Whichever way the evidence goes, what was kept, the history and the note agree; the
+    decision is a sign test on the held-out pictures the two models disagree on."""
+    from transfer_gui.training import SIGN_TEST_LEVEL, _Outcome, _judge
+
+    y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    probe = np.eye(2)[[0, 0, 1, 1, 0, 0, 0, 0]]  # right on 0, 3, 4, 6: 4 of 8
+    three_fixes = _judge(_Outcome(1, 0.5, 0.875, np.eye(2)[[0, 1, 0, 1, 0, 0, 0, 1]]), probe, y)
+    assert (three_fixes.fixed, three_fixes.broke) == (3, 0) and three_fixes.p_value == 0.125
+    assert not three_fixes.wins and SIGN_TEST_LEVEL == 0.1  # 3-0 is not clear enough
+    four_fixes = _judge(_Outcome(1, 0.5, 1.0, np.eye(2)[[0, 1, 0, 1, 0, 1, 0, 1]]), probe, y)
+    assert (four_fixes.fixed, four_fixes.broke, four_fixes.p_value) == (4, 0, 0.0625) and four_fixes.wins
     result = train(example_dataset, TrainConfig(mode="finetune", epochs=2, seed=0))
     v = result.validation
     phases = [r["phase"] for r in result.history]
     assert phases.count("finetune") >= 1 and v.trained_on_all
     if result.best["phase"] == "head":  # fine-tuning lost: the cross-validated quick model stays
-        assert v.method == "cross-validation" and "did not beat the quick model" in v.note
+        assert v.method == "cross-validation" and "did not clearly beat the quick model" in v.note
         assert "refit" not in phases
     else:  # it won: the network was trained again on all images for the winning number of epochs
         assert v.method == "holdout" and "fine-tuned on all 96 images" in v.note

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -583,11 +584,12 @@ def _finetune_policy(run: _Run, model: nn.Module, head: nn.Linear, features: tor
     * Small sets (no split given, smallest class under LARGE_CLASS images): the probe is
       cross-validated and fitted on every image, as in Quick. Then the evidence: on one holdout,
       a probe fitted on the rest is fine-tuned and checked after every epoch. If its best epoch
-      gets more held-out images right than that probe does (on a tie: a lower log-loss), the
-      network is fine-tuned again from the all-image probe, on every image, for that many
-      epochs; otherwise the all-image probe is kept.
+      fixes clearly more held-out images than it breaks against that probe (a sign test, see
+      SIGN_TEST_LEVEL), the network is fine-tuned again from the all-image probe, on every
+      image, for that many epochs; otherwise the all-image probe is kept.
     * Large sets, or a given split: the probe and the fine-tuned network both learn from the
-      training part and are compared on the held-out part; the better one is kept as trained.
+      training part and are compared on the held-out part by the same test; the winner is kept
+      as trained.
     """
     cfg = run.config
     counts = np.bincount(run.targets.numpy())
@@ -596,20 +598,19 @@ def _finetune_policy(run: _Run, model: nn.Module, head: nn.Linear, features: tor
         split = split or split_dataset(run.dataset, cfg.val_fraction, cfg.seed)
         run.split = split
         _, probe_logits = yield from _probe(run, model, head, features, split.train, split.val)
-        probe = _scores(probe_logits, run.targets[torch.tensor(split.val)])
         folds = _holdout_folds(run, split.val)
         run.validation = Validation("holdout", 1, tuple(split.val), folds, probe_logits, False,
                                     f"The new head was trained on {len(split.train)} images.")
         outcome = yield from _finetune(run, model, head, data_config, device, split.train, split.val,
                                        cfg.resolved_epochs, "finetune")
-        if outcome is not None and _beats(outcome, probe):
+        verdict = _judge(outcome, probe_logits, run.targets[torch.tensor(split.val)])
+        if verdict is not None and verdict.wins:
             run.best_state = outcome.state
             run.best = next(r for r in run.history if r["phase"] == "finetune" and r["epoch"] == outcome.epoch)
             return Validation("holdout", 1, tuple(split.val), folds, outcome.logits, False,
-                              f"Fine-tuned on {len(split.train)} images; epoch {outcome.epoch} did best on the "
-                              f"{len(split.val)} held-out images ({outcome.acc:.0%}; the quick model "
-                              f"{probe[1]:.0%}).")
-        return dataclasses.replace(run.validation, note=_probe_kept(run, outcome, probe, len(split.val)))
+                              f"Fine-tuned on {len(split.train)} images and kept: at its best epoch "
+                              f"({outcome.epoch}), {verdict.sentence(len(split.val))}.")
+        return dataclasses.replace(run.validation, note=_probe_kept(run, verdict, len(split.val)))
     # a small set: the cross-validated probe on every image first; it is kept unless beaten
     quick = yield from _quick(run, model, head, features, None)
     # what stays if fine-tuning does not get to its end (an error): the quick model
@@ -622,13 +623,14 @@ def _finetune_policy(run: _Run, model: nn.Module, head: nn.Linear, features: tor
     run.split = evidence
     tr, va = torch.tensor(evidence.train), torch.tensor(evidence.val)
     weight, bias = fit_head(features[tr], run.targets[tr], head.out_features, probe_row["penalty"], fixed=_fixed(run))
-    probe = _scores((features[va] @ weight.T + bias).numpy(), run.targets[va])
+    probe_logits = (features[va] @ weight.T + bias).numpy()
     _set_head(head, weight, bias)
     run.restore_rows(head)
     outcome = yield from _finetune(run, model, head, data_config, device, evidence.train, evidence.val,
                                    cfg.resolved_epochs, "finetune")
-    if outcome is None or not _beats(outcome, probe) or run.stopped:
-        return dataclasses.replace(quick, note=_probe_kept(run, outcome, probe, len(evidence.val)))
+    verdict = _judge(outcome, probe_logits, run.targets[va])
+    if verdict is None or not verdict.wins or run.stopped:
+        return dataclasses.replace(quick, note=_probe_kept(run, verdict, len(evidence.val)))
     model.load_state_dict(probe_state)  # start again from the pretrained backbone and the all-image head
     refit = yield from _finetune(run, model, head, data_config, device, list(range(len(run.targets))), None,
                                  outcome.epoch, "refit")
@@ -638,9 +640,9 @@ def _finetune_policy(run: _Run, model: nn.Module, head: nn.Linear, features: tor
     run.best_state = refit.state
     run.best = {**run.history[-1], "val_loss": outcome.loss, "val_acc": outcome.acc}
     return Validation("holdout", 1, tuple(evidence.val), _holdout_folds(run, evidence.val), outcome.logits, True,
-                      f"Fine-tuning beat the quick model on {len(evidence.val)} held-out images ({outcome.acc:.0%} "
-                      f"against {probe[1]:.0%}), so the network was then fine-tuned on all {len(run.targets)} "
-                      f"images for the {outcome.epoch} epoch(s) that did best there.")
+                      f"Fine-tuning clearly beat the quick model: {verdict.sentence(len(evidence.val))}; so the "
+                      f"network was then fine-tuned on all {len(run.targets)} images for the {outcome.epoch} "
+                      "epoch(s) that did best there.")
 
 
 @dataclass(frozen=True)
@@ -660,18 +662,52 @@ def _scores(logits: np.ndarray, targets: torch.Tensor) -> tuple[float, float]:
     return F.cross_entropy(t, targets.long()).item(), (t.argmax(1) == targets).float().mean().item()
 
 
-def _beats(outcome: _Outcome, probe: tuple[float, float]) -> bool:
-    """Fine-tuning is kept when it gets more held-out images right than the probe (on a tie, when
-    its log-loss is lower): a rule a person can check on the plot."""
-    loss, acc = probe
-    return outcome.acc > acc + 1e-9 or (abs(outcome.acc - acc) <= 1e-9 and outcome.loss < loss)
+# Fine-tuning must fix clearly more held-out pictures than it breaks: a one-sided sign test
+# (exact binomial on the pictures the two models disagree on) at this level. Measured with the
+# plain rule "more right wins" instead (benchmarks/bench_engine.py, 10 images per class, 3 seeds
+# of openclipart-8 and Fashion-MNIST): fine-tuning was kept in 5 of 6 runs on 16-20 held-out
+# images, and scored 1.8 points under the probe on new images on average.
+SIGN_TEST_LEVEL = 0.1
 
 
-def _probe_kept(run: _Run, outcome: _Outcome | None, probe: tuple[float, float], n_val: int) -> str:
-    if run.stopped or outcome is None:
-        return "Fine-tuning was stopped before it had shown anything, so the quick model (the new head alone) was kept."
-    return (f"Fine-tuning did not beat the quick model on {n_val} held-out images ({outcome.acc:.0%} against "
-            f"{probe[1]:.0%}), so the quick model (the new head alone) was kept.")
+@dataclass(frozen=True)
+class _Verdict:
+    """Fine-tuning against the probe on the same held-out images."""
+
+    fixed: int  # right after fine-tuning, wrong with the probe
+    broke: int  # the other way round
+    p_value: float  # of so many fixes or more among the disagreements, were both equally good
+    probe_acc: float
+    tuned_acc: float
+
+    @property
+    def wins(self) -> bool:
+        return self.fixed > self.broke and self.p_value <= SIGN_TEST_LEVEL
+
+    def sentence(self, n_val: int) -> str:
+        return (f"on {n_val} held-out images it got {self.tuned_acc:.0%} right against the quick model's "
+                f"{self.probe_acc:.0%} ({self.fixed} fixed, {self.broke} broken)")
+
+
+def _judge(outcome: _Outcome | None, probe_logits: np.ndarray, targets: torch.Tensor) -> _Verdict | None:
+    """Compare the fine-tuned epoch's held-out answers with the probe's, picture by picture."""
+    if outcome is None:
+        return None
+    y = targets.numpy()
+    probe_right = np.asarray(probe_logits).argmax(1) == y
+    tuned_right = np.asarray(outcome.logits).argmax(1) == y
+    fixed, broke = int((tuned_right & ~probe_right).sum()), int((probe_right & ~tuned_right).sum())
+    n = fixed + broke
+    p_value = sum(math.comb(n, i) for i in range(fixed, n + 1)) / 2 ** n if n else 1.0
+    return _Verdict(fixed, broke, p_value, float(probe_right.mean()), float(tuned_right.mean()))
+
+
+def _probe_kept(run: _Run, verdict: _Verdict | None, n_val: int) -> str:
+    if run.stopped or verdict is None:
+        return ("Fine-tuning was stopped before it had shown that it beats the quick model, so the quick model "
+                "(the new head alone) was kept.")
+    return (f"Fine-tuning did not clearly beat the quick model: {verdict.sentence(n_val)}, so the quick model (the "
+            "new head alone) was kept.")
 
 
 def _param_groups(model: nn.Module, head: nn.Linear, cfg: TrainConfig) -> list[dict]:
