@@ -48,10 +48,16 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert download["interactive"] and bundle_zip.endswith("trained-model.zip")
     assert "**Done.**" in status
     # plot updates: {"value": {"data": rows, ...}, "x_title": ...}; each run seeds its series with a NaN point
-    assert loss["x_title"] == "epoch" and len(loss["value"]["data"]) > 2 and len(acc["value"]["data"]) > 1
+    # Quick: one point per head setting tried, each checked by cross-validation
+    assert loss["x_title"].startswith("head setting tried") and len(loss["value"]["data"]) > 2
+    assert len(acc["value"]["data"]) > 1
     # the Results step (the browser runs it after training succeeds)
-    results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _ = client.predict(api_name="/results")
-    assert "Validation accuracy" in results and "Confidences were" in results
+    results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _, reliability = client.predict(
+        api_name="/results")
+    assert "5-fold cross-validation on all 96 images" in results and "Confidences were" in results
+    assert {row[2] for row in reliability["value"]["data"]} >= {"perfectly calibrated"}  # a component update
+    # what the "not sure" threshold means, measured on the same out-of-fold answers
+    assert client.predict(0.6, api_name="/not_sure_meaning").startswith("On your images")
     assert confusion.endswith(".png") or confusion.endswith(".webp")
     assert len(per_class["data"]) == 6
     verdict, pred, heat, heat_note = client.predict(handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), 0.0,

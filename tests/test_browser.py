@@ -65,10 +65,16 @@ def page(app_url, browser):
 
 
 def _wait_for_images(page, selector):
-    """Wait until every image matching ``selector`` has loaded (so screenshots show them)."""
+    """Wait until every image matching ``selector`` has loaded (so screenshots show them). Each is
+    scrolled into view first: the browser loads a lazy gallery image only once it is near view."""
+    images = page.locator(selector).all()
+    for image in images:
+        image.scroll_into_view_if_needed()
     page.wait_for_function(
         "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)",
         arg=selector, timeout=30_000)
+    if images:
+        images[0].scroll_into_view_if_needed()  # back to the first, as a person would see it
 
 
 def _tab(page, name):
@@ -293,7 +299,7 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
         a.locator("#example-btn").click()
         expect(a.locator("#data-summary")).to_contain_text("96 images in 6 classes")
         _tab(a, "3. Train")
-        a.get_by_text("Fine-tune: adjust the whole model").click()
+        a.get_by_text("Fine-tune: also adjust the whole model").click()
         a.locator("#train-btn").click()
         expect(a.locator("#train-status")).to_contain_text(re.compile("Reading images|Training the new head"))
         (folder,) = h.root.glob("tls-session-*")

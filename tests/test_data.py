@@ -199,7 +199,7 @@ def test_split_warns_about_identical_files_on_both_sides(tmp_path):
     for i in range(8):  # every circle twice: some copies must land on both sides
         (root / "circle" / f"dup_{i}.png").write_bytes((root / "circle" / f"circle_{i}.png").read_bytes())
     s = split_dataset(scan_folder(root), 0.25, seed=0)
-    assert s.warnings and "identical to training images" in s.warnings[0]
+    assert s.warnings and "identical to images their model learned from" in s.warnings[0]
 
 
 def test_zip_and_folder_of_example_give_the_same_dataset(example_zip, tmp_path, example_dataset):

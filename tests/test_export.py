@@ -47,7 +47,8 @@ def test_model_card_says_what_where_how_well_and_how_to_load(trained):
     assert "base_model: timm/tf_efficientnet_lite0.in1k" in front
     assert "Apache-2.0" in body and "ImageNet-1k" in body  # base model and its licence
     assert "`animal`, `bug`, `computer`, `flower`, `fruit`, `vehicle` (6 classes)" in body
-    assert "| animal | 16 |" in body and "96 images; 72 used for training and 24 held out" in body
+    assert "| animal | 16 |" in body and "96 images, all of them used to train the final model" in body
+    assert "5-fold cross-validation on all 96 images" in body and "95 % Wilson score interval" in body
     assert "Seed: `0`" in body and "| mode | `quick` |" in body
     assert f"Accuracy **{evaluation.accuracy:.1%}**" in body
     for label, m in evaluation.per_class.items():

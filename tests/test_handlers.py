@@ -206,7 +206,9 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
     assert "Confidences were" in summary and "No checked image is a copy" in summary
     assert "Expected calibration error" in summary
     bins = reliability["value"]
-    assert reliability["visible"] and set(bins["series"]) == {"perfectly calibrated", "your model (96 checked answers)"}
+    assert reliability["visible"] and set(bins["series"]) == {"perfectly calibrated", "your model"}
+    shown = [b for b in trained.trained.reliability() if b.count >= 3]
+    assert len(bins) == 2 + len(shown) and sum(b.count for b in trained.trained.reliability()) == 96
     assert table["class"].tolist() == ev.labels and table["images"].sum() == ev.n_images
     assert picture.size[0] > 300 and show_heat is False
     # it opens on the cell with the most mistakes
@@ -306,7 +308,7 @@ def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
 
     with zipfile.ZipFile(button.value["path"]) as zf:
         assert {"model.onnx", "model.torchscript.pt", "labels.json", "README.md"} <= set(zf.namelist())
-    assert "## Validation results" in h.card_view(trained)
+    assert "## How well it did" in h.card_view(trained)
 
 
 def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h, trained, tmp_path):

@@ -62,6 +62,7 @@ PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "images"]
 _GALLERY_PER_CLASS = 4
 # Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
 _OK, _WARN = "OK ·", "**Look at this** ·"
+_MIN_BIN_ANSWERS = 3  # reliability chart: confidence bins with fewer answers are left out
 _PARITY_IMAGES = 64  # exports are checked against the app's answers on this many images
 _MAX_MISTAKES = 24  # the mistakes gallery shows the worst ones; heat maps cost ~0.1 s each on a CPU
 _REFIT_SERIES = "training loss, all images"  # fine-tuning again on every image, after the evidence run
@@ -462,7 +463,7 @@ class Handlers:
         # Compared runs share the plots on a time axis (their budget is time); a single run is
         # drawn by epoch.
         x_title = ("seconds of training" if with_scratch else
-                   "setting of the new head tried (stronger to weaker regularisation)" if config.mode == "quick" else
+                   "head setting tried (1 = simplest)" if config.mode == "quick" else
                    "epoch (0-1: the new head's settings)")
         # The browser's plot fixes its colours (series) with the first data it gets and keeps them
         # for the rest of a run (seen in the browser test: later series were drawn invisible).
@@ -639,9 +640,10 @@ class Handlers:
             return gr.update(value=None, visible=False)
         rows = [{"confidence": 0.0, "accuracy": 0.0, "series": "perfectly calibrated"},
                 {"confidence": 1.0, "accuracy": 1.0, "series": "perfectly calibrated"}]
-        series = f"your model ({session.trained.estimate.n_images} checked answers)"
-        rows += [{"confidence": b.confidence, "accuracy": b.accuracy, "series": series}
-                 for b in session.trained.reliability()]
+        # a bin of one or two answers is 0 % or 100 % by chance and makes the line jump; the
+        # expected calibration error above still counts every answer
+        rows += [{"confidence": b.confidence, "accuracy": b.accuracy, "series": "your model"}
+                 for b in session.trained.reliability() if b.count >= _MIN_BIN_ANSWERS]
         df = pd.DataFrame(rows).astype({"confidence": float, "accuracy": float, "series": str})
         return gr.update(value=df, visible=True)
 

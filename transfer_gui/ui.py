@@ -211,7 +211,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 results = gr.Markdown("Train a model (step 3) to see how it does on the images it did not "
                                       "learn from.", elem_id="results-summary")
                 per_class = gr.Dataframe(pd.DataFrame(columns=PER_CLASS_COLUMNS),
-                                         label="Per class: precision, recall, F1 on held-out images",
+                                         label="Per class: precision, recall, F1 on answers for images the model had not seen",
                                          interactive=False, elem_id="per-class")
                 with gr.Row():
                     with gr.Column(scale=2):
@@ -228,9 +228,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         cell_gallery = gr.Gallery(label="Images in this cell (predicted class, confidence)",
                                                   columns=5, height=320, object_fit="contain",
                                                   elem_id="cell-gallery")
-                gr.Markdown("**Can you trust its confidence?** Each dot groups answers given with about the same "
-                            "confidence and shows how often they were right; on the diagonal, \"80 %\" means right "
-                            "80 % of the time.")
+                gr.Markdown("**Can you trust its confidence?** Each point groups answers given with about the "
+                            "same confidence (3 answers or more) and shows how often they were right; on the "
+                            "diagonal, \"80 %\" means right 80 % of the time.")
                 reliability = gr.LinePlot(x="confidence", y="accuracy", color="series", x_lim=[0, 1], y_lim=[0, 1],
                                           x_title="confidence the model gave", y_title="share that was right",
                                           height=280, elem_id="reliability", visible=False)
@@ -362,7 +362,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         threshold.change(h.event(h.predict), [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
                          show_progress_on=[verdict], api_visibility="private")
         threshold.change(h.event(h.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
-                         api_name="threshold_note")
+                         api_name="not_sure_meaning")
         batch_btn.click(h.event(h.batch_predict), [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
                         show_progress_on=[batch_note], api_name="batch_predict")
     demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)
