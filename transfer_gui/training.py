@@ -269,10 +269,6 @@ class _Run:
         """Keep a copy of the model's current weights as the ones to return."""
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    def restore(self, state: dict | None, row: dict | None) -> None:
-        """Make an earlier snapshot (and its history row) the kept one again."""
-        self.best_state, self.best = state, row
-
 
 def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
         stop: threading.Event | None = None, cache: FeatureCache | None = None
