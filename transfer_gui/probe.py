@@ -179,7 +179,8 @@ def _solve(x: torch.Tensor, y: torch.Tensor, n_classes: int, train: torch.Tensor
             total.backward()
             return total
 
-        opt.step(closure)
+        if free_rows:  # a continued model given no new class has nothing to fit
+            opt.step(closure)
         found_w[i], found_b[i] = w.detach().clone(), b.detach().clone()
     w, b = torch.stack(found_w), torch.stack(found_b)  # (g, k, C, r), (g, k, C)
     if fixed_rows:
