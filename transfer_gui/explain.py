@@ -36,13 +36,17 @@ __all__ = ["HeatMap", "heat_map"]
 
 _logger = logging.getLogger(__name__)
 
+DISPLAY_SIDE = 1024  # heat-map pictures: longer side in pixels at most
+
 
 @dataclass
 class HeatMap:
     """A class-activation map for one picture and one class.
 
     Attributes:
-        image: the picture as the model saw it before resizing (RGB, original size).
+        image: the picture (RGB), at its own size up to ``DISPLAY_SIDE`` pixels on its longer side,
+            reduced to that beyond: a 12-megapixel photo drawn at full size costs about 1 GB and
+            seconds, for a screen that shows a fraction of it.
         label: the class explained.
         confidence: the model's (calibrated) probability for ``label``.
         heat: (height, width) array in [0, 1] with the picture's size, or None (see ``reason``).
@@ -171,7 +175,8 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
         KeyError: ``label`` is not one of the predictor's classes.
     """
     picture = load_image(image)
-    x = predictor.batch([predictor.transform(picture)])
+    x = predictor.batch([predictor.transform(picture)])  # the prediction sees the full picture
+    picture = _for_display(picture)
     model = predictor.model
     with torch.inference_mode():
         probs = predictor.to_probabilities(model(x).float().cpu().numpy())[0]
@@ -200,6 +205,15 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
     if visible > 0:  # the peak may lie in the part the centre crop cuts off: scale to what is shown
         heat = heat / visible
     return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}", None, probs)
+
+
+def _for_display(picture: Image.Image) -> Image.Image:
+    """``picture``, reduced to at most DISPLAY_SIDE pixels on its longer side."""
+    if max(picture.size) <= DISPLAY_SIDE:
+        return picture
+    scale = DISPLAY_SIDE / max(picture.size)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def _to_picture(cam: torch.Tensor, predictor: Predictor, size: tuple[int, int]) -> np.ndarray:

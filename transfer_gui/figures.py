@@ -88,39 +88,53 @@ class ConfusionPicture:
         return self.left + j * self.cell + self.cell // 2, self.top + i * self.cell + self.cell // 2
 
 
+_FULL_DETAIL = 40  # classes up to which every count and class name is drawn
+_BIG_GRID = 1600  # pixels across the grid beyond that
+
+
 def confusion_picture(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> ConfusionPicture:
     """Draw a confusion matrix with its counts: rows = true class, columns = predicted class.
 
     Right answers (the diagonal) are green, mistakes red; the shade is the share of the true
     class's images in that cell, so a small class's errors are as visible as a big one's.
+
+    Up to 40 classes every cell shows its count and every row and column its class; beyond, the
+    cells shrink so that the grid stays about 1600 pixels wide (the picture would otherwise grow
+    with the square of the class count: 2,000 classes, about 11 GB), and counts and names are
+    left to the class pickers beside the picture.
     """
     labels = list(labels)
     counts = np.asarray(confusion, dtype=int).reshape(len(labels), len(labels))
     n = len(labels)
-    cell = int(np.clip(560 // max(n, 1), 26, 72))
+    cell = int(np.clip(560 // max(n, 1), 26, 72)) if n <= _FULL_DETAIL else max(2, min(26, _BIG_GRID // n))
+    numbers, names = cell >= 18, cell >= 12
     font, small = _font(max(11, min(18, cell // 3))), _font(13)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = int(max([probe.textlength(label, font=small) for label in labels] + [40]))
+    text_w = int(max([probe.textlength(label, font=small) for label in labels] + [40])) if names else 0
     label_w = min(text_w, 180) + 12
     left, top = 30 + label_w, 30 + label_w
     width, height = left + n * cell + 12, top + n * cell + 12
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
-    row_totals = counts.sum(axis=1)
-    for i in range(n):
-        for j in range(n):
-            x0, y0 = left + j * cell, top + i * cell
-            share = counts[i, j] / row_totals[i] if row_totals[i] else 0.0
-            if counts[i, j] == 0:
-                fill = (245, 245, 245)
-            elif i == j:
-                fill = tuple(int(255 - share * (255 - c)) for c in (30, 140, 60))
-            else:
-                fill = tuple(int(255 - max(share, 0.15) * (255 - c)) for c in (200, 40, 40))
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=fill, outline=(200, 200, 200))
-            ink = "white" if counts[i, j] and share > 0.55 else (40, 40, 40)
-            draw.text((x0 + cell / 2, y0 + cell / 2), str(counts[i, j]), fill=ink, font=font, anchor="mm")
-    for k, label in enumerate(labels):
+    row_totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
+    # every cell's colour at once: drawing 90,000 rectangles one by one takes seconds
+    right = 255 - share[..., None] * (255 - np.array([30, 140, 60]))
+    wrong = 255 - np.maximum(share, 0.15)[..., None] * (255 - np.array([200, 40, 40]))
+    fill = np.where(np.eye(n, dtype=bool)[..., None], right, wrong)
+    fill[counts == 0] = (245, 245, 245)
+    grid = np.repeat(np.repeat(fill.astype(np.uint8), cell, axis=0), cell, axis=1)
+    if cell >= 6:  # cell borders, where there is room for them
+        for edge in (0, cell - 1):  # like an outlined rectangle: both edges of every cell
+            grid[edge::cell, :] = grid[:, edge::cell] = (200, 200, 200)
+    img.paste(Image.fromarray(grid), (left, top))
+    if numbers:
+        for i in range(n):
+            for j in range(n):
+                ink = "white" if counts[i, j] and share[i, j] > 0.55 else (40, 40, 40)
+                draw.text((left + j * cell + cell / 2, top + i * cell + cell / 2), str(counts[i, j]), fill=ink,
+                          font=font, anchor="mm")
+    for k, label in enumerate(labels if names else []):
         shown = _fit(draw, label, small, label_w - 12)
         # row labels (true class), right-aligned against the grid
         draw.text((left - 6, top + k * cell + cell / 2), shown, fill="black", font=small, anchor="rm")
