@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
+import struct
 import shutil
 import stat
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
 
+from PIL import Image
+
 from .errors import ArchiveError
 
-__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text", "IMAGE_EXTENSIONS"]
+__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text", "IMAGE_EXTENSIONS", "IMAGE_FORMATS",
+           "restrict_image_formats"]
 
 _logger = logging.getLogger(__name__)
 
@@ -36,35 +39,19 @@ class ArchiveLimits:
         max_files: number of entries (20,000 images is beyond what CPU training handles anyway).
         max_ratio: uncompressed/compressed size of any one entry; images barely compress (JPEG ~1:1,
             PNG rarely over 10:1), while zip bombs reach 1000:1.
+        max_classes: classes in one image set (results drawn per pair of classes grow with its square).
+
+    A server reads them from the environment with ``limits.Limits.from_env().archive``.
     """
 
     max_total_bytes: int = 2 * 1024**3
     max_files: int = 20_000
     max_ratio: float = 200.0
-
-    @classmethod
-    def from_env(cls) -> "ArchiveLimits":
-        """The defaults, overridden by TLS_MAX_UPLOAD_MB, TLS_MAX_FILES and TLS_MAX_RATIO (how a
-        server's operator sets them without code)."""
-        default = cls()
-        return cls(
-            max_total_bytes=int(_env_number("TLS_MAX_UPLOAD_MB", default.max_total_bytes / 1024**2) * 1024**2),
-            max_files=int(_env_number("TLS_MAX_FILES", default.max_files)),
-            max_ratio=_env_number("TLS_MAX_RATIO", default.max_ratio),
-        )
+    max_classes: int = 300
 
     def within(self, room_bytes: int) -> "ArchiveLimits":
         """The same limits, with the total size capped at ``room_bytes`` (e.g. a session's free space)."""
         return replace(self, max_total_bytes=max(0, min(self.max_total_bytes, int(room_bytes))))
-
-
-def _env_number(name: str, default: float) -> float:
-    """A positive number from the environment; a missing or malformed value keeps the default."""
-    try:
-        value = float(os.environ.get(name, ""))
-    except ValueError:
-        return float(default)
-    return value if value > 0 else float(default)
 
 
 def size_text(n_bytes: float) -> str:
@@ -84,6 +71,21 @@ class SkippedEntry:
 
 # The file types read as images (here, with no torch import, because the app's uploaders name them).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# The formats IMAGE_EXTENSIONS name (JPEG includes the multi-picture files many phones write).
+# Pillow would otherwise open any of its ~40 formats whatever a file is called, including
+# PostScript, which it reads by running Ghostscript.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+
+
+def restrict_image_formats() -> None:
+    """Make Pillow, for the whole process, try only ``IMAGE_FORMATS`` when it opens a file.
+
+    ``load_image`` already passes the list; a server also calls this once at start, because the
+    web framework decodes a picture dropped on the page with a plain ``Image.open`` before our code
+    sees it. Saving in other formats is not affected.
+    """
+    Image.init()
+    Image.ID[:] = [fmt for fmt in Image.ID if fmt in IMAGE_FORMATS]
 
 
 def is_hidden(rel: PurePath) -> bool:
@@ -92,6 +94,36 @@ def is_hidden(rel: PurePath) -> bool:
     The one rule for both extraction and scanning, so what a zip hides and what a folder hides agree.
     """
     return any(p.startswith(".") or p.lower() in _SYSTEM_NAMES for p in rel.parts)
+
+
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_MAX_NAME_BYTES = 1024  # per directory entry, on average: generous for real paths, far below a flood
+
+
+def _directory_size(path: Path) -> tuple[int, int] | None:
+    """(entries, central directory bytes) as the zip's end record declares them, or None.
+
+    Read from the file's last 64 kB before ``zipfile`` parses the directory: parsing a directory of
+    millions of entries costs memory and time before any count could be checked.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        back = min(size, 22 + 0xFFFF + 20)  # end record + longest comment + zip64 locator
+        f.seek(size - back)
+        tail = f.read(back)
+        i = tail.rfind(_EOCD)
+        if i < 0 or len(tail) - i < 22:
+            return None
+        entries, directory = struct.unpack("<HI", tail[i + 10:i + 16])
+        if (entries == 0xFFFF or directory == 0xFFFFFFFF) and i >= 20 and tail[i - 20:i - 16] == _EOCD64_LOCATOR:
+            (offset,) = struct.unpack("<Q", tail[i - 12:i - 4])
+            f.seek(offset)
+            record = f.read(56)
+            if record[:4] == _EOCD64:
+                entries, directory = struct.unpack("<QQ", record[32:48])
+    return entries, directory
 
 
 def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | None = None) -> list[SkippedEntry]:
@@ -115,6 +147,13 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
             f"{zip_path.name} is not a zip archive. Compress the class folders as a .zip "
             "(right-click > Compress / Send to > Compressed folder) and upload that."
         )
+    declared = _directory_size(zip_path)
+    if declared is not None and declared[0] > limits.max_files:
+        raise ArchiveError(f"{zip_path.name} holds {declared[0]} entries; the limit is {limits.max_files}. "
+                           "Upload fewer images.")
+    if declared is not None and declared[1] > limits.max_files * _MAX_NAME_BYTES:
+        raise ArchiveError(f"{zip_path.name} has a directory of {size_text(declared[1])}, far more than "
+                           f"{limits.max_files} file names need; it was not read. Create the zip again.")
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"extract_zip needs a new or empty folder, and {dest} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
@@ -190,5 +229,5 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{zip_path.name} is damaged and cannot be read ({exc}). Create the zip again.") from exc
-    _logger.info("Extracted %s into %s (%d entries skipped)", zip_path.name, dest, len(skipped))
+    _logger.info("Extracted %s (%d entries skipped)", zip_path.name, len(skipped))
     return skipped

@@ -23,12 +23,13 @@ import timm.data
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .archive import IMAGE_EXTENSIONS, ArchiveLimits, extract_zip, is_hidden
+from .archive import IMAGE_EXTENSIONS, IMAGE_FORMATS, ArchiveLimits, extract_zip, is_hidden, restrict_image_formats
 from .checks import leakage_check, scan_checks
 from .errors import DataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "IMAGE_FORMATS",
     "IMAGE_READ_ERRORS",
     "ImageItem",
     "Skipped",
@@ -37,6 +38,7 @@ __all__ = [
     "Split",
     "load_image",
     "check_pixels",
+    "restrict_image_formats",
     "read_failure",
     "prepare_image",
     "to_rgb",
@@ -125,7 +127,7 @@ def load_image(path: str | Path | Image.Image) -> Image.Image:
     if isinstance(path, Image.Image):
         check_pixels(path)
         return prepare_image(path)
-    with Image.open(path) as im:
+    with Image.open(path, formats=IMAGE_FORMATS) as im:
         check_pixels(im)
         im.load()
         return prepare_image(im)
@@ -248,8 +250,13 @@ class ImageDataset:
 
 
 def _build(root: Path, found: list[tuple[Path, str]], skipped: list[Skipped],
-           require_trainable: bool = True) -> ImageDataset:
+           require_trainable: bool = True, limits: ArchiveLimits | None = None) -> ImageDataset:
     """Read every candidate, drop unreadable ones with reasons, then check and report."""
+    limits = limits or ArchiveLimits()
+    n_classes = len({label for _, label in found})
+    if n_classes > limits.max_classes:  # before any image is decoded
+        raise DataError(f"This image set has {n_classes} classes; the limit here is {limits.max_classes}. "
+                        "Merge or leave out classes, or train on your own machine for more.")
     items: list[ImageItem] = []
     for path, label in sorted(found, key=lambda t: (t[1], str(t[0]))):
         rel = _rel(path, root)
@@ -266,7 +273,7 @@ def _build(root: Path, found: list[tuple[Path, str]], skipped: list[Skipped],
         _check_trainable(report)
     _add_warnings(report, items)
     _logger.info("Read %d images in %d classes from %s (%d skipped)",
-                 len(items), len(labels), root, len(skipped))
+                 len(items), len(labels), root.name, len(skipped))
     return ImageDataset(root, items, labels, report)
 
 
@@ -312,16 +319,19 @@ def _class_root(root: Path) -> Path:
         return root
 
 
-def scan_folder(folder: str | Path, require_trainable: bool = True) -> ImageDataset:
+def scan_folder(folder: str | Path, require_trainable: bool = True,
+                limits: ArchiveLimits | None = None) -> ImageDataset:
     """Read a folder with one sub-folder per class (images may sit deeper inside a class folder).
 
     Args:
         folder: the folder (a single wrapping folder inside it is looked through).
         require_trainable: raise unless there are 2+ classes with 2+ images each (False for
             evaluation data, where one class is fine).
+        limits: caps on classes and (for a labels CSV) rows; defaults when None.
 
     Raises:
-        DataError: not a folder, fewer than 2 classes, or a class with fewer than 2 images.
+        DataError: not a folder, fewer than 2 classes, a class with fewer than 2 images, or over
+            a limit.
     """
     top = Path(folder)
     if not top.is_dir():
@@ -329,7 +339,7 @@ def scan_folder(folder: str | Path, require_trainable: bool = True) -> ImageData
     root = _class_root(top)
     csvs = [p for p in root.iterdir() if p.suffix.lower() == ".csv" and not is_hidden(Path(p.name))]
     if len(csvs) == 1 and not any(p.is_dir() and not is_hidden(Path(p.name)) for p in root.iterdir()):
-        return scan_csv(csvs[0], require_trainable)
+        return scan_csv(csvs[0], require_trainable, limits)
     found: list[tuple[Path, str]] = []
     skipped: list[Skipped] = []
     empty: list[str] = []
@@ -350,20 +360,30 @@ def scan_folder(folder: str | Path, require_trainable: bool = True) -> ImageData
                                                    "folder named after its class)"))
             continue
         found.append((path, rel.parts[0]))
-    dataset = _build(root, found, skipped, require_trainable)
+    dataset = _build(root, found, skipped, require_trainable, limits)
     for name in empty:
         dataset.report.warnings.append(f"Folder '{name}' has no images and was left out.")
     return dataset
 
 
-def scan_csv(csv_path: str | Path, require_trainable: bool = True) -> ImageDataset:
+def scan_csv(csv_path: str | Path, require_trainable: bool = True,
+             limits: ArchiveLimits | None = None) -> ImageDataset:
     """Read a CSV with columns ``filename,label``; file names are relative to the CSV's folder.
 
+    The CSV is read row by row and refused past ``limits.max_files`` rows (a small zip can hold a
+    CSV of gigabytes); a file listed again is skipped, so no image is read twice.
+
     Raises:
-        DataError: the CSV has no ``filename`` and ``label`` columns, or too few classes/images.
+        DataError: no ``filename`` and ``label`` columns, too many rows, not UTF-8 text, or too
+            few classes/images.
     """
+    limits = limits or ArchiveLimits()
     csv_path = Path(csv_path)
     root = csv_path.parent
+    real_root = root.resolve()
+    found: list[tuple[Path, str]] = []
+    skipped: list[Skipped] = []
+    first_line: dict[Path, int] = {}
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -371,34 +391,43 @@ def scan_csv(csv_path: str | Path, require_trainable: bool = True) -> ImageDatas
             if "filename" not in columns or "label" not in columns:
                 raise DataError(
                     f"{csv_path.name} must have a header row with the columns filename,label "
-                    f"(found: {', '.join(columns) or 'nothing'})."
+                    f"(found: {', '.join(columns[:10]) or 'nothing'})."
                 )
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            for n, raw in enumerate(reader, start=1):
+                if n > limits.max_files:
+                    raise DataError(f"{csv_path.name} lists more than {limits.max_files} images; the limit here "
+                                    f"is {limits.max_files}. Split it, or train on your own machine.")
+                line = reader.line_num
+                row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
+                name, label = row.get("filename", ""), row.get("label", "")
+                if not name or not label:
+                    skipped.append(Skipped(f"{csv_path.name} line {line}", "missing filename or label"))
+                    continue
+                path = (root / name).resolve()
+                if real_root not in path.parents:
+                    skipped.append(Skipped(name, "path points outside the CSV's folder"))
+                elif path in first_line:
+                    skipped.append(Skipped(name, f"listed again on line {line} (first on line "
+                                                 f"{first_line[path]}); each file is used once"))
+                elif not path.is_file():
+                    skipped.append(Skipped(name, "listed in the CSV but not found"))
+                else:
+                    first_line[path] = line
+                    found.append((path, label))
     except UnicodeDecodeError as exc:
         raise DataError(f"{csv_path.name} is not a UTF-8 text CSV file.") from exc
-    found: list[tuple[Path, str]] = []
-    skipped: list[Skipped] = []
-    for line, row in enumerate(rows, start=2):
-        name, label = row.get("filename", ""), row.get("label", "")
-        if not name or not label:
-            skipped.append(Skipped(f"{csv_path.name} line {line}", "missing filename or label"))
-            continue
-        path = (root / name).resolve()
-        if root.resolve() not in path.parents:
-            skipped.append(Skipped(name, "path points outside the CSV's folder"))
-        elif not path.is_file():
-            skipped.append(Skipped(name, "listed in the CSV but not found"))
-        else:
-            found.append((path, label))
-    return _build(root, found, skipped, require_trainable)
+    except csv.Error as exc:
+        raise DataError(f"{csv_path.name} cannot be read as a CSV file ({exc}). Save it again as "
+                        "a plain CSV with the columns filename,label.") from exc
+    return _build(root, found, skipped, require_trainable, limits)
 
 
 def scan_files(files_by_label: dict[str, Sequence[str | Path]], root: str | Path | None = None,
-               require_trainable: bool = True) -> ImageDataset:
+               require_trainable: bool = True, limits: ArchiveLimits | None = None) -> ImageDataset:
     """Read images that a user put into named classes (e.g. uploaded per class in the browser)."""
     found = [(Path(p), label) for label, paths in files_by_label.items() for p in paths]
     common = Path(root) if root else Path("/")
-    return _build(common, found, [], require_trainable)
+    return _build(common, found, [], require_trainable, limits)
 
 
 def open_dataset(source: str | Path, workdir: str | Path | None = None,
@@ -408,7 +437,7 @@ def open_dataset(source: str | Path, workdir: str | Path | None = None,
     Args:
         source: folder, zip or CSV path.
         workdir: a new or empty folder to extract a zip into (a new temporary folder when None).
-        limits: archive safety limits (defaults when None).
+        limits: upload limits: archive size and entries, CSV rows, classes (defaults when None).
         require_trainable: see ``scan_folder``.
 
     Raises:
@@ -418,18 +447,27 @@ def open_dataset(source: str | Path, workdir: str | Path | None = None,
     if not source.exists():
         raise DataError(f"{source} does not exist.")
     if source.is_dir():
-        return scan_folder(source, require_trainable)
+        return scan_folder(source, require_trainable, limits)
     if source.suffix.lower() == ".csv":
-        return scan_csv(source, require_trainable)
+        return scan_csv(source, require_trainable, limits)
     dest = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tls-data-"))
     skipped_entries = extract_zip(source, dest, limits)
     try:
-        dataset = scan_folder(dest, require_trainable)
+        dataset = scan_folder(dest, require_trainable, limits)
     except DataError:
         shutil.rmtree(dest, ignore_errors=True)  # unusable: don't leave its files behind
         raise
+    _remove_unused(dest, {item.path.resolve() for item in dataset.items})
     dataset.report.skipped[:0] = [Skipped(s.path, s.reason) for s in skipped_entries]
     return dataset
+
+
+def _remove_unused(folder: Path, keep: set[Path]) -> None:
+    """Delete the files of an extracted upload that are not images of the dataset (skipped,
+    hidden, a labels CSV already read): they would only take up the server's disk."""
+    for path in [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]:
+        if path.is_symlink() or path.resolve() not in keep:
+            path.unlink(missing_ok=True)
 
 
 # --- split -------------------------------------------------------------------------------------
