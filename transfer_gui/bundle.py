@@ -34,6 +34,7 @@ from torch import nn
 from . import __version__
 from .archive import ArchiveLimits, extract_zip
 from .card import model_card
+from .config import public_model_name
 from .errors import DataError, ModelError
 
 __all__ = ["METADATA_FILE", "CARD_FILE", "Bundle", "save_bundle", "zip_bundle", "load_bundle", "library_versions",
@@ -64,8 +65,78 @@ class Bundle:
 
     @property
     def temperature(self) -> float:
-        """The calibration temperature saved with the model (1.0 for uncalibrated bundles)."""
+        """The calibration temperature saved with the model (1.0 for uncalibrated bundles); checked
+        by ``load_bundle``."""
         return float((self.metadata.get("calibration") or {}).get("temperature", 1.0))
+
+
+# What a bundle's config.json may pass to timm.create_model besides num_classes: what save_bundle
+# writes (timm's in_chans and global_pool, and a catalog model's create_kwargs). Anything else
+# (depth, widths, ...) could make timm build a model of any size before a single check.
+_MODEL_ARGS = {"img_size": range(32, 1025), "in_chans": (3,),
+               "global_pool": ("", "avg", "max", "avgmax", "catavgmax", "fast", "token", "map", "avgmaxc")}
+# Temperatures this app could have written, old bundles included (before the bounded fit, one was
+# 0.145); outside this, probabilities are flipped (negative), NaN (zero) or meaningless.
+_TEMPERATURES = (0.01, 100.0)
+
+
+def _check_config(config: dict, folder: Path, limits: ArchiveLimits, max_params: int | None) -> list[str]:
+    """The bundle's labels, after refusing a config.json that would build something unexpected."""
+    import timm
+
+    labels = config.get("label_names")
+    if isinstance(labels, dict):
+        labels = [labels[k] for k in sorted(labels, key=lambda k: int(k) if str(k).isdigit() else -1)]
+    n = config.get("num_classes")
+    if not isinstance(labels, list) or not labels or len(labels) != n:
+        raise ModelError(f"config.json in {folder.name} has no label_names matching num_classes.")
+    if n > limits.max_classes:
+        raise ModelError(f"This model has {n} classes; the limit here is {limits.max_classes}.")
+    arch = config.get("architecture")
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise ModelError(f"config.json in {folder.name} names the architecture {str(arch)[:80]!r}, which timm does not "
+                         "have. Upload a bundle this app (or its command line) trained.")
+    args = config.get("model_args") or {}
+    if not isinstance(args, dict):
+        raise ModelError(f"config.json in {folder.name} has model_args that are not a mapping.")
+    unknown = sorted(k for k in args if k != "num_classes" and k not in _MODEL_ARGS)
+    bad = sorted(k for k, allowed in _MODEL_ARGS.items() if k in args and args[k] not in allowed)
+    if unknown or bad:
+        raise ModelError(f"config.json in {folder.name} sets model_args this app does not write "
+                         f"({', '.join(unknown + bad)[:200]}), which could build a different or far larger model. "
+                         f"A bundle may set only: {', '.join(_MODEL_ARGS)}.")
+    if max_params is not None:
+        from .weights import count_parameters
+
+        count = count_parameters(arch, n, {k: v for k, v in args.items() if k != "num_classes"})
+        if count > max_params:
+            raise ModelError(f"This model has {count / 1e6:,.0f} million parameters; this server allows up to "
+                             f"{max_params / 1e6:,.0f} million.")
+    return [str(label) for label in labels]
+
+
+def _read_metadata(folder: Path) -> dict:
+    """transfer_gui.json (empty when absent), with its calibration temperature checked."""
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{METADATA_FILE} in {folder.name} is not valid JSON ({exc}); remove it to load the "
+                         "model without its training record.") from exc
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{METADATA_FILE} in {folder.name} is not a JSON object; remove it to load the model.")
+    calibration = metadata.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        raise ModelError(f"The calibration entry of {METADATA_FILE} is not a JSON object; remove it to load the "
+                         "model uncalibrated.")
+    t = calibration.get("temperature", 1.0)
+    low, high = _TEMPERATURES
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not low <= t <= high:
+        raise ModelError(f"{METADATA_FILE} gives the calibration temperature {str(t)[:40]!r}; it must be a number "
+                         f"from {low} to {high:g}. Remove the calibration entry to load the model uncalibrated.")
+    return metadata
 
 
 def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = None,
@@ -96,7 +167,7 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
     metadata = {
         "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model_name": result.model_name,
+        "model_name": public_model_name(result.model_name),
         "weights_source": result.weights_source,
         "labels": list(result.labels),
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in result.data_config.items()},
@@ -117,7 +188,7 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     (folder / CARD_FILE).write_text(model_card(json.loads(json.dumps(metadata, default=str))))
-    _logger.info("Saved bundle to %s", folder)
+    _logger.info("Saved bundle %s", folder.name)
     return folder
 
 
@@ -163,17 +234,27 @@ def _check_weights(folder: Path) -> Path:
 
 
 def load_bundle(path: str | Path, workdir: str | Path | None = None,
-                limits: ArchiveLimits | None = None) -> Bundle:
+                limits: ArchiveLimits | None = None, max_params: int | None = None) -> Bundle:
     """Load a bundle folder or .zip: the architecture from its ``config.json`` (timm's
     ``local-dir:`` layout), the weights from its ``model.safetensors`` only.
 
-    ``limits`` caps what a .zip may unpack to (defaults when None).
+    Nothing is built before the config passed its checks: a known timm architecture, no
+    ``model_args`` but the ones this app writes, and (with ``max_params``) a size counted on the
+    ``meta`` device.
+
+    Args:
+        path: a bundle folder or its .zip.
+        workdir: where a .zip is unpacked (a new temporary folder when None).
+        limits: what a .zip may unpack to, and the most classes (defaults when None).
+        max_params: the largest model allowed (None: no cap).
 
     Raises:
         ModelError: the path is not a bundle, it has no model.safetensors, it holds pickled
-            weights or more than one config.json, or its weights do not match its config.
+            weights or more than one config.json, its config or calibration is not one this app
+            writes, it is over a limit, or its weights do not match its config.
         ArchiveError: a zip that cannot be extracted safely.
     """
+    limits = limits or ArchiveLimits()
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path} does not exist.")
@@ -188,12 +269,11 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None,
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"config.json in {folder.name} is not valid JSON: {exc}") from exc
-    labels = config.get("label_names")
-    if isinstance(labels, dict):
-        labels = [labels[k] for k in sorted(labels, key=int)]
-    if not labels or len(labels) != config.get("num_classes"):
-        raise ModelError(f"config.json in {folder.name} has no label_names matching num_classes.")
+    if not isinstance(config, dict):
+        raise ModelError(f"config.json in {folder.name} is not a JSON object.")
+    labels = _check_config(config, folder, limits, max_params)
     weights = _check_weights(folder)
+    metadata = _read_metadata(folder)
     try:
         # the architecture from config.json, the weights only from model.safetensors (never through
         # a loader that could fall back to a pickle)
@@ -201,16 +281,13 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None,
         model.load_state_dict(safetensors.torch.load_file(str(weights)), strict=True)
     except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
         raise ModelError(f"The bundle in {folder.name} could not be loaded: {str(exc).splitlines()[0]}") from exc
-    metadata = {}
-    if (folder / METADATA_FILE).is_file():
-        metadata = json.loads((folder / METADATA_FILE).read_text())
     # JSON gives lists where timm gives tuples; tuples make configs compare equal to training's.
     data_config = {k: tuple(v) if isinstance(v, list) else v
                    for k, v in timm.data.resolve_model_data_config(model).items()}
     return Bundle(model.eval(), list(labels), data_config, metadata, folder)
 
 
-def continue_from(folder: str | Path, labels: list[str]):
+def continue_from(folder: str | Path, labels: list[str], max_params: int | None = None):
     """A bundle's model, ready to train further on data with ``labels``.
 
     The head grows to ``labels``: each class the bundle knows keeps its trained row (matched by
@@ -227,7 +304,7 @@ def continue_from(folder: str | Path, labels: list[str]):
     """
     from .weights import LoadedModel
 
-    bundle = load_bundle(folder)
+    bundle = load_bundle(folder, max_params=max_params)
     missing = [label for label in bundle.labels if label not in labels]
     if missing:
         raise DataError(
@@ -251,7 +328,7 @@ def continue_from(folder: str | Path, labels: list[str]):
     config = json.loads((bundle.folder / "config.json").read_text())
     name = bundle.metadata.get("model_name") or config.get("architecture")
     new = [label for label in labels if label not in bundle.labels]
-    _logger.info("Continuing from %s: %d known classes, %d new (%s)", bundle.folder, len(bundle.labels),
+    _logger.info("Continuing from %s: %d known classes, %d new (%s)", bundle.folder.name, len(bundle.labels),
                  len(new), ", ".join(new))
     # num_classes is the head's, which just grew; the rest (e.g. img_size) still describes the model
     kwargs = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}

@@ -20,6 +20,7 @@ from . import __version__
 from .catalog import CATALOG, DEFAULT_MODEL
 from .config import MODES, TrainConfig
 from .errors import UserInputError
+from .limits import Limits
 from .weights import availability, check_available, hub_reachable
 
 # The engine (torch, timm: ~7 s to import on 2 cores) is imported by the commands that use it, so
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and tests)")
     t.add_argument("--out", required=True, help="folder to write the trained model bundle to")
     t.add_argument("--zip", dest="zip_path", help="also write the bundle as this .zip file")
+    t.add_argument("--force", action="store_true",
+                   help="write into --out even when it holds files that are not a bundle of this app")
     t.add_argument("--continue-from", dest="continue_from",
                    help="a bundle (folder or .zip) to keep training; new classes are added to its head")
 
@@ -106,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("push", help="publish a bundle on the Hugging Face Hub (needs the internet)")
     h.add_argument("bundle", help="bundle folder or .zip")
     h.add_argument("repo", help="USER/NAME of the model repo (created if missing)")
-    h.add_argument("--token", help="access token with write permission (default: $HF_TOKEN)")
+    h.add_argument("--token", help="access token with write permission; prefer $HF_TOKEN (a token given here "
+                                   "shows in the process list and the shell history)")
     h.add_argument("--public", action="store_true", help="make a new repo public (default private)")
     return parser
 
@@ -178,6 +182,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=device,
                          weights_file=args.weights_file, pretrained=not args.scratch)
+    _check_out(Path(args.out), args.force)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         if args.continue_from:
             base = load_bundle(args.continue_from, Path(tmp) / "base")
@@ -185,7 +190,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                                          init_bundle=str(base.folder))
         elif config.pretrained:
             check_available(config.model, weights_file=config.weights_file)  # before reading any images
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
         for warning in dataset.report.warnings:
             _err(f"warning: {warning}")
         for skipped in dataset.report.skipped:
@@ -237,6 +242,18 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     return 0
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse, before any work, an --out folder whose files a bundle would overwrite by surprise."""
+    from .bundle import METADATA_FILE
+
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; give a folder for the trained model.")
+    if force or not out.is_dir() or not any(out.iterdir()) or (out / METADATA_FILE).is_file():
+        return
+    raise UserInputError(f"--out {out} is not empty and holds no bundle of this app; its files could be "
+                         "overwritten. Choose a new or empty folder, or add --force.")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .bundle import load_bundle
     from .data import open_dataset
@@ -244,7 +261,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         bundle = load_bundle(args.bundle, tmp)
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False)
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False,
+                               limits=Limits.from_env().archive)
         if not dataset.items:
             raise UserInputError(f"No readable images in class folders under {args.data}.")
         predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, temperature=bundle.temperature)
@@ -308,6 +326,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         folder = load_bundle(args.bundle, Path(tmp) / "b").folder
+        if args.token:
+            _err("warning: a token given with --token shows in the process list and your shell history; "
+                 "set HF_TOKEN instead")
         url = push_bundle(folder, args.repo, args.token or os.environ.get("HF_TOKEN", ""), private=not args.public)
     _out({"url": url, "load_with": f'timm.create_model("hf-hub:{args.repo}", pretrained=True)'})
     return 0
@@ -321,7 +342,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     check_available(config.model)
     results = {}
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
         for tagged in compare(dataset, config):
             event = tagged.event
             if event.phase in ("load", "done") or event.val_loss is not None and event.phase == "finetune":
@@ -344,7 +365,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     config = TrainConfig(model=args.model, seed=args.seed)
     check_available(config.model)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data")
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
         curve = None
         for fraction, repeat, curve in learning_curve(dataset, config, repeats=args.repeats):
             if curve is None:

