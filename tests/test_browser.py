@@ -311,8 +311,10 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
         # the session ended: training stopped, files deleted
         assert not folder.exists(), (f"no unload after 180 s; sessions still known: {h.sessions.keys()}; "
                                      f"left: {sorted(str(p.relative_to(folder)) for p in folder.rglob('*'))[:20]}")
-        assert h._guard.acquire(timeout=60)  # ...and the training slot is free
-        h._guard.release()
+        deadline = time.monotonic() + 60  # ...and the training slot is free
+        while h.slots.busy() != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert h.slots.busy() == (0, 0)
         b = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
         b.goto(url)
         b.locator("#example-btn").click()

@@ -46,10 +46,7 @@ def fault_in_training_step(after_calls: int):
 
 
 def _slot_is_free(h, session) -> bool:
-    if not h._guard.acquire(blocking=False):
-        return False
-    h._guard.release()
-    return not session.training.locked()
+    return h.slots.busy() == (0, 0) and not session.training.locked()
 
 
 def _threads_settle(before: int, deadline_s: float = 20) -> int:

@@ -127,30 +127,33 @@ def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
 
 
 def test_a_second_training_waits_for_a_stopping_one(h, session):
-    """A closed tab frees Gradio's slot at once; our guard still keeps two runs from overlapping."""
+    """A closed tab frees Gradio's slot at once; our slots still keep two runs from overlapping,
+    and the waiting user is told so."""
     h.load_example(session)
     other = Session()
     try:
         h.load_example(other)
         first = h.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
-        next(first)  # the first run now holds the training guard
-        order = []
+        next(first)  # the first run now holds the training slot
+        statuses = []
 
         def second():
-            for _ in h.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
-                if not order:
-                    order.append("second started")
-            order.append("second done")
+            for status, *_ in h.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
+                statuses.append(status)
+            statuses.append("second done")
 
         t = threading.Thread(target=second)
         t.start()
         t.join(timeout=3)
-        assert t.is_alive() and order == []  # blocked on the guard, not training
+        # waiting in line, told its place, not training
+        assert t.is_alive() and statuses and other.predictor is None
+        assert all("Waiting for a free training slot**: 1 running, you are next" in s for s in statuses)
         session.stop.set()
         for _ in first:
             pass
         t.join(timeout=300)
-        assert order == ["second started", "second done"] and other.predictor is not None
+        assert statuses[-1] == "second done" and other.predictor is not None
+        assert any("Done." in s for s in statuses)
     finally:
         other.close()
 
@@ -179,8 +182,7 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     updates = list(run)  # ...and is driven to its end, as Gradio does until it sees the disconnect
     assert not session.workdir.exists() and session.bundle_zip is None
     assert all("Done" not in u[0] for u in updates)
-    assert h._guard.acquire(timeout=1)
-    h._guard.release()
+    assert h.slots.busy() == (0, 0)  # the slot is free for the next user
     with pytest.raises(gr.Error, match="session has ended.*Reload the page"):
         h.add_images(session, "cats", [str(TEST_IMAGES / "animal_dolphin.png")], None)
     assert not session.workdir.exists()

@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import run_measured, write_fashion_mnist, write_shapes
 from transfer_gui.archive import ArchiveLimits, extract_zip
+from transfer_gui.limits import Limits
 from transfer_gui.config import TrainConfig
 from transfer_gui.data import load_image, open_dataset, scan_folder
 from transfer_gui.errors import ArchiveError, DataError
@@ -80,10 +81,10 @@ def test_archive_caps_are_configurable_and_say_what_to_do(tmp_path, monkeypatch)
     monkeypatch.setenv("TLS_MAX_UPLOAD_MB", "0.001")
     monkeypatch.setenv("TLS_MAX_FILES", "3")
     monkeypatch.setenv("TLS_MAX_RATIO", "5")
-    limits = ArchiveLimits.from_env()
+    limits = Limits.from_env().archive
     assert (limits.max_total_bytes, limits.max_files, limits.max_ratio) == (1048, 3, 5.0)
     monkeypatch.setenv("TLS_MAX_FILES", "not a number")
-    assert ArchiveLimits.from_env().max_files == ArchiveLimits().max_files
+    assert Limits.from_env().archive.max_files == ArchiveLimits().max_files
     big = tmp_path / "big.zip"
     with zipfile.ZipFile(big, "w") as zf:
         zf.writestr("c/a.png", np.random.default_rng(0).bytes(5000))  # incompressible, like a photo

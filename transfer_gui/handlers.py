@@ -8,7 +8,6 @@ bug keeps its traceback in the server log while the page shows only a generic er
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
@@ -25,7 +24,7 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from .archive import IMAGE_EXTENSIONS, ArchiveLimits
+from .archive import IMAGE_EXTENSIONS, restrict_image_formats
 from .catalog import CATALOG, DEFAULT_MODEL, get_info
 from .checks import Check, dataset_checks
 from .config import TrainConfig
@@ -33,8 +32,10 @@ from .evaluation import INTERVAL_NAME
 from .errors import UserInputError
 from .figures import confusion_picture
 from .hub import push_bundle
-from .session import Session, SessionRegistry, disk_limit_from_env
-from .weights import availability, check_available
+from .limits import Limits
+from .session import Session, SessionRegistry, folder_bytes
+from .slots import AlreadyInLineError, TrainingSlots
+from .weights import availability, check_available, check_model_allowed, count_parameters, hub_cached_file
 
 # The engine (torch, timm: ~7 s to import on a 2-core machine) is imported inside the handlers
 # that use it, so the page is served first; app.py then loads it in the background
@@ -83,7 +84,7 @@ def _remove_orphans() -> None:
             os.kill(pid, 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
-            _logger.info("Removed %s, left by a server that is gone", folder)
+            _logger.info("Removed %s, left by a server that is gone", folder.name)
         except PermissionError:
             pass  # alive, another user's
 
@@ -142,6 +143,45 @@ def _user_error(exc: UserInputError, session: Session | None = None) -> gr.Error
     return gr.Error(str(exc), print_exception=False)
 
 
+def _consumed(*paths: str | Path | None) -> None:
+    """Delete uploads that Gradio keeps in its upload cache once they have been read (a zip
+    unpacked, a model copied, pictures classified): otherwise each upload would stay on the
+    server's disk until the cache expires, however often it is sent."""
+    cache = Path(gr.utils.get_upload_folder()).resolve()
+    for path in paths:
+        if path and cache in Path(path).resolve().parents:
+            Path(path).unlink(missing_ok=True)
+
+
+def _refuse_while_training(session: Session, what: str) -> None:
+    """Data and models may not change under a running job: it would train or measure on files
+    that are gone, or on a different image set than its split."""
+    if session.training.locked():
+        raise gr.Error(f"{what} has to wait: a training, export or learning curve is running on the current "
+                       "images. Press Stop and wait for it to end, then try again.", print_exception=False)
+
+
+class _Budget:
+    """A public server's time limit for one training: past it, the run is stopped the way the Stop
+    button stops it (the best model so far is kept)."""
+
+    def __init__(self, seconds: float | None, session: Session):
+        self.seconds, self.session = seconds, session
+        self.start = time.monotonic()
+        self.ran_out = False
+
+    def check(self) -> None:
+        """Stop the run once its time is up."""
+        if self.seconds is not None and not self.ran_out and time.monotonic() - self.start > self.seconds:
+            self.ran_out = True
+            self.session.stop.set()
+
+    def sentence(self) -> str:
+        """What happened, for the status line."""
+        return (f"Stopped at this server's limit of {self.seconds / 60:g} minutes per training; the best model "
+                "so far is kept.")
+
+
 def _new_folder(session: Session, name: str) -> Path:
     """``session.new_folder``, with a closed session's message shown to the user."""
     try:
@@ -150,21 +190,32 @@ def _new_folder(session: Session, name: str) -> Path:
         raise _user_error(exc) from exc
 
 
+class _GaveUp(Exception):
+    """A job stopped (Stop pressed, or the tab closed) while it waited for its turn."""
+
+
 class Handlers:
-    """The app's event functions, with the app-wide training guard.
+    """The app's event functions, with the server's limits, sessions and training slots.
 
     Args:
-        training_slots: trainings that may run at once in this process (the shared slot).
+        training_slots: trainings that may run at once (default: ``limits.training_slots``).
         device: where trained models answer (predictions, heat maps): "auto", or "cpu" on a
             ZeroGPU Space, where the GPU is only lent to the training function.
+        limits: the server's limits (default: ``Limits.from_env()``).
+        disk_limit: bytes one session may store (default: ``limits.session_disk_mb``).
     """
 
-    def __init__(self, training_slots: int = 1, device: str = "auto",
-                 limits: ArchiveLimits | None = None, disk_limit: int | None = None):
-        self.training_slots = training_slots
+    def __init__(self, training_slots: int | None = None, device: str = "auto",
+                 limits: Limits | None = None, disk_limit: int | None = None):
+        self.limits = limits or Limits.from_env()
+        if training_slots:
+            self.limits = self.limits.but(training_slots=training_slots)
+        self.training_slots = self.limits.training_slots
         self.device = device
-        self.limits = limits or ArchiveLimits.from_env()
-        self.disk_limit = disk_limit or disk_limit_from_env()
+        self.disk_limit = disk_limit or int(self.limits.session_disk_mb * 1024**2)
+        # Gradio decodes a picture dropped on the page itself: Pillow must not try formats (such
+        # as PostScript, read through Ghostscript) that we never accept.
+        restrict_image_formats()
         # All session folders of this server live in one folder of its own, removed when the
         # server object goes or the process exits; a crashed server's folder is removed by the
         # next one that starts (see _remove_orphans).
@@ -172,20 +223,41 @@ class Handlers:
         self.root = Path(tempfile.mkdtemp(prefix=_APP_PREFIX))
         (self.root / _OWNER_FILE).write_text(str(os.getpid()))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
-        # Held by each run from its first to its last step. Gradio's concurrency limit frees its
-        # slot as soon as an event is cancelled (a closed tab), while the step in flight still
-        # runs; this guard makes the next run wait for it instead of overlapping it.
-        self._guard = threading.BoundedSemaphore(training_slots)
+        # Held by each long job from its first to its last step, also after Gradio gave up on the
+        # event (a closed tab frees Gradio's concurrency slot while the step in flight still runs).
+        self.slots = TrainingSlots(self.limits.training_slots, self.limits.training_waiting)
         # Every event finds its Session here by the tab's session hash (see SessionRegistry).
-        self.sessions = SessionRegistry(self.new_session)
+        self.sessions = SessionRegistry(self.new_session, idle_s=self.limits.session_idle_min * 60,
+                                        max_sessions=self.limits.max_sessions)
 
     def new_session(self) -> Session:
-        """A fresh Session in this server's folder."""
-        return Session(root=self.root, disk_limit=self.disk_limit)
+        """A fresh Session in this server's folder, under the server's disk budget."""
+        return Session(root=self.root, disk_limit=self.disk_limit, server_room=self.server_room)
+
+    def server_room(self) -> int:
+        """Bytes all sessions together may still store: the server's budget less what its
+        session folders, the upload cache and downloaded hub models take."""
+        from huggingface_hub import constants
+
+        used = sum(folder_bytes(Path(p)) for p in (self.root, gr.utils.get_upload_folder(), constants.HF_HUB_CACHE))
+        return max(0, int(self.limits.server_disk_mb * 1024**2) - used)
 
     def close(self) -> None:
         """Delete every session folder of this server (its sessions are over)."""
         self._cleanup()
+
+    def limits_note(self) -> str:
+        """The limits a user of this server meets, in one line for the training step ("" when
+        there are none worth saying)."""
+        parts = []
+        if self.limits.train_seconds is not None:
+            parts.append(f"a training runs at most {self.limits.train_minutes:g} minutes (then it stops and keeps "
+                         "the best model so far)")
+        if self.limits.max_params is not None:
+            parts.append(f"models of up to {self.limits.model_params_m:g} million parameters")
+        if self.limits.public:
+            parts.append("a model name must be one of the list or a Hugging Face Hub model")
+        return ("On this server " + "; ".join(parts) + ".") if parts else ""
 
     # --- session lifecycle ---------------------------------------------------------------------
 
@@ -196,20 +268,55 @@ class Handlers:
         whatever the page's state holds; called directly (tests), a handler uses the Session it is
         given. Generators stay generators (Gradio streams those).
         """
+        most = self.limits.user_events
+
         def session_of(request: gr.Request | None, session: Session | None) -> Session:
-            if request is not None and request.session_hash:
-                return self.sessions.get(request.session_hash)
+            try:
+                if request is not None and request.session_hash:
+                    return self.sessions.get(request.session_hash)
+            except UserInputError as exc:
+                raise _user_error(exc) from exc
             return session if isinstance(session, Session) else self.new_session()
 
+        def begin(session: Session) -> None:
+            try:
+                session.begin_event(most)
+            except UserInputError as exc:
+                raise _user_error(exc) from exc
+
         # The request comes first: Gradio passes it to the positional parameter annotated with it.
+        # Each event counts against its session's limit of events at once while it runs.
         if inspect.isgeneratorfunction(fn):
             def bound(request: gr.Request, session, *args):
-                yield from fn(session_of(request, session), *args)
+                s = session_of(request, session)
+                begin(s)
+                try:
+                    yield from fn(s, *args)
+                finally:
+                    s.end_event()
         else:
             def bound(request: gr.Request, session, *args):
-                return fn(session_of(request, session), *args)
+                s = session_of(request, session)
+                begin(s)
+                try:
+                    return fn(s, *args)
+                finally:
+                    s.end_event()
         bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        bound.counts_events = True  # its start and end are counted: ``admit`` may guard it (ui.py)
         return bound
+
+    def admit(self, request: gr.Request, *inputs) -> list[None]:
+        """Gradio's validator for every queued event: runs before the event joins the queue and
+        refuses it (nothing is queued) when the server has no room for a new session, or this
+        session already has ``limits.user_events`` events waiting or running. Returns one
+        "valid" (None) per input, as Gradio expects of a validator."""
+        if request is not None and request.session_hash:
+            try:
+                self.sessions.get(request.session_hash).admit_event(self.limits.user_events)
+            except UserInputError as exc:
+                raise _user_error(exc) from exc
+        return [None] * len(inputs)
 
     @staticmethod
     def on_load(session: Session) -> Session:
@@ -262,13 +369,17 @@ class Handlers:
 
         if not zip_file:
             raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
+        _refuse_while_training(session, "Loading new images")
         folder = _new_folder(session, "upload")
         try:
+            session.require_server_room(Path(zip_file).stat().st_size, "Unpacking this zip")
             # the zip may unpack to no more than the session's free room (and the upload limits)
-            dataset = open_dataset(zip_file, workdir=folder, limits=self.limits.within(session.room()))
+            dataset = open_dataset(zip_file, workdir=folder, limits=self.limits.archive.within(session.room()))
         except UserInputError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            session.drop_folder(folder)
             raise _user_error(exc) from exc
+        finally:
+            _consumed(zip_file)
         session.keep_folder("upload", folder)
         return self._use_dataset(session, dataset)
 
@@ -276,6 +387,7 @@ class Handlers:
         """Use the bundled example dataset (6 classes of public-domain drawings)."""
         from .data import open_dataset
 
+        _refuse_while_training(session, "Using the example images")
         try:
             dataset = open_dataset(EXAMPLE_DATASET)
         except UserInputError as exc:
@@ -321,6 +433,7 @@ class Handlers:
             dest = folder / f"{len(added):04d}_{src.name}"
             shutil.copyfile(src, dest)
             added.append(dest)
+        _consumed(*files)
         if snapshot is not None:
             dest = folder / f"{len(added):04d}_snapshot.png"
             load_image(snapshot).save(dest)
@@ -330,6 +443,7 @@ class Handlers:
 
     def clear_classes(self, session: Session):
         """Empty the class builder."""
+        _refuse_while_training(session, "Starting over")
         session.classes.clear()
         shutil.rmtree(session.workdir / "classes", ignore_errors=True)
         return self.classes_table(session), session
@@ -338,11 +452,12 @@ class Handlers:
         """Use the classes built in the browser as the dataset."""
         from .data import scan_files
 
+        _refuse_while_training(session, "Using new classes")
         if not session.classes:
             raise gr.Error("Create at least two classes and add images to each first.")
         try:
             dataset = scan_files({k: v for k, v in session.classes.items()},
-                                 root=session.workdir / "classes")
+                                 root=session.workdir / "classes", limits=self.limits.archive)
         except UserInputError as exc:
             raise _user_error(exc) from exc
         return self._use_dataset(session, dataset)
@@ -420,34 +535,83 @@ class Handlers:
             config = self.make_config(model_choice, custom_model, weights_file, mode, epochs, lr,
                                       val_fraction, seed, init_bundle=base)
             if base is None:
-                check_available(config.model, weights_file=config.weights_file)
+                self._check_model(session, config)
         except UserInputError as exc:
             raise _user_error(exc, session) from exc
         busy = (gr.Button(interactive=False), gr.Button(interactive=True), gr.DownloadButton(interactive=False))
         rows: list[dict] = []
-        if session.training.locked():
-            yield ("Waiting for the previous training to finish its last step...", *self._plots(rows), *busy,
-                   session)
-        with self._slot(session):
-            yield from self._run(session, config, rows, busy, compare_scratch and base is None)
-
-    @contextlib.contextmanager
-    def _slot(self, session: Session):
-        """Hold this session's training lock and one of the server's training slots, waiting a
-        while for a stopped run to finish its last step."""
-        if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
-            raise gr.Error("The previous training is still stopping; try again in a minute.")
+        turn = self._turn(session, "A training")
         try:
-            if not self._guard.acquire(timeout=_WAIT_FOR_STOPPED_S):
-                raise gr.Error("Another training on this server is still running; try again in a minute.")
-            try:
-                yield
-            finally:
-                self._guard.release()
+            for waiting in turn:
+                yield waiting, *self._plots(rows), *busy, session
+        except _GaveUp:
+            yield ("**Stopped before it started.** Press Train to try again.", *self._plots(rows),
+                   gr.Button(interactive=True), gr.Button(interactive=False), gr.DownloadButton(interactive=False),
+                   session)
+            return
         finally:
+            turn.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+        try:
+            yield from self._run(session, config, rows, busy, compare_scratch and base is None)
+        finally:
+            self._done(session)
+
+    def _check_model(self, session: Session, config: TrainConfig) -> None:
+        """Refuse, before anything is built, a model this server must not create (see Limits), and
+        one whose download would not fit the server's disk budget."""
+        limits = self.limits
+        n = len(session.dataset.labels) if session.dataset is not None else 1000
+        check_model_allowed(config.model, public=limits.public, max_params=limits.max_params, from_page=True,
+                            num_classes=n)
+        check_available(config.model, weights_file=config.weights_file)
+        info = get_info(config.model)
+        downloads = config.weights_file is None and not (info is not None and info.builtin)
+        if limits.public and downloads and hub_cached_file(config.model) is None:
+            session.require_room(4 * count_parameters(config.model, n), f"Downloading {config.model}")
+
+    def _turn(self, session: Session, what: str) -> Iterator[str]:
+        """Wait for this session's turn at a training slot, yielding a status line about every
+        second; on return the session holds its training lock and a slot, which ``_done`` frees.
+
+        A session has one long job at a time: a second is refused, except right after Stop, when
+        it waits for the stopped one's last step.
+
+        Raises:
+            gr.Error: this session's job is still running, or the line is full.
+            _GaveUp: Stop was pressed (or the tab closed) while waiting.
+        """
+        if not session.training.acquire(blocking=False):
+            if not session.stop.is_set():
+                raise _user_error(AlreadyInLineError(
+                    f"{what} cannot start while your training, export or learning curve is still running. "
+                    "Wait for it to end, or press Stop."))
+            yield "Waiting for the previous training to finish its last step..."
+            if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
+                raise gr.Error("The previous training is still stopping; try again in a minute.")
+        try:
+            self.slots.join(session.id, what)
+        except UserInputError as exc:
             session.training.release()
-            if session.closed:  # the tab closed while this run's last step was still going
-                session.remove_files()
+            raise _user_error(exc) from exc
+        try:
+            session.stop.clear()
+            while not self.slots.take(session.id, timeout=1.0):
+                if session.closed or session.stop.is_set():
+                    raise _GaveUp
+                running, _ = self.slots.busy()
+                ahead = self.slots.ahead(session.id)
+                yield (f"**Waiting for a free training slot**: {running} running"
+                       + (f", {ahead} waiting before you" if ahead else ", you are next") + ". Stop cancels.")
+        except BaseException:
+            self._done(session)
+            raise
+
+    def _done(self, session: Session) -> None:
+        """Free the slot and the training lock that ``_turn`` took."""
+        self.slots.leave(session.id)
+        session.training.release()
+        if session.closed:  # the tab closed while this job's last step was still going
+            session.remove_files()
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
         from .bundle import zip_bundle
@@ -455,8 +619,8 @@ class Handlers:
         from .training import fit
         from .workflow import finish, save
 
-        session.stop.clear()
         session.reset_model()
+        clock = _Budget(self.limits.train_seconds, session)
         best_acc = None
         last_yield = 0.0
         results: dict[str | None, object] = {}
@@ -483,6 +647,7 @@ class Handlers:
             stream = ((None, event) for event in fit(session.dataset, config, stop=session.stop, cache=session.cache))
         try:
             for run, event in stream:
+                clock.check()
                 prefix = f"{RUN_TITLES[run]}: " if run else ""
                 if event.phase in ("head", "finetune", "refit"):
                     x = event.elapsed_s if run else self._x(event, config)
@@ -514,14 +679,15 @@ class Handlers:
         if session.closed:  # nobody is listening, and the session's files are gone
             return
         result = results.get("pretrained" if with_scratch else None)
+        limit = f"{clock.sentence()}  \n" if clock.ran_out else ""
         if result is None:  # the compared pretrained run never started (stopped at once)
-            yield ("**Stopped before the first epoch finished**: there is no model to keep yet. "
+            yield (limit + "**Stopped before the first epoch finished**: there is no model to keep yet. "
                    "Press Train again.", *self._plots(rows, x_title), gr.Button(interactive=True),
                    gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
         comparison = compare_sentence({k: v for k, v in results.items() if k}) if with_scratch else ""
         if result.validation is None:  # stopped while reading images: there is no trained model to keep
-            yield ("**Stopped before the first model was trained**: there is nothing to keep yet. "
+            yield (limit + "**Stopped before the first model was trained**: there is nothing to keep yet. "
                    "Press Train again.", *self._plots(rows, x_title), gr.Button(interactive=True),
                    gr.Button(interactive=False), gr.DownloadButton(interactive=False), session)
             return
@@ -540,6 +706,8 @@ class Handlers:
                   f"Trained in {_fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
         if comparison:
             status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
+        if clock.ran_out:
+            status = f"**{clock.sentence()}**  \n" + status
         if result.error:
             status += (f"  \nThe error was: `{result.error}`. Train again to continue; if it repeats, "
                        "check the images (or try Quick mode, which needs less memory).")
@@ -557,17 +725,29 @@ class Handlers:
         try:
             config = self.make_config(model_choice, custom_model, weights_file, "quick", 0, 0,
                                       TrainConfig.val_fraction, seed)
-            check_available(config.model, weights_file=config.weights_file)
+            self._check_model(session, config)
         except UserInputError as exc:
             raise _user_error(exc) from exc
-        with self._slot(session):
-            session.stop.clear()
+        turn = self._turn(session, "A learning curve")
+        try:
+            for waiting in turn:
+                yield waiting, gr.skip(), session
+        except _GaveUp:
+            yield "Stopped before it started.", gr.skip(), session
+            return
+        finally:
+            turn.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+        try:
             found = None
+            clock = _Budget(self.limits.train_seconds, session)
             for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
                                                           cache=session.cache):
+                clock.check()
                 if found is None:
                     yield (f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
                            gr.skip(), session)
+        finally:
+            self._done(session)
         if found is None:
             yield "Stopped.", gr.skip(), session
             return
@@ -702,10 +882,11 @@ class Handlers:
             caption = (f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%}; "
                        f"{m.true_confidence:.0%} for {m.true_label})")
             path = Handlers._image_path(session, m.path)
-            if show_heat and session.predictor is not None:
+            predictor = session.predictor  # a training starting meanwhile forgets the session's model
+            if show_heat and predictor is not None:
                 key = (path, m.predicted_label)
                 if key not in session.heat_cache:
-                    session.heat_cache[key] = heat_map(session.predictor, path, m.predicted_label).overlay()
+                    session.heat_cache[key] = heat_map(predictor, path, m.predicted_label).overlay()
                 out.append((session.heat_cache[key], caption))
             else:
                 out.append((path, caption))
@@ -735,17 +916,20 @@ class Handlers:
 
         if not zip_file:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
+        _refuse_while_training(session, "Loading a model")
         folder = _new_folder(session, "loaded")
         try:
             session.require_room(2 * Path(zip_file).stat().st_size, "Loading this model")  # zip + unpacked
             predictor = Predictor.from_bundle(zip_file, folder, device=self.device,
-                                              limits=self.limits.within(session.room()))
+                                              limits=self.limits.archive.within(session.room()),
+                                              max_params=self.limits.max_params)
         except UserInputError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            session.drop_folder(folder)
             raise _user_error(exc) from exc
         bundle_folder = next(p.parent for p in sorted((folder / "bundle").rglob("config.json")))
         saved = folder / Path(zip_file).name
         shutil.copyfile(zip_file, saved)
+        _consumed(zip_file)
         session.loaded = (predictor, bundle_folder, saved)
         session.keep_folder("loaded", folder)
         session.reset_model()
@@ -766,6 +950,7 @@ class Handlers:
         if session.dataset is None:
             raise gr.Error("Load the images to evaluate on in step 1 first (one folder per class, "
                            "named like the model's classes).")
+        _refuse_while_training(session, "Evaluating")
         try:
             evaluation = session.predictor.evaluate(session.dataset)
         except UserInputError as exc:
@@ -781,11 +966,22 @@ class Handlers:
     def export(self, session: Session):
         """TorchScript + ONNX with preprocessing inside, each checked against the app's own
         predictions. Returns (report, download button)."""
+        if session.predictor is None or session.bundle_folder is None:
+            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
+        try:
+            for _ in self._turn(session, "An export"):
+                pass  # the export waits quietly; its button shows Gradio's progress meanwhile
+        except _GaveUp:
+            return "Stopped before the export started.", gr.DownloadButton(interactive=False)
+        try:
+            return self._export(session)
+        finally:
+            self._done(session)
+
+    def _export(self, session: Session):
         from .bundle import CARD_FILE, zip_bundle
         from .export import export_all
 
-        if session.predictor is None or session.bundle_folder is None:
-            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
         if session.result is not None and session.result.validation is not None:
             images = [session.dataset.items[i].path for i in session.result.validation.indices[:_PARITY_IMAGES]]
         elif session.dataset is not None:
@@ -800,7 +996,8 @@ class Handlers:
         if not result.passed:
             lines.append("A failed check means that file may answer differently from this app: "
                          "use the timm bundle (the .zip above) instead.")
-        shutil.copyfile(session.bundle_folder / CARD_FILE, folder / CARD_FILE)
+        if (session.bundle_folder / CARD_FILE).is_file():  # an uploaded bundle may have no model card
+            shutil.copyfile(session.bundle_folder / CARD_FILE, folder / CARD_FILE)
         session.export_zip = zip_bundle(folder, folder.parent / "exported-model.zip")
         session.keep_folder("export", folder.parent)
         return "  \n".join(lines), gr.DownloadButton(value=str(session.export_zip), interactive=True)
@@ -838,17 +1035,20 @@ class Handlers:
     def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5):
         """One picture (a file path or an image): (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
         from .batch import NOT_SURE, decide
-        from .data import load_image, read_failure
+        from .data import IMAGE_READ_ERRORS, load_image, read_failure
         from .explain import heat_map
 
         if image is None:
             return "", None, None, ""
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
-        if why := read_failure(image):
-            raise gr.Error(f"This picture cannot be used: {why}. Try a JPEG, PNG or WebP picture.")
+        try:
+            picture = load_image(image)  # decoded once: a big photo costs seconds per decode
+        except IMAGE_READ_ERRORS:
+            raise gr.Error(f"This picture cannot be used: {read_failure(image)}. Try a JPEG, PNG or WebP "
+                           "picture.", print_exception=False) from None
         predictor = session.predictor
-        hm = heat_map(predictor, load_image(image))  # its forward pass also gives every class's probability
+        hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
         probs = hm.probabilities
         label, confidence = decide(probs, predictor.labels, threshold or 0.0)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])
@@ -864,7 +1064,8 @@ class Handlers:
         """Many pictures (and/or .zip files): (summary, table, CSV download button)."""
         from .batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
 
-        if session.predictor is None:
+        predictor = session.predictor  # a training starting meanwhile forgets the session's model
+        if predictor is None:
             raise gr.Error("Train a model first (step 3), then classify pictures here.")
         if not files:
             raise gr.Error("Choose some pictures or a .zip of pictures first.")
@@ -873,12 +1074,19 @@ class Handlers:
         try:
             images = iter_image_files([(Path(f).name, Path(f)) for f in files], folder,
                                       lambda shown, why: skipped.append(f"{shown}: {why}"),
-                                      limits=self.limits.within(session.room()))
-            rows = list(prediction_rows(session.predictor, images, top_k=3, threshold=threshold or 0.0,
-                                        on_skip=lambda shown, why: skipped.append(f"{shown}: {why}")))
+                                      limits=self.limits.archive.within(session.room()))
+            rows = list(prediction_rows(predictor, images, top_k=3, threshold=threshold or 0.0,
+                                        on_skip=lambda shown, why: skipped.append(f"{shown}: {why}"),
+                                        megapixels=self.limits.batch_megapixels))
         except UserInputError as exc:
+            session.drop_folder(folder)
             raise _user_error(exc) from exc
+        finally:  # the pictures were needed only to answer
+            for extracted in folder.glob("zip*"):
+                shutil.rmtree(extracted, ignore_errors=True)
+            _consumed(*files)
         if not rows:
+            session.drop_folder(folder)
             raise gr.Error("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")
         csv_path = folder / "predictions.csv"
         write_csv(rows, csv_path)
@@ -900,22 +1108,6 @@ def checks_view(checks: list[Check]) -> tuple[str, list[tuple[str, str]]]:
     if images:
         lines.append("The images to look at are shown below.")
     return "  \n".join(lines), images
-
-
-def training_slots_from_env() -> int:
-    """Trainings at once, from TLS_TRAINING_SLOTS (default 1: a CPU has no room for two)."""
-    try:
-        return max(1, int(os.environ.get("TLS_TRAINING_SLOTS", "1")))
-    except ValueError:
-        return 1
-
-
-def queue_size_from_env() -> int:
-    """Waiting users allowed in the queue, from TLS_QUEUE_SIZE (default 20)."""
-    try:
-        return max(1, int(os.environ.get("TLS_QUEUE_SIZE", "20")))
-    except ValueError:
-        return 20
 
 
 def image_extensions() -> list[str]:

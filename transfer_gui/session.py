@@ -31,14 +31,10 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; se
     from .training import FeatureCache, TrainResult
     from .workflow import TrainedModel
 
-__all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError",
-           "disk_limit_from_env", "DEFAULT_DISK_MB"]
+__all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError", "ServerFullError",
+           "TooManyEventsError", "folder_bytes"]
 
 _logger = logging.getLogger(__name__)
-
-DEFAULT_DISK_MB = 3072  # room for the largest allowed upload (2 GB unpacked) plus models and exports
-DEFAULT_IDLE_MIN = 120  # a tab left open over lunch keeps its work; a forgotten API client does not
-
 
 class DiskQuotaError(UserInputError):
     """The session's folder would grow beyond its cap."""
@@ -48,26 +44,15 @@ class SessionClosedError(UserInputError):
     """The session ended (its tab closed or it expired) and its files are gone."""
 
 
-def disk_limit_from_env() -> int:
-    """A session's disk cap in bytes, from TLS_SESSION_DISK_MB (default 3072 MB)."""
-    try:
-        mb = float(os.environ.get("TLS_SESSION_DISK_MB", DEFAULT_DISK_MB))
-    except ValueError:
-        mb = DEFAULT_DISK_MB
-    return int((mb if mb > 0 else DEFAULT_DISK_MB) * 1024**2)
+class ServerFullError(UserInputError):
+    """The server has as many sessions as it takes."""
 
 
-def idle_limit_from_env() -> float:
-    """Seconds without an event after which a session ends, from TLS_SESSION_IDLE_MIN (default
-    120 minutes)."""
-    try:
-        minutes = float(os.environ.get("TLS_SESSION_IDLE_MIN", DEFAULT_IDLE_MIN))
-    except ValueError:
-        minutes = DEFAULT_IDLE_MIN
-    return (minutes if minutes > 0 else DEFAULT_IDLE_MIN) * 60
+class TooManyEventsError(UserInputError):
+    """One session has as many events running or waiting as it may."""
 
 
-def _folder_bytes(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
     """Bytes of the regular files under ``folder`` (links not followed)."""
     total = 0
     for dirpath, _, files in os.walk(folder):
@@ -109,16 +94,24 @@ class Session:
     Args:
         root: the folder to create the session's folder in (the app's own; the system temp
             folder when None).
-        disk_limit: bytes the session may store (default: ``disk_limit_from_env()``).
+        disk_limit: bytes the session may store.
+        server_room: bytes the whole server may still store (all sessions share it); None: no
+            server-wide budget.
     """
 
-    def __init__(self, root: str | Path | None = None, disk_limit: int | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, disk_limit: int = 3 * 1024**3,
+                 server_room: Callable[[], int] | None = None) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tls-session-{self.id}-", dir=root))
         # Whatever way the session ends (closed, expired, evicted by Gradio, process exit), its
         # folder goes with it.
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
-        self.disk_limit = disk_limit or disk_limit_from_env()
+        self.disk_limit = disk_limit
+        self._server_room = server_room
+        self._filling: set[Path] = set()  # folders from new_folder not kept or dropped yet
+        self._events = 0  # running now
+        self._queued = 0  # admitted to the queue, not started yet
+        self._events_lock = threading.Lock()
         self._current: dict[str, Path] = {}
         self.dataset: ImageDataset | None = None
         self.classes: dict[str, list[Path]] = {}
@@ -157,17 +150,21 @@ class Session:
         """A fresh, empty sub-folder of this session's workdir.
 
         Folders of the same ``name`` left by failed attempts are removed first; the one in use
-        (see ``keep_folder``) stays until a new one replaces it.
+        (see ``keep_folder``) stays until a new one replaces it, and so do folders that another
+        request of this session is still filling (two batches at once must not delete each
+        other's files).
         """
         self.check_open()
-        current = self._current.get(name)
-        for old in self.workdir.glob(f"{name}-*"):
-            if old != current:
-                shutil.rmtree(old, ignore_errors=True)
-        folder = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
-        # No parents=True: a step still in flight when the session closed must not re-create the
-        # deleted workdir (seen in CI: a closed tab's folder came back and was never removed).
-        folder.mkdir()
+        with self._events_lock:
+            busy = {self._current.get(name), *self._filling}
+            for old in self.workdir.glob(f"{name}-*"):
+                if old not in busy:
+                    shutil.rmtree(old, ignore_errors=True)
+            folder = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
+            # No parents=True: a step still in flight when the session closed must not re-create the
+            # deleted workdir (seen in CI: a closed tab's folder came back and was never removed).
+            folder.mkdir()
+            self._filling.add(folder)
         return folder
 
     def check_open(self) -> None:
@@ -179,27 +176,79 @@ class Session:
     def keep_folder(self, name: str, folder: Path) -> None:
         """``folder`` (from ``new_folder(name)``) is now the one in use; the previous one is deleted,
         so replacing data or models does not pile up copies."""
-        previous = self._current.get(name)
-        self._current[name] = folder
+        with self._events_lock:
+            previous = self._current.get(name)
+            self._current[name] = folder
+            self._filling.discard(folder)
         if previous is not None and previous != folder:
             shutil.rmtree(previous, ignore_errors=True)
 
+    def drop_folder(self, folder: Path) -> None:
+        """Delete a folder from ``new_folder`` that will not be kept (its request failed)."""
+        with self._events_lock:
+            self._filling.discard(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
     def disk_used(self) -> int:
         """Bytes this session's folder holds now."""
-        return _folder_bytes(self.workdir)
+        return folder_bytes(self.workdir)
 
     def room(self) -> int:
-        """Bytes this session may still store."""
-        return max(0, self.disk_limit - self.disk_used())
+        """Bytes this session may still store: its own room, or the server's if that is less."""
+        own = max(0, self.disk_limit - self.disk_used())
+        return min(own, self._server_room()) if self._server_room is not None else own
 
     def require_room(self, needed: int, what: str) -> None:
-        """Raise DiskQuotaError unless ``needed`` more bytes fit under this session's cap."""
+        """Raise DiskQuotaError unless ``needed`` more bytes fit under this session's cap and the
+        server's budget."""
         used = self.disk_used()
         if used + needed > self.disk_limit:
             raise DiskQuotaError(
                 f"{what} needs {size_text(needed)}, and this session already stores {size_text(used)} "
                 f"of its {size_text(self.disk_limit)}. Use fewer or smaller images, or reload the page "
                 "to start a fresh session.")
+        self.require_server_room(needed, what)
+
+    def require_server_room(self, needed: int, what: str) -> None:
+        """Raise DiskQuotaError unless ``needed`` more bytes fit in the server's budget."""
+        if self._server_room is not None and needed > self._server_room():
+            raise DiskQuotaError(f"{what} needs {size_text(needed)}, and the server's disk budget for all its "
+                                 "users is nearly used up. Try again later, or with fewer or smaller images.")
+
+    def admit_event(self, most: int) -> None:
+        """Let one more event of this session into the server's queue, unless ``most`` of its
+        events already wait or run: one user flooding the queue gets refusals, while everyone
+        else's events still find room in it.
+
+        Raises:
+            TooManyEventsError: ``most`` events of this session wait or run.
+        """
+        with self._events_lock:
+            if self._queued + self._events >= most:
+                raise TooManyEventsError(f"This session already has {self._queued + self._events} requests waiting "
+                                         "or running; wait for them to finish, then try again.")
+            self._queued += 1
+
+    def begin_event(self, most: int) -> None:
+        """Count one event of this session as running: one admitted to the queue moves from
+        waiting to running; one that bypassed the queue is refused when ``most`` already run.
+        Each call that returns is matched by one ``end_event``.
+
+        Raises:
+            TooManyEventsError: ``most`` events of this session are running.
+        """
+        with self._events_lock:
+            if self._queued:
+                self._queued -= 1
+            elif self._events >= most:
+                raise TooManyEventsError(f"This session already has {self._events} requests running; wait for "
+                                         "them to finish, then try again.")
+            self._events += 1
+
+    def end_event(self) -> None:
+        """One event of this session has finished."""
+        with self._events_lock:
+            self._events = max(0, self._events - 1)
 
     def use_trained(self, trained: TrainedModel) -> None:
         """A training finished: its model becomes the current one."""
@@ -245,11 +294,15 @@ class SessionRegistry:
 
     Args:
         factory: makes a new Session.
+        idle_s: a session with no event for this long ends (unless it is training).
+        max_sessions: sessions at once; a new one beyond is refused (``ServerFullError``), so a
+            flood of new sessions never ends anyone else's.
     """
 
-    def __init__(self, factory: Callable[[], Session], idle_s: float | None = None) -> None:
+    def __init__(self, factory: Callable[[], Session], idle_s: float = 7200.0, max_sessions: int = 1000) -> None:
         self._factory = factory
-        self.idle_s = idle_s if idle_s is not None else idle_limit_from_env()
+        self.idle_s = idle_s
+        self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
         self._last_used: dict[str, float] = {}
         self._last_sweep = time.monotonic()
@@ -257,11 +310,19 @@ class SessionRegistry:
 
     def get(self, key: str) -> Session:
         """The Session of ``key``, made on its first event; counts as activity. Sessions idle for
-        longer than ``idle_s`` are ended on the way (at most once a minute)."""
+        longer than ``idle_s`` are ended on the way (at most once a minute).
+
+        Raises:
+            ServerFullError: ``key`` is new and the server has ``max_sessions`` sessions."""
         now = time.monotonic()
+        if key not in self._sessions and len(self) >= self.max_sessions:
+            self.expire_idle(now)
         with self._lock:
             session = self._sessions.get(key)
             if session is None or session.closed:
+                if session is None and len(self._sessions) >= self.max_sessions:
+                    raise ServerFullError(f"This server has as many users as it takes ({self.max_sessions}). "
+                                          "Try again in a few minutes.")
                 session = self._sessions[key] = self._factory()
                 _logger.info("Session %s started", session.id)
             self._last_used[key] = now

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .archive import ArchiveLimits
 from .catalog import DEFAULT_MODEL
 from .handlers import (COUNTS_COLUMNS, MODE_CHOICES, PER_CLASS_COLUMNS, ROOT, SKIPPED_COLUMNS, TEST_IMAGES, Handlers,
-                       image_extensions, model_card, model_choices, queue_size_from_env, training_slots_from_env)
+                       image_extensions, model_card, model_choices)
+from .limits import Limits
 
 __all__ = ["build_demo", "launch_kwargs"]
 
@@ -33,6 +33,7 @@ final model then learns from all of them. The accuracy range shown is a 95 % Wil
 **Why it works with so few images:** tick *Compare with training from scratch* to train the same
 model from random weights for the same time, and watch the difference on the plots."""
 STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
+CACHE_TTL_S = 3600  # Gradio's copies of uploads and downloads: a download link lasts an hour
 
 INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
@@ -60,7 +61,7 @@ def launch_kwargs() -> dict:
     return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
             # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
             # unpacked size (an upload is never larger than what it unpacks to, for images).
-            "max_file_size": ArchiveLimits.from_env().max_total_bytes}
+            "max_file_size": Limits.from_env().archive.max_total_bytes}
 
 
 def build_demo(training_slots: int | None = None, queue_size: int | None = None,
@@ -69,20 +70,24 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
 
     Args:
         training_slots: trainings at once across all users (default: $TLS_TRAINING_SLOTS or 1).
-        queue_size: waiting events allowed in the queue (default: $TLS_QUEUE_SIZE or 20).
+        queue_size: short events allowed to wait in the queue (default: $TLS_QUEUE_SIZE or 64).
         state_ttl_s: an unused session's data and files are deleted after this many seconds.
         handlers: the event functions (built here when None; tests pass their own to inspect
             sessions and limits).
     """
     gpu = zero_gpu()
-    h = handlers or Handlers(training_slots or training_slots_from_env(), device="cpu" if gpu else "auto")
-    slots = h.training_slots
+    h = handlers or Handlers(training_slots, device="cpu" if gpu else "auto")
+    # Long jobs enter their function at once and wait for a slot in the handlers' own line, which
+    # has its own length and tells each user their place; Gradio's queue then only ever holds
+    # short events, so predictions and loading never wait behind trainings.
+    slots = h.limits.training_slots + h.limits.training_waiting
     # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
     # one; predictions, heat maps and exports run on the CPU (their models live there).
     train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.train)) if gpu else h.event(h.train)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
-    # than 6 hours, checking hourly, so a public server's disk does not fill up.
-    with gr.Blocks(title="Transfer Learning Studio", delete_cache=(3600, STATE_TTL_S)) as demo:
+    # than an hour, checking every 10 minutes, so a public server's disk does not fill up (the
+    # handlers delete uploads as soon as they are read; the server's disk budget counts the rest).
+    with gr.Blocks(title="Transfer Learning Studio", delete_cache=(600, CACHE_TTL_S)) as demo:
         # The page's copy of its Session, set by the first event (on_load). Events look their
         # Session up in the server's registry (Handlers.event), so this only lets Gradio's own
         # expiry end sessions too. No factory here: Gradio would call it in a page-load event of
@@ -190,6 +195,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     stop_btn = gr.Button("Stop (keeps the best model so far)", variant="stop",
                                          interactive=False, elem_id="stop-btn")
                 status = gr.Markdown("Load images in step 1 first; then press Train.", elem_id="train-status")
+                limits_note = h.limits_note()
+                gr.Markdown(limits_note, visible=bool(limits_note), elem_id="limits-note")
                 with gr.Row():
                     loss_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Loss (lower is better)",
                                             x_title="epoch", y_title="loss", height=300, elem_id="loss-plot")
@@ -365,5 +372,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                          api_name="not_sure_meaning")
         batch_btn.click(h.event(h.batch_predict), [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
                         show_progress_on=[batch_note], api_name="batch_predict")
-    demo.queue(max_size=queue_size or queue_size_from_env(), default_concurrency_limit=4)
+    # Every queued event of a session passes the handlers' admission first (a validator runs
+    # before an event joins the queue): one session can hold only a few places in the queue that
+    # all share. Only events whose start and end the handlers count, or places would never free.
+    for fn in demo.fns.values():
+        if fn.queue and getattr(fn.fn, "counts_events", False) and fn.validator is None:
+            fn.validator = h.admit
+    demo.queue(max_size=queue_size or h.limits.queue_size, default_concurrency_limit=4)
     return demo

@@ -1,0 +1,115 @@
+"""Every limit a server puts on what one request or one user may consume, read in one place.
+
+A public server (a Hugging Face Space, or ``TLS_PUBLIC=1``) is open to strangers: each limit here
+stops one way a single request could exhaust it. Each has a default and an environment variable
+named ``TLS_`` + the field name in capitals; ``settings()`` lists them (the README's "Hosting
+publicly" table is checked against it by a test). A missing or malformed value keeps the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields, replace
+
+from .archive import ArchiveLimits
+
+__all__ = ["Limits", "settings", "ENV_PREFIX"]
+
+_logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "TLS_"
+# Public servers get these where a private one has none (0 = no limit): a training that never ends
+# and a model of billions of parameters are fine on your own machine, not on a shared one.
+_PUBLIC_DEFAULTS = {"train_minutes": 20.0, "model_params_m": 100.0}
+
+
+def _limit(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits; each field's help text is what the README says of it.
+
+    Attributes:
+        public: strangers may use this server: only catalog models and hub models under
+            ``model_params_m``, and a time budget per training.
+    """
+
+    public: bool = _limit(False, "strangers use this server: only listed and Hub models, the two public defaults below (on by itself on a Hugging Face Space)")
+    max_upload_mb: float = _limit(2048, "MB one upload may unpack to (a zip of images, a model, a batch); also Gradio's upload limit")
+    max_files: int = _limit(20_000, "entries in one zip, and rows in one labels CSV")
+    max_ratio: float = _limit(200, "unpacked/packed size of any one zip entry (zip bombs reach 1000)")
+    max_classes: int = _limit(300, "classes in one image set")
+    batch_megapixels: float = _limit(100, "megapixels of decoded pictures held at once while classifying a batch "
+                                          "(one picture at the 89-megapixel maximum always fits)")
+    session_disk_mb: float = _limit(3072, "MB of files one session may keep (uploads, models, exports)")
+    server_disk_mb: float = _limit(20_480, "MB all sessions together may keep, with Gradio's upload cache and downloaded hub models")
+    session_idle_min: float = _limit(120, "minutes without an event after which a session ends and its files go (API clients never close a tab)")
+    max_sessions: int = _limit(1000, "sessions at once; new ones are refused, never old ones dropped")
+    training_slots: int = _limit(1, "trainings that run at once (a CPU has no room for two)")
+    training_waiting: int = _limit(8, "trainings that may wait for a slot; more are refused")
+    queue_size: int = _limit(64, "events waiting in Gradio's queue (trainings wait in their own line)")
+    user_events: int = _limit(6, "events one session may have running or waiting at once")
+    train_minutes: float = _limit(0, "minutes one training may run, then it stops and keeps its best model (0 = no limit; 20 on a public server)")
+    model_params_m: float = _limit(0, "largest model, in millions of parameters, counted before it is built (0 = no limit; 100 on a public server)")
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "Limits":
+        """The defaults, overridden by ``TLS_<FIELD>`` variables; public when ``TLS_PUBLIC`` is
+        true, or unset on a Hugging Face Space (``SPACE_ID`` set)."""
+        env = os.environ if environ is None else environ
+        public_text = env.get(ENV_PREFIX + "PUBLIC", "")
+        public = (public_text.strip().lower() in ("1", "true", "yes", "on") if public_text.strip()
+                  else bool(env.get("SPACE_ID")))
+        values: dict = {"public": public}
+        for f in fields(cls):
+            if f.name == "public":
+                continue
+            default = _PUBLIC_DEFAULTS.get(f.name, f.default) if public else f.default
+            text = env.get(ENV_PREFIX + f.name.upper())
+            values[f.name] = _number(text, default, f.type, f.name)
+        return cls(**values)
+
+    @property
+    def archive(self) -> ArchiveLimits:
+        """The upload limits as ``extract_zip`` and the dataset readers take them."""
+        return ArchiveLimits(max_total_bytes=int(self.max_upload_mb * 1024**2), max_files=self.max_files,
+                             max_ratio=self.max_ratio, max_classes=self.max_classes)
+
+    @property
+    def train_seconds(self) -> float | None:
+        """The training time budget in seconds, or None for no limit."""
+        return self.train_minutes * 60 if self.train_minutes > 0 else None
+
+    @property
+    def max_params(self) -> int | None:
+        """The model size cap in parameters, or None for no cap."""
+        return int(self.model_params_m * 1e6) if self.model_params_m > 0 else None
+
+    def but(self, **changes) -> "Limits":
+        """A copy with some limits changed (tests, benchmarks)."""
+        return replace(self, **changes)
+
+
+def _number(text: str | None, default, kind, name: str):
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        _logger.warning("%s%s=%r is not a number; using the default %s", ENV_PREFIX, name.upper(), text, default)
+        return default
+    if value < 0 or (value == 0 and name not in _PUBLIC_DEFAULTS):
+        _logger.warning("%s%s=%r must be positive; using the default %s", ENV_PREFIX, name.upper(), text, default)
+        return default
+    return int(value) if kind in (int, "int") else value
+
+
+def settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, what it limits) for every limit, in the README's order."""
+    def shown(value) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:,g}"
+
+    return [(ENV_PREFIX + f.name.upper(), shown(f.default), f.metadata["help"]) for f in fields(Limits)]
