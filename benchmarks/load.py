@@ -342,23 +342,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 def run_load(n_users: int = 8, queue_size: int = 20, startup_timeout_s: float = 120) -> LoadReport:
     """Start the app, run ``n_users`` users at once, stop the app; return what was measured."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               TLS_QUEUE_SIZE=str(queue_size), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     folder = Path(tempfile.mkdtemp(prefix="tls-load-"))
-    log = open(folder / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server, url, log = _start_server({"TLS_QUEUE_SIZE": str(queue_size)}, folder, startup_timeout_s)
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start; see {folder / 'server.log'}")
-                time.sleep(0.3)
         runs: list[UserRun] = [UserRun(i) for i in range(n_users)]
         done = threading.Event()
         max_queue = 0
@@ -389,12 +375,7 @@ def run_load(n_users: int = 8, queue_size: int = 20, startup_timeout_s: float = 
         wall = time.perf_counter() - t0
         report = LoadReport(runs, max_queue, queue_size, _peak_rss_mb(server.pid), wall)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        _stop_server(server, log)
     report.leftover_folders = len(_owned_folders(server.pid))
     shutil.rmtree(folder, ignore_errors=True)
     return report

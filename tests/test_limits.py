@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 

@@ -143,16 +143,6 @@ def _user_error(exc: UserInputError, session: Session | None = None) -> gr.Error
     return gr.Error(str(exc), print_exception=False)
 
 
-def _consumed(*paths: str | Path | None) -> None:
-    """Delete uploads that Gradio keeps in its upload cache once they have been read (a zip
-    unpacked, a model copied, pictures classified): otherwise each upload would stay on the
-    server's disk until the cache expires, however often it is sent."""
-    cache = Path(gr.utils.get_upload_folder()).resolve()
-    for path in paths:
-        if path and cache in Path(path).resolve().parents:
-            Path(path).unlink(missing_ok=True)
-
-
 def _refuse_while_training(session: Session, what: str) -> None:
     """Data and models may not change under a running job: it would train or measure on files
     that are gone, or on a different image set than its split."""
@@ -378,8 +368,6 @@ class Handlers:
         except UserInputError as exc:
             session.drop_folder(folder)
             raise _user_error(exc) from exc
-        finally:
-            _consumed(zip_file)
         session.keep_folder("upload", folder)
         return self._use_dataset(session, dataset)
 
@@ -433,7 +421,6 @@ class Handlers:
             dest = folder / f"{len(added):04d}_{src.name}"
             shutil.copyfile(src, dest)
             added.append(dest)
-        _consumed(*files)
         if snapshot is not None:
             dest = folder / f"{len(added):04d}_snapshot.png"
             load_image(snapshot).save(dest)
@@ -929,7 +916,6 @@ class Handlers:
         bundle_folder = next(p.parent for p in sorted((folder / "bundle").rglob("config.json")))
         saved = folder / Path(zip_file).name
         shutil.copyfile(zip_file, saved)
-        _consumed(zip_file)
         session.loaded = (predictor, bundle_folder, saved)
         session.keep_folder("loaded", folder)
         session.reset_model()
@@ -1081,10 +1067,9 @@ class Handlers:
         except UserInputError as exc:
             session.drop_folder(folder)
             raise _user_error(exc) from exc
-        finally:  # the pictures were needed only to answer
+        finally:  # the pictures of a zip were needed only to answer
             for extracted in folder.glob("zip*"):
                 shutil.rmtree(extracted, ignore_errors=True)
-            _consumed(*files)
         if not rows:
             session.drop_folder(folder)
             raise gr.Error("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")

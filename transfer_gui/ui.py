@@ -86,7 +86,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
     train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.train)) if gpu else h.event(h.train)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than an hour, checking every 10 minutes, so a public server's disk does not fill up (the
-    # handlers delete uploads as soon as they are read; the server's disk budget counts the rest).
+    # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio
+    # stores identical uploads at one path, so another request may still need the same file.
     with gr.Blocks(title="Transfer Learning Studio", delete_cache=(600, CACHE_TTL_S)) as demo:
         # The page's copy of its Session, set by the first event (on_load). Events look their
         # Session up in the server's registry (Handlers.event), so this only lets Gradio's own
