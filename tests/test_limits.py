@@ -4,6 +4,7 @@ weights, real images, real zips; each test fails without its limit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -38,7 +39,7 @@ def server():
     made = []
 
     def make(**changes):
-        h = Handlers(limits=Limits().but(**changes))
+        h = Handlers(limits=dataclasses.replace(Limits(), **changes))
         session = h.new_session()
         made.append((h, session))
         return h, session

@@ -8,6 +8,7 @@ bug keeps its traceback in the server log while the page shows only a generic er
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -199,8 +200,7 @@ class Handlers:
                  limits: Limits | None = None, disk_limit: int | None = None):
         self.limits = limits or Limits.from_env()
         if training_slots:
-            self.limits = self.limits.but(training_slots=training_slots)
-        self.training_slots = self.limits.training_slots
+            self.limits = dataclasses.replace(self.limits, training_slots=training_slots)
         self.device = device
         self.disk_limit = disk_limit or int(self.limits.session_disk_mb * 1024**2)
         # Gradio decodes a picture dropped on the page itself: Pillow must not try formats (such
@@ -548,13 +548,14 @@ class Handlers:
         one whose download would not fit the server's disk budget."""
         limits = self.limits
         n = len(session.dataset.labels) if session.dataset is not None else 1000
-        check_model_allowed(config.model, public=limits.public, max_params=limits.max_params, from_page=True,
-                            num_classes=n)
+        count = check_model_allowed(config.model, public=limits.public, max_params=limits.max_params,
+                                    from_page=True, num_classes=n)
         check_available(config.model, weights_file=config.weights_file)
         info = get_info(config.model)
         downloads = config.weights_file is None and not (info is not None and info.builtin)
         if limits.public and downloads and hub_cached_file(config.model) is None:
-            session.require_room(4 * count_parameters(config.model, n), f"Downloading {config.model}")
+            count = count if count is not None else count_parameters(config.model, n)
+            session.require_room(4 * count, f"Downloading {config.model}")
 
     def _turn(self, session: Session, what: str) -> Iterator[str]:
         """Wait for this session's turn at a training slot, yielding a status line about every
@@ -569,9 +570,7 @@ class Handlers:
         """
         if not session.training.acquire(blocking=False):
             if not session.stop.is_set():
-                raise _user_error(AlreadyInLineError(
-                    f"{what} cannot start while your training, export or learning curve is still running. "
-                    "Wait for it to end, or press Stop."))
+                raise _user_error(AlreadyInLineError(what))
             yield "Waiting for the previous training to finish its last step..."
             if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
                 raise gr.Error("The previous training is still stopping; try again in a minute.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 from .archive import ArchiveLimits
 
@@ -87,10 +87,6 @@ class Limits:
     def max_params(self) -> int | None:
         """The model size cap in parameters, or None for no cap."""
         return int(self.model_params_m * 1e6) if self.model_params_m > 0 else None
-
-    def but(self, **changes) -> "Limits":
-        """A copy with some limits changed (tests, benchmarks)."""
-        return replace(self, **changes)
 
 
 def _number(text: str | None, default, kind, name: str):

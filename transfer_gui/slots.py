@@ -23,6 +23,10 @@ class LineFullError(UserInputError):
 class AlreadyInLineError(UserInputError):
     """This user already has a long job running or waiting."""
 
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} cannot start while your training, export or learning curve is still running "
+                         "or waiting. Wait for it to end, or press Stop.")
+
 
 class TrainingSlots:
     """``slots`` jobs at once; up to ``max_waiting`` more wait their turn in arrival order.
@@ -48,8 +52,7 @@ class TrainingSlots:
         """
         with self._changed:
             if key in self._running or key in self._waiting:
-                raise AlreadyInLineError(f"{what} cannot start while your training, export or learning curve is "
-                                         "still running or waiting. Wait for it to end, or press Stop.")
+                raise AlreadyInLineError(what)
             if len(self._waiting) >= self.max_waiting and len(self._running) >= self.slots:
                 raise LineFullError(f"The server is busy: {len(self._running)} training(s) running and "
                                     f"{len(self._waiting)} waiting, the most it takes. Try again in a few minutes.")

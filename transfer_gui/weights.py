@@ -317,7 +317,7 @@ def count_parameters(name: str, num_classes: int = 1000, create_kwargs: dict | N
 
 
 def check_model_allowed(name: str, *, public: bool = False, max_params: int | None = None,
-                        from_page: bool = False, num_classes: int = 1000) -> None:
+                        from_page: bool = False, num_classes: int = 1000) -> int | None:
     """Refuse, before anything is built or downloaded, a model this server must not create.
 
     Args:
@@ -327,6 +327,9 @@ def check_model_allowed(name: str, *, public: bool = False, max_params: int | No
         max_params: the largest model allowed, counted on the ``meta`` device (None: no cap).
         from_page: the name came from the web page, which may never name a server folder.
         num_classes: the head the model will get (counts towards its size).
+
+    Returns:
+        The model's parameter count when ``max_params`` made it count them, else None.
 
     Raises:
         ModelError: with what to choose instead.
@@ -340,13 +343,14 @@ def check_model_allowed(name: str, *, public: bool = False, max_params: int | No
         raise ModelError(f"{stripped} has no pretrained weights on the Hugging Face Hub; this public server "
                          "only builds the listed models and Hub models. Pick one from the list.")
     if max_params is None:
-        return
+        return None
     arch = stripped if stripped.startswith("hf-hub:") else (info.arch if info else stripped.split(".", 1)[0])
     count = count_parameters(arch, num_classes)
     if count > max_params:
         raise ModelError(f"{stripped} has {count / 1e6:,.0f} million parameters; this server allows models of up "
                          f"to {max_params / 1e6:,.0f} million. Pick a smaller model (the list shows sizes), or "
                          "train on your own machine.")
+    return count
 
 
 def _offline_message(name: str) -> str:
