@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 
-from transfer_gui.handlers import preload_engine
-from transfer_gui.ui import build_demo, launch_kwargs
+from transfer_gui.app.handlers import preload_engine
+from transfer_gui.app.layout import build_demo, launch_kwargs
 
 
 def main() -> None:

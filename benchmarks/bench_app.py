@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradio_client import Client  # noqa: E402
 
-from transfer_gui.ui import build_demo  # noqa: E402
+from transfer_gui.app.layout import build_demo  # noqa: E402
 
 
 def main() -> None:

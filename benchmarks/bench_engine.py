@@ -40,10 +40,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer_gui.evaluation import expected_calibration_error  # noqa: E402
-from transfer_gui.config import TrainConfig  # noqa: E402
-from transfer_gui.data import eval_transform, load_image, scan_files  # noqa: E402
-from transfer_gui.weights import create_model  # noqa: E402
+from transfer_gui.engine.evaluation import expected_calibration_error  # noqa: E402
+from transfer_gui.engine.config import TrainConfig  # noqa: E402
+from transfer_gui.engine.data import eval_transform, load_image, scan_files  # noqa: E402
+from transfer_gui.engine.weights import create_model  # noqa: E402
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 OPENCLIPART_8 = {"building": "buildings", "clothing": "people/clothing", "dessert": "food/desserts",
@@ -125,7 +125,7 @@ def _reference(train_x, train_y, test_x, test_y) -> dict:
 def _ours(train_files: dict[str, list[Path]], test_paths: list[Path], test_y: np.ndarray, mode: str, seed: int,
           model: str) -> dict:
     """The engine as the CLI and the app run it, then its calibrated predictions on the test set."""
-    from transfer_gui.workflow import train_model
+    from transfer_gui.engine.workflow import train_model
 
     start = time.perf_counter()
     dataset = scan_files(train_files, root="/")

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transfer_gui.data import open_dataset  # noqa: E402
-from transfer_gui.handlers import EXAMPLE_DATASET, Handlers  # noqa: E402
+from transfer_gui.engine.data import open_dataset  # noqa: E402
+from transfer_gui.app.handlers import EXAMPLE_DATASET, Handlers  # noqa: E402
 
 
 def _rss_mb() -> float:

@@ -39,7 +39,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 # --- arms (each runs in its own process) ---------------------------------------------------------
 
 def _model(args):
-    from transfer_gui.weights import create_model
+    from transfer_gui.engine.weights import create_model
 
     return create_model(args.model, 6, pretrained=not args.scratch).model
 
@@ -61,8 +61,8 @@ def arm_bare_extract(args) -> dict:
 def arm_our_extract(args) -> dict:
     import torch
 
-    from transfer_gui.speed import fast_paths, tune_process
-    from transfer_gui.training import extract_features, pick_device
+    from transfer_gui.engine.speed import fast_paths, tune_process
+    from transfer_gui.engine.training import extract_features, pick_device
 
     tune_process()
     x = torch.load(args.tensors)
@@ -83,7 +83,7 @@ def arm_our_extract(args) -> dict:
 
 
 def _dataset(n: int | None = None):
-    from transfer_gui.data import open_dataset
+    from transfer_gui.engine.data import open_dataset
 
     ds = open_dataset(EXAMPLE)
     if n is not None:  # the first n images, every class kept
@@ -93,9 +93,9 @@ def _dataset(n: int | None = None):
 
 
 def arm_our_finetune(args) -> dict:
-    from transfer_gui.config import TrainConfig
-    from transfer_gui.data import split_dataset
-    from transfer_gui.training import fit
+    from transfer_gui.engine.config import TrainConfig
+    from transfer_gui.engine.data import split_dataset
+    from transfer_gui.engine.training import fit
 
     ds = _dataset()
     # the split given: the fine-tune epochs run on its training part (no evidence run and refit),
@@ -117,7 +117,7 @@ def arm_plain_finetune(args) -> dict:
     import torch.nn.functional as F
     import timm.data
 
-    from transfer_gui.data import TorchImages, eval_transform, split_dataset, train_transform
+    from transfer_gui.engine.data import TorchImages, eval_transform, split_dataset, train_transform
 
     ds = _dataset()
     split = split_dataset(ds, 0.25, 0)
@@ -146,8 +146,8 @@ def arm_plain_finetune(args) -> dict:
 
 
 def arm_quick80(args) -> dict:
-    from transfer_gui.config import TrainConfig
-    from transfer_gui.training import train
+    from transfer_gui.engine.config import TrainConfig
+    from transfer_gui.engine.training import train
 
     t = time.perf_counter()
     ds = _dataset(80)
@@ -169,7 +169,7 @@ def arm_bare_forward80(args) -> dict:
 
 
 def arm_latency(args) -> dict:
-    from transfer_gui.inference import Predictor
+    from transfer_gui.engine.inference import Predictor
 
     model = _model(args)
     import timm.data
@@ -269,7 +269,7 @@ def main() -> None:
     import torch
     import timm.data
 
-    from transfer_gui.data import eval_transform, load_image, open_dataset
+    from transfer_gui.engine.data import eval_transform, load_image, open_dataset
 
     with tempfile.TemporaryDirectory(prefix="tls-speed-") as tmp:
         tmp = Path(tmp)

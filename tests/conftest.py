@@ -76,7 +76,7 @@ def example_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def example_dataset():
     """The example dataset, scanned once."""
-    from transfer_gui.data import open_dataset
+    from transfer_gui.engine.data import open_dataset
 
     return open_dataset(EXAMPLE)
 
@@ -84,8 +84,8 @@ def example_dataset():
 @pytest.fixture(scope="session")
 def quick_result(example_dataset):
     """Quick training with the real built-in weights on the example data (seed 0)."""
-    from transfer_gui.config import TrainConfig
-    from transfer_gui.training import train
+    from transfer_gui.engine.config import TrainConfig
+    from transfer_gui.engine.training import train
 
     return train(example_dataset, TrainConfig(mode="quick", seed=0))
 
@@ -93,7 +93,7 @@ def quick_result(example_dataset):
 @pytest.fixture(scope="session")
 def quick_bundle(tmp_path_factory, quick_result, example_dataset) -> Path:
     """``quick_result`` saved as a bundle folder."""
-    from transfer_gui.bundle import save_bundle
+    from transfer_gui.engine.bundle import save_bundle
 
     folder = tmp_path_factory.mktemp("bundle") / "example_model"
     return save_bundle(quick_result, folder, dataset_report=example_dataset.report.to_dict())

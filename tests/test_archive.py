@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from transfer_gui.archive import ArchiveLimits, extract_zip
-from transfer_gui.errors import ArchiveError
+from transfer_gui.engine.archive import ArchiveLimits, extract_zip
+from transfer_gui.engine.errors import ArchiveError
 
 
 def _png_bytes() -> bytes:

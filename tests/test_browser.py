@@ -33,7 +33,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 def app_url():
     import huggingface_hub.constants
 
-    from transfer_gui.ui import build_demo, launch_kwargs
+    from transfer_gui.app.layout import build_demo, launch_kwargs
 
     # as on this project's machines: the Hub is unreachable (also on a developer's laptop)
     offline, huggingface_hub.constants.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE, True
@@ -88,7 +88,7 @@ def _click_cell(page, labels, true_label, predicted):
     """Click a confusion-matrix cell where the user would: the picture is scaled to fit, so the
     cell's pixel position is mapped through the displayed size. The layout does not depend on the
     counts, so the geometry of an all-zero matrix with the same labels is the real one."""
-    from transfer_gui.figures import confusion_picture
+    from transfer_gui.engine.figures import confusion_picture
 
     geometry = confusion_picture(labels, [[0] * len(labels)] * len(labels))
     x, y = geometry.centre(true_label, predicted)
@@ -282,8 +282,8 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
     import threading
     import time
 
-    from transfer_gui.handlers import Handlers
-    from transfer_gui.ui import build_demo, launch_kwargs
+    from transfer_gui.app.handlers import Handlers
+    from transfer_gui.app.layout import build_demo, launch_kwargs
 
     def our_threads() -> int:  # Gradio's worker pool keeps idle threads; those are not ours
         return sum(not t.name.startswith("AnyIO worker") for t in threading.enumerate())
@@ -340,9 +340,9 @@ def test_an_open_tab_has_one_session_the_same_one_its_events_and_its_unload_use(
     import gc
     import time
 
-    from transfer_gui.handlers import Handlers
-    from transfer_gui.session import Session
-    from transfer_gui.ui import build_demo, launch_kwargs
+    from transfer_gui.app.handlers import Handlers
+    from transfer_gui.app.session import Session
+    from transfer_gui.app.layout import build_demo, launch_kwargs
 
     h = Handlers(training_slots=1)
     demo = build_demo(handlers=h)

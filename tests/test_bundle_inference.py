@@ -10,13 +10,13 @@ import timm
 import torch
 
 from conftest import TEST_IMAGES
-from transfer_gui.bundle import METADATA_FILE, load_bundle, zip_bundle
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import eval_transform, load_image, split_dataset
-from transfer_gui.errors import DataError, ModelError
-from transfer_gui.evaluation import evaluate_predictions
-from transfer_gui.inference import Predictor
-from transfer_gui.training import train
+from transfer_gui.engine.bundle import METADATA_FILE, load_bundle, zip_bundle
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import eval_transform, load_image, split_dataset
+from transfer_gui.engine.errors import DataError, ModelError
+from transfer_gui.engine.evaluation import evaluate_predictions
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.training import train
 
 
 def test_bundle_is_timm_hf_layout_with_our_metadata(quick_bundle, quick_result):
@@ -70,7 +70,7 @@ def test_predictor_on_held_out_images_matches_training_numbers(example_dataset):
 
 def test_predictor_refuses_unknown_classes(quick_result, tmp_path):
     from conftest import write_shapes
-    from transfer_gui.data import scan_folder
+    from transfer_gui.engine.data import scan_folder
 
     predictor = Predictor(quick_result.model, quick_result.labels, quick_result.data_config)
     with pytest.raises(DataError, match="not trained on: circle, square"):

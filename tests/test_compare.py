@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from conftest import EXAMPLE
-from transfer_gui.compare import CurvePoint, compare, learning_curve, slope_sentence, subsample
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import split_dataset
+from transfer_gui.engine.experiments import CurvePoint, compare, learning_curve, slope_sentence, subsample
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import split_dataset
 
 
 def test_pretrained_beats_scratch_by_a_wide_margin_and_runs_never_mix(example_dataset):

@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 
 from conftest import PHOTOS, ROOT, TEST_IMAGES, copy_example
-from transfer_gui.bundle import CARD_FILE, load_bundle, save_bundle, zip_bundle
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import eval_transform, load_image, open_dataset
-from transfer_gui.errors import DataError, ModelError, UserInputError, WeightsUnavailableError
-from transfer_gui.export import Preprocessed, export_all
-from transfer_gui.hub import push_bundle
-from transfer_gui.inference import Predictor
-from transfer_gui.workflow import finish, save
-from transfer_gui.training import train
+from transfer_gui.engine.bundle import CARD_FILE, load_bundle, save_bundle, zip_bundle
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import eval_transform, load_image, open_dataset
+from transfer_gui.engine.errors import DataError, ModelError, UserInputError, WeightsUnavailableError
+from transfer_gui.engine.export import Preprocessed, export_all
+from transfer_gui.engine.hub import push_bundle
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.workflow import finish, save
+from transfer_gui.engine.training import train
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_readme_front_matter_makes_a_gradio_space_of_the_tested_version():
 def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
     import types
 
-    from transfer_gui import ui
+    from transfer_gui.app import layout as ui
 
     assert ui.zero_gpu() is None  # not installed here: the app builds and works without it
     calls = []

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import run_training, write_shapes
-from transfer_gui.data import open_dataset
-from transfer_gui.handlers import Handlers
+from transfer_gui.engine.data import open_dataset
+from transfer_gui.app.handlers import Handlers
 
 
 
@@ -171,8 +171,8 @@ def test_training_resumed_on_other_threads_leaves_every_thread_able_torun_traini
     """Gradio resumes a generator handler on whichever worker thread is free. A grad mode (thread
     local in torch) left open across a yield once switched gradients off in a worker thread,
     and the next user's training on it failed ("element 0 of tensors does not require grad")."""
-    from transfer_gui.config import TrainConfig
-    from transfer_gui.training import fit
+    from transfer_gui.engine.config import TrainConfig
+    from transfer_gui.engine.training import fit
 
     dataset = open_dataset(write_shapes(tmp_path / "shapes", per_class=6))
     modes = []

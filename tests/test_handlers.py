@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from conftest import run_training, EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
-from transfer_gui.handlers import Handlers
-from transfer_gui.probe import PENALTIES
-from transfer_gui.session import Session
+from transfer_gui.app.handlers import Handlers
+from transfer_gui.engine.probe import PENALTIES
+from transfer_gui.app.session import Session
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
     off = max((ev.confusion[i][j], i, j) for i in range(6) for j in range(6) if i != j)
     assert (true_dd.value, pred_dd.value) == (ev.labels[off[1]], ev.labels[off[2]])
     # a click on each cell of the picture shows exactly that cell's images, as judged out of fold
-    from transfer_gui.figures import confusion_picture
+    from transfer_gui.engine.figures import confusion_picture
 
     geometry = confusion_picture(ev.labels, ev.confusion)
     val_items = [trained.dataset.items[i] for i in trained.result.validation.indices]

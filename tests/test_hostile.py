@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from conftest import run_measured, write_fashion_mnist, write_shapes
-from transfer_gui.archive import ArchiveLimits, extract_zip
-from transfer_gui.limits import Limits
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import load_image, open_dataset, scan_folder
-from transfer_gui.errors import ArchiveError, DataError
-from transfer_gui.workflow import finish
-from transfer_gui.training import train
+from transfer_gui.engine.archive import ArchiveLimits, extract_zip
+from transfer_gui.settings import Limits
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import load_image, open_dataset, scan_folder
+from transfer_gui.engine.errors import ArchiveError, DataError
+from transfer_gui.engine.workflow import finish
+from transfer_gui.engine.training import train
 
 
 def _snapshot(base: Path, inside: Path | None = None) -> set[str]:

@@ -7,18 +7,18 @@ import pytest
 from PIL import Image
 
 from conftest import PHOTOS, TEST_IMAGES, shape_with_box, write_shapes
-from transfer_gui.bundle import save_bundle
-from transfer_gui.calibration import fit_temperature, top_label_nll
-from transfer_gui.catalog import CATALOG
-from transfer_gui.checks import dataset_checks
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import open_dataset, scan_folder, split_dataset
-from transfer_gui.explain import heat_map
-from transfer_gui.figures import confusion_picture, overlay_heat
-from transfer_gui.inference import Predictor
-from transfer_gui.workflow import finish
-from transfer_gui.training import train
-from transfer_gui.weights import create_model
+from transfer_gui.engine.bundle import save_bundle
+from transfer_gui.engine.calibration import fit_temperature, top_label_nll
+from transfer_gui.engine.catalog import CATALOG
+from transfer_gui.engine.checks import dataset_checks
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import open_dataset, scan_folder, split_dataset
+from transfer_gui.engine.explain import heat_map
+from transfer_gui.engine.figures import confusion_picture, overlay_heat
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.workflow import finish
+from transfer_gui.engine.training import train
+from transfer_gui.engine.weights import create_model
 
 
 @pytest.fixture(scope="module")

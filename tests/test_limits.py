@@ -1,5 +1,5 @@
 """Safe to host for strangers: each way one request or one user could exhaust a public server is
-met by a limit (transfer_gui.limits) and a refusal that says what to do. Real handlers, real
+met by a limit (transfer_gui.settings) and a refusal that says what to do. Real handlers, real
 weights, real images, real zips; each test fails without its limit."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, copy_example, run_training
-from transfer_gui.archive import ArchiveLimits, extract_zip, restrict_image_formats
-from transfer_gui.batch import prediction_rows
-from transfer_gui.bundle import load_bundle
-from transfer_gui.data import open_dataset, read_failure, scan_csv
-from transfer_gui.errors import ArchiveError, DataError, ModelError
-from transfer_gui.figures import confusion_picture
-from transfer_gui.handlers import Handlers
-from transfer_gui.inference import Predictor
-from transfer_gui.limits import Limits, settings
-from transfer_gui.session import ServerFullError, Session, SessionRegistry, TooManyEventsError
-from transfer_gui.slots import AlreadyInLineError, LineFullError, TrainingSlots
-from transfer_gui.weights import builtin_weights_file
+from transfer_gui.engine.archive import ArchiveLimits, extract_zip, restrict_image_formats
+from transfer_gui.engine.batch import prediction_rows
+from transfer_gui.engine.bundle import load_bundle
+from transfer_gui.engine.data import open_dataset, read_failure, scan_csv
+from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
+from transfer_gui.engine.figures import confusion_picture
+from transfer_gui.app.handlers import Handlers
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.settings import Limits, settings
+from transfer_gui.app.session import ServerFullError, Session, SessionRegistry, TooManyEventsError
+from transfer_gui.app.slots import AlreadyInLineError, LineFullError, TrainingSlots
+from transfer_gui.engine.weights import builtin_weights_file
 
 LITE0 = "tf_efficientnet_lite0.in1k"
 

@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from transfer_gui.calibration import MIN_CALIBRATION_IMAGES, TEMPERATURE_RANGE, fit_temperature
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import eval_transform
-from transfer_gui.evaluation import expected_calibration_error, wilson_interval
-from transfer_gui.probe import fit_head, n_folds, stratified_folds
-from transfer_gui.training import train
-from transfer_gui.workflow import finish, save
+from transfer_gui.engine.calibration import MIN_CALIBRATION_IMAGES, TEMPERATURE_RANGE, fit_temperature
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import eval_transform
+from transfer_gui.engine.evaluation import expected_calibration_error, wilson_interval
+from transfer_gui.engine.probe import fit_head, n_folds, stratified_folds
+from transfer_gui.engine.training import train
+from transfer_gui.engine.workflow import finish, save
 
 
 @pytest.fixture(scope="module")
 def example_features(quick_result, example_dataset):
     """Features of every example image through the trained model's (frozen) backbone."""
-    from transfer_gui.data import load_image
+    from transfer_gui.engine.data import load_image
 
     model = quick_result.model.eval()
     transform = eval_transform(quick_result.data_config)
@@ -141,7 +141,7 @@ def test_probe_is_scikit_learns_logistic_regression(example_features, example_da
 def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_image(example_dataset):
     """Whichever way the evidence goes, what was kept, the history and the note agree; the
     decision is a sign test on the held-out pictures the two models disagree on."""
-    from transfer_gui.training import SIGN_TEST_LEVEL, _Outcome, _judge
+    from transfer_gui.engine.training import SIGN_TEST_LEVEL, _Outcome, _judge
 
     y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
     probe = np.eye(2)[[0, 0, 1, 1, 0, 0, 0, 0]]  # right on 0, 3, 4, 6: 4 of 8

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT, write_shapes
-from transfer_gui.config import TrainConfig
-from transfer_gui.inference import Predictor
-from transfer_gui.workflow import finish
-from transfer_gui.speed import fast_paths
-from transfer_gui.training import train
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.workflow import finish
+from transfer_gui.engine.speed import fast_paths
+from transfer_gui.engine.training import train
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import threading
 import pytest
 import torch
 
-from transfer_gui.config import TrainConfig
-from transfer_gui.data import scan_folder, split_dataset
-from transfer_gui.errors import UserInputError
-from transfer_gui.training import FeatureCache, fit, train
+from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.data import scan_folder, split_dataset
+from transfer_gui.engine.errors import UserInputError
+from transfer_gui.engine.training import FeatureCache, fit, train
 
 TINY = dict(model="test_efficientnet", pretrained=False)
 
@@ -21,7 +21,7 @@ def _snapshot(model):
 
 
 def test_quick_trains_only_the_head_and_outputs_num_classes(shapes_dir):
-    from transfer_gui.weights import create_model
+    from transfer_gui.engine.weights import create_model
 
     ds = scan_folder(shapes_dir)
     result = train(ds, TrainConfig(mode="quick", **TINY))
@@ -50,8 +50,8 @@ def test_finetune_overfits_eight_images_and_loss_falls(tmp_path):
 
 
 def test_finetune_param_groups_give_the_backbone_a_lower_learning_rate(shapes_dir):
-    from transfer_gui.training import _param_groups
-    from transfer_gui.weights import create_model
+    from transfer_gui.engine.training import _param_groups
+    from transfer_gui.engine.weights import create_model
 
     model = create_model("test_efficientnet", 2, pretrained=False).model
     cfg = TrainConfig()
@@ -65,7 +65,7 @@ def test_finetune_param_groups_give_the_backbone_a_lower_learning_rate(shapes_di
 
 
 def test_events_are_ordered_and_the_last_carries_the_result(shapes_dir):
-    from transfer_gui.probe import PENALTIES
+    from transfer_gui.engine.probe import PENALTIES
 
     ds = scan_folder(shapes_dir)
     events = list(fit(ds, TrainConfig(mode="finetune", epochs=2, **TINY)))

@@ -11,10 +11,10 @@ import zipfile
 import gradio as gr
 import pytest
 
-from transfer_gui.bundle import load_bundle
-from transfer_gui.errors import ModelError
-from transfer_gui.handlers import Handlers
-from transfer_gui.weights import create_model
+from transfer_gui.engine.bundle import load_bundle
+from transfer_gui.engine.errors import ModelError
+from transfer_gui.app.handlers import Handlers
+from transfer_gui.engine.weights import create_model
 
 
 class _Touch:

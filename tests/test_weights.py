@@ -10,10 +10,10 @@ import timm
 import torch
 
 from conftest import PHOTOS
-from transfer_gui.catalog import BUILTIN_MODEL, CATALOG, get_info
-from transfer_gui.errors import ModelError, WeightsUnavailableError
-from transfer_gui.inference import Predictor
-from transfer_gui.weights import availability, builtin_weights_file, create_model, hub_cached_file
+from transfer_gui.engine.catalog import BUILTIN_MODEL, CATALOG, get_info
+from transfer_gui.engine.errors import ModelError, WeightsUnavailableError
+from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.weights import availability, builtin_weights_file, create_model, hub_cached_file
 
 
 def _imagenet_predictor():
@@ -152,7 +152,7 @@ def test_catalog_facts_match_timm():
 
 
 def test_check_available_answers_before_any_work(monkeypatch, tmp_path):
-    from transfer_gui.weights import check_available
+    from transfer_gui.engine.weights import check_available
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     check_available(BUILTIN_MODEL)  # built in: fine offline

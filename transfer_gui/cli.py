@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .catalog import CATALOG, DEFAULT_MODEL
-from .config import MODES, TrainConfig
-from .errors import UserInputError
-from .limits import Limits
-from .weights import availability, check_available, hub_reachable
+from .engine.catalog import CATALOG, DEFAULT_MODEL
+from .engine.config import MODES, TrainConfig
+from .engine.errors import UserInputError
+from .settings import Limits
+from .engine.weights import availability, check_available, hub_reachable
 
 # The engine (torch, timm: ~7 s to import on 2 cores) is imported by the commands that use it, so
 # --help and a usage error answer at once.
@@ -174,10 +174,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
-    from .bundle import load_bundle, zip_bundle
-    from .data import open_dataset
-    from .training import fit
-    from .workflow import finish, save
+    from .engine.bundle import load_bundle, zip_bundle
+    from .engine.data import open_dataset
+    from .engine.training import fit
+    from .engine.workflow import finish, save
 
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=device,
@@ -244,7 +244,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
 
 def _check_out(out: Path, force: bool) -> None:
     """Refuse, before any work, an --out folder whose files a bundle would overwrite by surprise."""
-    from .bundle import METADATA_FILE
+    from .engine.bundle import METADATA_FILE
 
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; give a folder for the trained model.")
@@ -255,9 +255,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .bundle import load_bundle
-    from .data import open_dataset
-    from .inference import Predictor
+    from .engine.bundle import load_bundle
+    from .engine.data import open_dataset
+    from .engine.inference import Predictor
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         bundle = load_bundle(args.bundle, tmp)
@@ -274,8 +274,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .batch import iter_image_files, prediction_rows, write_csv
-    from .inference import Predictor
+    from .engine.batch import iter_image_files, prediction_rows, write_csv
+    from .engine.inference import Predictor
 
     if args.top_k < 1:
         raise UserInputError("--top-k must be at least 1.")
@@ -300,10 +300,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .archive import IMAGE_EXTENSIONS
-    from .batch import iter_image_files
-    from .export import export_all
-    from .inference import Predictor
+    from .engine.archive import IMAGE_EXTENSIONS
+    from .engine.batch import iter_image_files
+    from .engine.export import export_all
+    from .engine.inference import Predictor
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
@@ -321,8 +321,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from .bundle import load_bundle
-    from .hub import push_bundle
+    from .engine.bundle import load_bundle
+    from .engine.hub import push_bundle
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         folder = load_bundle(args.bundle, Path(tmp) / "b").folder
@@ -335,8 +335,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import RUNS, compare, compare_sentence
-    from .data import open_dataset
+    from .engine.experiments import RUNS, compare, compare_sentence
+    from .engine.data import open_dataset
 
     config = TrainConfig(model=args.model, mode=args.mode, seed=args.seed)
     check_available(config.model)
@@ -357,8 +357,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
-    from .compare import learning_curve
-    from .data import open_dataset
+    from .engine.experiments import learning_curve
+    from .engine.data import open_dataset
 
     if args.repeats < 1:
         raise UserInputError("--repeats must be at least 1.")

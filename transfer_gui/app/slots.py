@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import UserInputError
+from ..engine.errors import UserInputError
 
 __all__ = ["TrainingSlots", "LineFullError", "AlreadyInLineError"]
 

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field, fields
 
-from .archive import ArchiveLimits
+from .engine.archive import ArchiveLimits
 
 __all__ = ["Limits", "settings", "ENV_PREFIX"]
 

@@ -20,16 +20,16 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .archive import size_text
-from .errors import UserInputError
+from ..engine.archive import size_text
+from ..engine.errors import UserInputError
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see handlers.py
-    from .calibration import Calibration
-    from .data import ImageDataset
-    from .evaluation import EvalReport
-    from .inference import Predictor
-    from .training import FeatureCache, TrainResult
-    from .workflow import TrainedModel
+    from ..engine.calibration import Calibration
+    from ..engine.data import ImageDataset
+    from ..engine.evaluation import EvalReport
+    from ..engine.inference import Predictor
+    from ..engine.training import FeatureCache, TrainResult
+    from ..engine.workflow import TrainedModel
 
 __all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError", "ServerFullError",
            "TooManyEventsError", "folder_bytes"]
@@ -136,7 +136,7 @@ class Session:
         """This session's feature cache, made on first use: the page builds a Session before the
         engine (torch) is imported."""
         if self._cache is None:
-            from .training import FeatureCache
+            from ..engine.training import FeatureCache
 
             self._cache = FeatureCache()
         return self._cache

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from .catalog import DEFAULT_MODEL
+from ..engine.catalog import DEFAULT_MODEL
 from .handlers import (COUNTS_COLUMNS, MODE_CHOICES, PER_CLASS_COLUMNS, ROOT, SKIPPED_COLUMNS, TEST_IMAGES, Handlers,
                        image_extensions, model_card, model_choices)
-from .limits import Limits
+from ..settings import Limits
 
 __all__ = ["build_demo", "launch_kwargs"]
 

@@ -25,30 +25,30 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from .archive import IMAGE_EXTENSIONS, restrict_image_formats
-from .catalog import CATALOG, DEFAULT_MODEL, get_info
-from .checks import Check, dataset_checks
-from .config import TrainConfig
-from .evaluation import INTERVAL_NAME
-from .errors import UserInputError
-from .figures import confusion_picture
-from .hub import push_bundle
-from .limits import Limits
+from ..engine.archive import IMAGE_EXTENSIONS, restrict_image_formats
+from ..engine.catalog import CATALOG, DEFAULT_MODEL, get_info
+from ..engine.checks import Check, dataset_checks
+from ..engine.config import TrainConfig
+from ..engine.evaluation import INTERVAL_NAME
+from ..engine.errors import UserInputError
+from ..engine.figures import confusion_picture
+from ..engine.hub import push_bundle
+from ..settings import Limits
 from .session import Session, SessionRegistry, folder_bytes
 from .slots import AlreadyInLineError, TrainingSlots
-from .weights import availability, check_available, check_model_allowed, count_parameters, hub_cached_file
+from ..engine.weights import availability, check_available, check_model_allowed, count_parameters, hub_cached_file
 
 # The engine (torch, timm: ~7 s to import on a 2-core machine) is imported inside the handlers
 # that use it, so the page is served first; app.py then loads it in the background
 # (preload_engine) before the first click needs it.
 if TYPE_CHECKING:
-    from .training import ProgressEvent
+    from ..engine.training import ProgressEvent
 
 __all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "preload_engine", "ROOT"]
 
 _logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
 TEST_IMAGES = ROOT / "assets" / "test_images"
 
@@ -99,7 +99,7 @@ def preload_engine() -> threading.Thread:
     """
     def load() -> None:
         start = time.perf_counter()
-        from . import batch, bundle, compare, data, explain, export, inference, training  # noqa: F401
+        from ..engine import batch, bundle, experiments, data, explain, export, inference, training# noqa: F401
 
         _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
 
@@ -355,7 +355,7 @@ class Handlers:
 
     def load_zip(self, session: Session, zip_file: str | None):
         """Read an uploaded .zip with one folder per class."""
-        from .data import open_dataset
+        from ..engine.data import open_dataset
 
         if not zip_file:
             raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
@@ -373,7 +373,7 @@ class Handlers:
 
     def load_example(self, session: Session):
         """Use the bundled example dataset (6 classes of public-domain drawings)."""
-        from .data import open_dataset
+        from ..engine.data import open_dataset
 
         _refuse_while_training(session, "Using the example images")
         try:
@@ -398,7 +398,7 @@ class Handlers:
                    snapshot: str | Image.Image | None):
         """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
         named class. Unreadable files are kept out later, with reasons, when the classes are used."""
-        from .data import load_image, read_failure
+        from ..engine.data import load_image, read_failure
 
         name = (class_name or "").strip().strip("/\\")
         if not name or name.startswith(".") or "/" in name or "\\" in name:
@@ -437,7 +437,7 @@ class Handlers:
 
     def use_classes(self, session: Session):
         """Use the classes built in the browser as the dataset."""
-        from .data import scan_files
+        from ..engine.data import scan_files
 
         _refuse_while_training(session, "Using new classes")
         if not session.classes:
@@ -457,7 +457,7 @@ class Handlers:
                     init_bundle: Path | None = None) -> TrainConfig:
         """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default".
         With ``init_bundle`` (continue an uploaded model) its architecture replaces the choice."""
-        from .bundle import METADATA_FILE
+        from ..engine.bundle import METADATA_FILE
 
         model = (custom_model or "").strip() or model_choice or DEFAULT_MODEL
         if init_bundle is not None:
@@ -600,10 +600,10 @@ class Handlers:
             session.remove_files()
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], busy: tuple, with_scratch: bool):
-        from .bundle import zip_bundle
-        from .compare import RUNS, RUN_TITLES, compare, compare_sentence
-        from .training import fit
-        from .workflow import finish, save
+        from ..engine.bundle import zip_bundle
+        from ..engine.experiments import RUNS, RUN_TITLES, compare, compare_sentence
+        from ..engine.training import fit
+        from ..engine.workflow import finish, save
 
         session.reset_model()
         clock = _Budget(self.limits.train_seconds, session)
@@ -704,7 +704,7 @@ class Handlers:
               seed: float):
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images.
         Yields (status, curve plot, session)."""
-        from .compare import learning_curve
+        from ..engine.experiments import learning_curve
 
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
@@ -858,7 +858,7 @@ class Handlers:
     def mistakes_view(session: Session, show_heat: bool):
         """The most confident mistakes (top losses) as a gallery; with ``show_heat``, each one
         drawn with the heat map of the class the model wrongly chose."""
-        from .explain import heat_map
+        from ..engine.explain import heat_map
 
         ev = session.evaluation
         if ev is None:
@@ -897,8 +897,8 @@ class Handlers:
     def load_model(self, session: Session, zip_file: str | None):
         """Upload a bundle .zip: it becomes the current model (test, evaluate, export, continue).
         Returns (status, continue checkbox, download button, session)."""
-        from .bundle import METADATA_FILE
-        from .inference import Predictor
+        from ..engine.bundle import METADATA_FILE
+        from ..engine.inference import Predictor
 
         if not zip_file:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
@@ -964,8 +964,8 @@ class Handlers:
             self._done(session)
 
     def _export(self, session: Session):
-        from .bundle import CARD_FILE, zip_bundle
-        from .export import export_all
+        from ..engine.bundle import CARD_FILE, zip_bundle
+        from ..engine.export import export_all
 
         if session.result is not None and session.result.validation is not None:
             images = [session.dataset.items[i].path for i in session.result.validation.indices[:_PARITY_IMAGES]]
@@ -1007,7 +1007,7 @@ class Handlers:
     @staticmethod
     def card_view(session: Session) -> str:
         """The current bundle's model card (without its YAML header)."""
-        from .bundle import CARD_FILE
+        from ..engine.bundle import CARD_FILE
 
         if session.bundle_folder is None or not (session.bundle_folder / CARD_FILE).is_file():
             return ""
@@ -1019,9 +1019,9 @@ class Handlers:
     @staticmethod
     def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5):
         """One picture (a file path or an image): (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
-        from .batch import NOT_SURE, decide
-        from .data import IMAGE_READ_ERRORS, load_image, read_failure
-        from .explain import heat_map
+        from ..engine.batch import NOT_SURE, decide
+        from ..engine.data import IMAGE_READ_ERRORS, load_image, read_failure
+        from ..engine.explain import heat_map
 
         if image is None:
             return "", None, None, ""
@@ -1047,7 +1047,7 @@ class Handlers:
 
     def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5):
         """Many pictures (and/or .zip files): (summary, table, CSV download button)."""
-        from .batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
+        from ..engine.batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
 
         predictor = session.predictor  # a training starting meanwhile forgets the session's model
         if predictor is None:

@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from . import __version__
+from .. import __version__
 from .archive import ArchiveLimits, extract_zip
 from .card import model_card
 from .config import public_model_name
