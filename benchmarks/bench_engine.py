@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transfer_gui.engine.evaluation import expected_calibration_error  # noqa: E402
 from transfer_gui.engine.config import TrainConfig  # noqa: E402
-from transfer_gui.engine.data import eval_transform, load_image, scan_files  # noqa: E402
+from transfer_gui.engine.transforms import eval_transform  # noqa: E402
+from transfer_gui.engine.images import load_image  # noqa: E402
+from transfer_gui.engine.data import scan_files  # noqa: E402
 from transfer_gui.engine.weights import create_model  # noqa: E402
 
 OPENCLIPART = Path("/usr/share/openclipart/png")

@@ -117,7 +117,8 @@ def arm_plain_finetune(args) -> dict:
     import torch.nn.functional as F
     import timm.data
 
-    from transfer_gui.engine.data import TorchImages, eval_transform, split_dataset, train_transform
+    from transfer_gui.engine.transforms import TorchImages, eval_transform, train_transform
+    from transfer_gui.engine.data import split_dataset
 
     ds = _dataset()
     split = split_dataset(ds, 0.25, 0)
@@ -269,7 +270,9 @@ def main() -> None:
     import torch
     import timm.data
 
-    from transfer_gui.engine.data import eval_transform, load_image, open_dataset
+    from transfer_gui.engine.transforms import eval_transform
+    from transfer_gui.engine.images import load_image
+    from transfer_gui.engine.data import open_dataset
 
     with tempfile.TemporaryDirectory(prefix="tls-speed-") as tmp:
         tmp = Path(tmp)

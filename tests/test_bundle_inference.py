@@ -12,7 +12,9 @@ import torch
 from conftest import TEST_IMAGES
 from transfer_gui.engine.bundle import METADATA_FILE, load_bundle, zip_bundle
 from transfer_gui.engine.config import TrainConfig
-from transfer_gui.engine.data import eval_transform, load_image, split_dataset
+from transfer_gui.engine.transforms import eval_transform
+from transfer_gui.engine.images import load_image
+from transfer_gui.engine.data import split_dataset
 from transfer_gui.engine.errors import DataError, ModelError
 from transfer_gui.engine.evaluation import evaluate_predictions
 from transfer_gui.engine.inference import Predictor

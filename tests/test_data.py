@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import EXAMPLE, copy_example, write_shapes, zip_folder
-from transfer_gui.engine.data import (load_image, open_dataset, scan_csv, scan_folder, split_dataset,
-                               to_rgb)
+from transfer_gui.engine.images import load_image, to_rgb
+from transfer_gui.engine.data import open_dataset, scan_csv, scan_folder, split_dataset
 from transfer_gui.engine.errors import DataError
 
 

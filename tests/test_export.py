@@ -15,7 +15,9 @@ from PIL import Image
 from conftest import PHOTOS, ROOT, TEST_IMAGES, copy_example
 from transfer_gui.engine.bundle import CARD_FILE, load_bundle, save_bundle, zip_bundle
 from transfer_gui.engine.config import TrainConfig
-from transfer_gui.engine.data import eval_transform, load_image, open_dataset
+from transfer_gui.engine.transforms import eval_transform
+from transfer_gui.engine.images import load_image
+from transfer_gui.engine.data import open_dataset
 from transfer_gui.engine.errors import DataError, ModelError, UserInputError, WeightsUnavailableError
 from transfer_gui.engine.export import Preprocessed, export_all
 from transfer_gui.engine.hub import push_bundle

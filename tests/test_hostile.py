@@ -18,7 +18,8 @@ from conftest import run_measured, write_fashion_mnist, write_shapes
 from transfer_gui.engine.archive import ArchiveLimits, extract_zip
 from transfer_gui.settings import Limits
 from transfer_gui.engine.config import TrainConfig
-from transfer_gui.engine.data import load_image, open_dataset, scan_folder
+from transfer_gui.engine.images import load_image
+from transfer_gui.engine.data import open_dataset, scan_folder
 from transfer_gui.engine.errors import ArchiveError, DataError
 from transfer_gui.engine.workflow import finish
 from transfer_gui.engine.training import train

@@ -17,10 +17,12 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, copy_example, run_training
-from transfer_gui.engine.archive import ArchiveLimits, extract_zip, restrict_image_formats
+from transfer_gui.engine.archive import ArchiveLimits, extract_zip
+from transfer_gui.engine.images import restrict_image_formats
 from transfer_gui.engine.batch import prediction_rows
 from transfer_gui.engine.bundle import load_bundle
-from transfer_gui.engine.data import open_dataset, read_failure, scan_csv
+from transfer_gui.engine.data import open_dataset, scan_csv
+from transfer_gui.engine.images import read_failure
 from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
 from transfer_gui.engine.figures import confusion_picture
 from transfer_gui.app.handlers import Handlers

@@ -12,7 +12,7 @@ import torch
 
 from transfer_gui.engine.calibration import MIN_CALIBRATION_IMAGES, TEMPERATURE_RANGE, fit_temperature
 from transfer_gui.engine.config import TrainConfig
-from transfer_gui.engine.data import eval_transform
+from transfer_gui.engine.transforms import eval_transform
 from transfer_gui.engine.evaluation import expected_calibration_error, wilson_interval
 from transfer_gui.engine.probe import fit_head, n_folds, stratified_folds
 from transfer_gui.engine.training import train
@@ -22,7 +22,7 @@ from transfer_gui.engine.workflow import finish, save
 @pytest.fixture(scope="module")
 def example_features(quick_result, example_dataset):
     """Features of every example image through the trained model's (frozen) backbone."""
-    from transfer_gui.engine.data import load_image
+    from transfer_gui.engine.images import load_image
 
     model = quick_result.model.eval()
     transform = eval_transform(quick_result.data_config)

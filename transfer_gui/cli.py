@@ -236,7 +236,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "best_epoch": result.best,
         "train_seconds": round(result.train_seconds, 3),
         "calibration": trained.calibration.to_dict(),
-        "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped],
+        "skipped": [s.to_dict() for s in dataset.report.skipped],
         "warnings": dataset.report.warnings + (split.warnings if split is not None else []),
     })
     return 0
@@ -268,7 +268,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, temperature=bundle.temperature)
         report = predictor.evaluate(dataset)
     result = report.to_dict()
-    result["skipped"] = [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped]
+    result["skipped"] = [s.to_dict() for s in dataset.report.skipped]
     _out(result)
     return 0
 
@@ -300,7 +300,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .engine.archive import IMAGE_EXTENSIONS
+    from .engine.images import IMAGE_EXTENSIONS
     from .engine.batch import iter_image_files
     from .engine.export import export_all
     from .engine.inference import Predictor

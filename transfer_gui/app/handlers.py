@@ -25,9 +25,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from ..engine.archive import IMAGE_EXTENSIONS, restrict_image_formats
+from ..engine.images import IMAGE_EXTENSIONS, restrict_image_formats
 from ..engine.catalog import CATALOG, DEFAULT_MODEL, get_info
-from ..engine.checks import Check, dataset_checks
+from ..engine.checks import Check
 from ..engine.config import TrainConfig
 from ..engine.evaluation import INTERVAL_NAME
 from ..engine.errors import UserInputError
@@ -338,9 +338,8 @@ class Handlers:
         report = ds.report
         lines = [f"**{report.n_images} images in {len(ds.labels)} classes** are ready"
                  + (f"; **{len(report.skipped)} files were skipped** (listed below)." if report.skipped else ".")]
-        checks = dataset_checks(ds)
-        shown_below = {c.message for c in checks}
-        lines += [f"{_WARN} {w}" for w in report.warnings if w not in shown_below]
+        checks = report.checks
+        lines += [f"{_WARN} {note}" for note in report.notes]
         counts = pd.DataFrame({"class": list(report.counts), "images": list(report.counts.values())})
         gallery = []
         for label in ds.labels:
@@ -398,7 +397,7 @@ class Handlers:
                    snapshot: str | Image.Image | None):
         """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
         named class. Unreadable files are kept out later, with reasons, when the classes are used."""
-        from ..engine.data import load_image, read_failure
+        from ..engine.images import load_image, read_failure
 
         name = (class_name or "").strip().strip("/\\")
         if not name or name.startswith(".") or "/" in name or "\\" in name:
@@ -1020,7 +1019,7 @@ class Handlers:
     def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5):
         """One picture (a file path or an image): (verdict, all labels with confidences for gr.Label, heat map, heat caption)."""
         from ..engine.batch import NOT_SURE, decide
-        from ..engine.data import IMAGE_READ_ERRORS, load_image, read_failure
+        from ..engine.images import IMAGE_READ_ERRORS, load_image, read_failure
         from ..engine.explain import heat_map
 
         if image is None:

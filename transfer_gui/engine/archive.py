@@ -16,12 +16,9 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
 
-from PIL import Image
-
 from .errors import ArchiveError
 
-__all__ = ["ArchiveLimits", "SkippedEntry", "extract_zip", "is_hidden", "size_text", "IMAGE_EXTENSIONS", "IMAGE_FORMATS",
-           "restrict_image_formats"]
+__all__ = ["ArchiveLimits", "Skipped", "extract_zip", "is_hidden", "size_text"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,30 +59,15 @@ def size_text(n_bytes: float) -> str:
 
 
 @dataclass(frozen=True)
-class SkippedEntry:
-    """An archive entry that was not extracted, and why."""
+class Skipped:
+    """A file or archive entry that was not used, and why, in words a user understands."""
 
     path: str
     reason: str
 
-
-# The file types read as images (here, with no torch import, because the app's uploaders name them).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-# The formats IMAGE_EXTENSIONS name (JPEG includes the multi-picture files many phones write).
-# Pillow would otherwise open any of its ~40 formats whatever a file is called, including
-# PostScript, which it reads by running Ghostscript.
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
-
-
-def restrict_image_formats() -> None:
-    """Make Pillow, for the whole process, try only ``IMAGE_FORMATS`` when it opens a file.
-
-    ``load_image`` already passes the list; a server also calls this once at start, because the
-    web framework decodes a picture dropped on the page with a plain ``Image.open`` before our code
-    sees it. Saving in other formats is not affected.
-    """
-    Image.init()
-    Image.ID[:] = [fmt for fmt in Image.ID if fmt in IMAGE_FORMATS]
+    def to_dict(self) -> dict:
+        """``{"path": ..., "reason": ...}``, as the CLI and bundles write it."""
+        return {"path": self.path, "reason": self.reason}
 
 
 def is_hidden(rel: PurePath) -> bool:
@@ -126,7 +108,7 @@ def _directory_size(path: Path) -> tuple[int, int] | None:
     return entries, directory
 
 
-def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | None = None) -> list[SkippedEntry]:
+def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | None = None) -> list[Skipped]:
     """Extract the regular files of a zip into ``dest``, never writing outside it.
 
     ``dest`` must be new or empty: on failure it is removed with everything extracted so far.
@@ -158,7 +140,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
         raise ValueError(f"extract_zip needs a new or empty folder, and {dest} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
     dest_real = dest.resolve()
-    skipped: list[SkippedEntry] = []
+    skipped: list[Skipped] = []
     try:
         with zipfile.ZipFile(zip_path) as zf:
             infos = zf.infolist()
@@ -184,15 +166,15 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
                     continue
                 # Unsafe before hidden: ".." also starts with a dot, and must be reported.
                 if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                    skipped.append(SkippedEntry(name, "unsafe path (absolute or with ..), not extracted"))
+                    skipped.append(Skipped(name, "unsafe path (absolute or with ..), not extracted"))
                     continue
                 if is_hidden(rel):
                     continue
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    skipped.append(SkippedEntry(name, "symbolic link, not extracted"))
+                    skipped.append(Skipped(name, "symbolic link, not extracted"))
                     continue
                 if name.lower().endswith(_NESTED_ARCHIVES):
-                    skipped.append(SkippedEntry(name, "archive inside the archive; unzip it and add its images directly"))
+                    skipped.append(Skipped(name, "archive inside the archive; unzip it and add its images directly"))
                     continue
                 if info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
                     raise ArchiveError(
@@ -201,7 +183,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
                     )
                 target = (dest / Path(*parts)).resolve()
                 if dest_real not in target.parents:
-                    skipped.append(SkippedEntry(name, "unsafe path, not extracted"))
+                    skipped.append(Skipped(name, "unsafe path, not extracted"))
                     continue
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +204,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
                     # one entry cannot exist here; the rest can.
                     with contextlib.suppress(OSError):
                         target.unlink(missing_ok=True)
-                    skipped.append(SkippedEntry(name, f"cannot be stored here ({exc.strerror or exc})"))
+                    skipped.append(Skipped(name, f"cannot be stored here ({exc.strerror or exc})"))
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)
         raise

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .archive import ArchiveLimits, extract_zip, is_hidden
-from .data import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, load_image
+from .images import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, load_image
 from .errors import UserInputError
 from .inference import Predictor
 

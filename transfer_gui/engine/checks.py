@@ -152,8 +152,6 @@ def leakage_check(dataset: "ImageDataset", split: "Split | None" = None,
 
 
 def dataset_checks(dataset: "ImageDataset", split: "Split | None" = None) -> list[Check]:
-    """Every check for a dataset; with a split, leakage too."""
-    checks, _ = scan_checks(dataset.items, dataset.report.counts)
-    if split is not None:
-        checks.append(leakage_check(dataset, split))
-    return checks
+    """Every check for a dataset (those of its report, made while scanning); with a split,
+    leakage too."""
+    return dataset.report.checks + ([leakage_check(dataset, split)] if split is not None else [])

@@ -16,156 +16,20 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
-import timm.data
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from .archive import IMAGE_EXTENSIONS, IMAGE_FORMATS, ArchiveLimits, extract_zip, is_hidden, restrict_image_formats
-from .checks import leakage_check, scan_checks
+from .archive import ArchiveLimits, Skipped, extract_zip, is_hidden
+from .checks import Check, leakage_check, scan_checks
+from .images import file_failure, file_sha1
 from .errors import DataError
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "IMAGE_FORMATS",
-    "IMAGE_READ_ERRORS",
-    "ImageItem",
-    "Skipped",
-    "DatasetReport",
-    "ImageDataset",
-    "Split",
-    "load_image",
-    "check_pixels",
-    "restrict_image_formats",
-    "read_failure",
-    "prepare_image",
-    "to_rgb",
-    "is_hidden",
-    "open_dataset",
-    "scan_folder",
-    "scan_csv",
-    "scan_files",
-    "split_dataset",
-    "eval_transform",
-    "train_transform",
-    "TorchImages",
-]
+__all__ = ["ImageItem", "Skipped", "DatasetReport", "ImageDataset", "Split", "MIN_IMAGES", "open_dataset",
+           "scan_folder", "scan_csv", "scan_files", "split_dataset"]
 
 _logger = logging.getLogger(__name__)
 
 
 MIN_IMAGES = 2  # one to train on, one to check
-
-
-# --- images ------------------------------------------------------------------------------------
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image to 8-bit RGB the way a person expects to see it.
-
-    Transparency is composited on white (``convert("RGB")`` would keep whatever colour the
-    transparent pixels happen to hold, often black). 16-bit and 32-bit greyscale are scaled to 8 bit
-    rather than clipped; palette, greyscale and CMYK are converted.
-    """
-    mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0  # 65535 -> 255
-        elif mode == "F":
-            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
-        image = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-        mode = "L"
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode == "RGB":
-        return image
-    return image.convert("RGB")
-
-
-def prepare_image(image: Image.Image) -> Image.Image:
-    """EXIF orientation applied, then ``to_rgb``: what every image goes through before the model.
-
-    Safe to apply twice (the orientation tag is removed once applied), so images that a UI
-    already rotated are not rotated again.
-    """
-    oriented = ImageOps.exif_transpose(image)
-    return to_rgb(oriented if oriented is not None else image)
-
-
-def check_pixels(image: Image.Image) -> None:
-    """Refuse images over PIL's decompression-bomb pixel limit before their pixels are decoded.
-
-    PIL itself only refuses twice its limit and merely warns between 1x and 2x; an image there
-    still costs up to ~1 GB to decode, which a public server must not spend on one upload.
-
-    Raises:
-        Image.DecompressionBombError: over ``Image.MAX_IMAGE_PIXELS`` pixels.
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit and width * height > limit:
-        raise Image.DecompressionBombError(
-            f"{width}x{height} pixels is over the {limit / 1e6:.0f}-megapixel limit for one image")
-
-
-def load_image(path: str | Path | Image.Image) -> Image.Image:
-    """Open an image file as RGB with its EXIF orientation applied and transparency on white.
-
-    An already opened PIL image (from a UI) goes through the same ``prepare_image``, so every
-    caller can pass either. Animated GIF/WebP/PNG files give their first frame.
-
-    Raises:
-        OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError: the file is not a
-        readable image (PIL's own exceptions, passed through so callers can give the reason).
-    """
-    if isinstance(path, Image.Image):
-        check_pixels(path)
-        return prepare_image(path)
-    with Image.open(path, formats=IMAGE_FORMATS) as im:
-        check_pixels(im)
-        im.load()
-        return prepare_image(im)
-
-
-def read_failure(path: str | Path | Image.Image) -> str | None:
-    """Why ``path`` is not a usable image, in words for people, or None when it reads."""
-    try:
-        load_image(path)
-    except Image.DecompressionBombError as exc:
-        return f"image is too large ({exc})"
-    except UnidentifiedImageError:
-        suffix = Path(path).suffix.lower() if not isinstance(path, Image.Image) else ""
-        if suffix in IMAGE_EXTENSIONS:
-            return "damaged or not really an image (cannot be decoded)"
-        return f"not an image file ({suffix or 'no extension'})"
-    except IMAGE_READ_ERRORS as exc:
-        return f"damaged or incomplete image ({exc})"
-    return None
-
-
-IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-                Image.DecompressionBombError)
-
-
-def _read_failure(path: Path) -> str | None:
-    """Why a dataset file is not a usable image, or None when it reads."""
-    if path.stat().st_size == 0:
-        return "empty file"
-    return read_failure(path)
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- dataset and report ------------------------------------------------------------------------
@@ -180,28 +44,23 @@ class ImageItem:
     rel: str  # path shown to the user, relative to the dataset root
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A file that was not used, and why, in words a user understands."""
-
-    path: str
-    reason: str
-
-
 @dataclass
 class DatasetReport:
-    """What was read: images per class, skipped files with reasons, warnings.
+    """What was read: images per class, skipped files with reasons, the dataset checks.
 
     Attributes:
         counts: readable images per class, in label order.
         skipped: files not used, with reasons (hidden/system files are not listed).
-        warnings: plain-language warnings (imbalance, small classes, duplicates).
+        checks: the dataset checks (imbalance, small classes, conflicts, duplicates), computed
+            once while scanning, each with the images it is about.
+        notes: warnings that are no check (e.g. a class folder without images).
         conflicts: groups of identical files that carry different labels (rel paths).
     """
 
     counts: dict[str, int]
     skipped: list[Skipped] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     conflicts: list[list[str]] = field(default_factory=list)
 
     @property
@@ -209,13 +68,18 @@ class DatasetReport:
         """Total readable images."""
         return sum(self.counts.values())
 
+    @property
+    def warnings(self) -> list[str]:
+        """Every plain-language warning: the failed checks' messages, then the notes."""
+        return [c.message for c in self.checks if not c.ok] + self.notes
+
     def to_dict(self) -> dict:
         """A JSON-ready summary (used by the CLI, bundles and the UI)."""
         return {
             "counts": dict(self.counts),
             "n_images": self.n_images,
-            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
-            "warnings": list(self.warnings),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": self.warnings,
         }
 
 
@@ -260,18 +124,18 @@ def _build(root: Path, found: list[tuple[Path, str]], skipped: list[Skipped],
     items: list[ImageItem] = []
     for path, label in sorted(found, key=lambda t: (t[1], str(t[0]))):
         rel = _rel(path, root)
-        reason = _read_failure(path)
+        reason = file_failure(path)
         if reason:
             skipped.append(Skipped(rel, reason))
             continue
-        items.append(ImageItem(path, label, _sha1(path), rel))
+        items.append(ImageItem(path, label, file_sha1(path), rel))
 
     counts = Counter(item.label for item in items)
     labels = sorted(counts)
     report = DatasetReport(counts={label: counts[label] for label in labels}, skipped=skipped)
     if require_trainable:
         _check_trainable(report)
-    _add_warnings(report, items)
+    report.checks, report.conflicts = scan_checks(items, report.counts)
     _logger.info("Read %d images in %d classes from %s (%d skipped)",
                  len(items), len(labels), root.name, len(skipped))
     return ImageDataset(root, items, labels, report)
@@ -298,11 +162,6 @@ def _check_trainable(report: DatasetReport) -> None:
             f"Every class needs at least {MIN_IMAGES} readable images (one to learn from, one to "
             f"check with); too few in: {', '.join(small)}. Add images or remove that class."
         )
-
-
-def _add_warnings(report: DatasetReport, items: list[ImageItem]) -> None:
-    checks, report.conflicts = scan_checks(items, report.counts)
-    report.warnings.extend(check.message for check in checks if not check.ok)
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -362,7 +221,7 @@ def scan_folder(folder: str | Path, require_trainable: bool = True,
         found.append((path, rel.parts[0]))
     dataset = _build(root, found, skipped, require_trainable, limits)
     for name in empty:
-        dataset.report.warnings.append(f"Folder '{name}' has no images and was left out.")
+        dataset.report.notes.append(f"Folder '{name}' has no images and was left out.")
     return dataset
 
 
@@ -458,7 +317,7 @@ def open_dataset(source: str | Path, workdir: str | Path | None = None,
         shutil.rmtree(dest, ignore_errors=True)  # unusable: don't leave its files behind
         raise
     _remove_unused(dest, {item.path.resolve() for item in dataset.items})
-    dataset.report.skipped[:0] = [Skipped(s.path, s.reason) for s in skipped_entries]
+    dataset.report.skipped[:0] = skipped_entries
     return dataset
 
 
@@ -508,89 +367,3 @@ def split_dataset(dataset: ImageDataset, val_fraction: float, seed: int) -> Spli
     if not leakage.ok:
         split.warnings.append(leakage.message)
     return split
-
-
-# --- preprocessing -----------------------------------------------------------------------------
-
-def eval_transform(data_config: dict) -> Callable:
-    """The model's evaluation preprocessing (resize, centre crop, normalise) from its timm config.
-
-    Training validation, the Predictor, the CLI and exports all use this one function, so they see
-    the same pixels.
-    """
-    return timm.data.create_transform(**data_config, is_training=False)
-
-
-def train_transform(data_config: dict) -> Callable:
-    """timm's training augmentation for the model's input size and normalisation.
-
-    ``scale=(0.35, 1)`` instead of timm's ImageNet default (0.08, 1): with a few dozen images per
-    class, tiny crops often cut the object out entirely and teach the model noise.
-    """
-    return timm.data.create_transform(**data_config, is_training=True, scale=(0.35, 1.0),
-                                      hflip=0.5, color_jitter=0.2)
-
-
-class TorchImages(torch.utils.data.Dataset):
-    """A torch Dataset over selected items: decodes with ``load_image`` and applies ``transform``.
-
-    Decoding a phone photo costs far more than a forward pass of a small model, and training reads
-    every image once per epoch, so a dataset can keep work in memory for its own lifetime:
-
-    * ``keep="tensor"``: the transformed tensor (for deterministic evaluation transforms: exact);
-    * ``keep="decoded"``: the decoded image, shrunk so its shorter side is at most
-      ``shorter_side`` (for random training augmentation, which crops and resizes anyway);
-    * ``keep=None``: nothing.
-
-    With ``seed``, the random augmentation of image ``i`` in epoch ``e`` depends only on
-    (seed, e, i), not on which process or in which order images are read: a run split over
-    several processes then sees the same pixels as a single-process run.
-    """
-
-    def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable,
-                 keep: str | None = None, shorter_side: int | None = None, seed: int | None = None):
-        self.items = list(items)
-        self.targets = list(targets)
-        self.transform = transform
-        self.keep = keep
-        self.shorter_side = shorter_side
-        self.seed = seed
-        self.epoch = 0  # set by the training loop; with ``seed``, picks each image's augmentation
-        self._kept: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _decoded(self, i: int) -> Image.Image:
-        image = load_image(self.items[i].path)
-        if self.shorter_side and min(image.size) > self.shorter_side:
-            scale = self.shorter_side / min(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        return image
-
-    def __getitem__(self, i: int):
-        if self.keep == "tensor":
-            if i not in self._kept:
-                self._kept[i] = self.transform(load_image(self.items[i].path))
-            return self._kept[i], self.targets[i]
-        if self.keep == "decoded":
-            if i not in self._kept:
-                self._kept[i] = self._decoded(i)
-            return self._transform(self._kept[i], i), self.targets[i]
-        return self._transform(load_image(self.items[i].path), i), self.targets[i]
-
-    def _transform(self, image: Image.Image, i: int) -> torch.Tensor:
-        if self.seed is None:
-            return self.transform(image)
-        # timm's augmentations draw from both Python's and torch's generators; seed both for this
-        # image and epoch, and give the caller's generators back untouched.
-        state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + i
-            random.seed(key)
-            torch.manual_seed(key)
-            try:
-                return self.transform(image)
-            finally:
-                random.setstate(state)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data import load_image
+from .images import load_image
 from .figures import overlay_heat
 from .inference import Predictor
 

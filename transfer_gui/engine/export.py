@@ -261,7 +261,7 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
     The exported graph gets exactly what a user would give it: the decoded RGB picture
     (``data.load_image``: EXIF-rotated, transparency on white) as a uint8 array.
     """
-    from .data import load_image
+    from .images import load_image
 
     path = Path(path)
     run = _runner(fmt, path)
@@ -279,7 +279,7 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
 def _odd_shapes(image) -> list:
     from PIL import Image
 
-    from .data import load_image
+    from .images import load_image
 
     picture = load_image(image)
     return [picture.resize((613, 187), Image.Resampling.BICUBIC),

@@ -19,7 +19,9 @@ from PIL import Image
 from torch import nn
 
 from .calibration import Calibration, fit_temperature
-from .data import ImageDataset, eval_transform, load_image
+from .data import ImageDataset
+from .transforms import eval_transform
+from .images import load_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
 

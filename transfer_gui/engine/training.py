@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .data import ImageDataset, Split, TorchImages, eval_transform, split_dataset, train_transform
+from .data import ImageDataset, Split, split_dataset
+from .transforms import TorchImages, eval_transform, train_transform
 from .errors import ModelError, TrainingFailedError
 from .probe import PENALTIES, CrossValidation, Fixed, cross_validate, fit_head, holdout_select, n_folds, stratified_folds
 from .speed import FastPaths, autocast, fast_paths, tune_process
