@@ -62,7 +62,8 @@ def arm_our_extract(args) -> dict:
     import torch
 
     from transfer_gui.engine.speed import fast_paths, tune_process
-    from transfer_gui.engine.training import extract_features, pick_device
+    from transfer_gui.engine.distributed import pick_device
+    from transfer_gui.engine.features import extract_features
 
     tune_process()
     x = torch.load(args.tensors)

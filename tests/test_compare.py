@@ -33,7 +33,7 @@ def test_pretrained_beats_scratch_by_a_wide_margin_and_runs_never_mix(example_da
         assert elapsed == sorted(elapsed)  # each run's clock is its own
         history = results[name].history  # each run's history holds only its own epochs
         reported = [(e.phase, e.epoch) for e in own if e.val_loss is not None and e.result is None]
-        assert [(h["phase"], h["epoch"]) for h in history] == reported
+        assert [(h.phase, h.epoch) for h in history] == reported
 
 
 def test_learning_curve_points_fractions_and_sentence(example_dataset):

@@ -74,11 +74,11 @@ def test_exception_in_a_fine_tune_step_keeps_the_best_model_and_frees_the_slot(h
     # 12 training images = one step per epoch: epoch 1 finished, the fault hit epoch 2; the
     # cross-validated quick model (trained on all images before fine-tuning began) is kept
     assert "**Broke off with an error.**" in status and "the quick model" in status
-    assert shapes_session.result.best["phase"] == "head" and shapes_session.result.validation.trained_on_all
+    assert shapes_session.result.best.phase == "head" and shapes_session.result.validation.trained_on_all
     assert "The error was: `RuntimeError: simulated fault in a training step`" in status
     result = shapes_session.result
-    assert result.error and [r["phase"] for r in result.history][-1] == "finetune" and len(
-        [r for r in result.history if r["phase"] == "finetune"]) == 1
+    assert result.error and [r.phase for r in result.history][-1] == "finetune" and len(
+        [r for r in result.history if r.phase == "finetune"]) == 1
     assert shapes_session.predictor is not None
     assert shapes_session.bundle_zip.is_file() and shapes_session.workdir in shapes_session.bundle_zip.parents
     assert _slot_is_free(h, shapes_session)

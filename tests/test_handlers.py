@@ -121,9 +121,9 @@ def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
     final = updates[-1][0]
     assert "**Stopped.**" in final and "the quick model (the new head alone) was kept" in final
     assert session.result.stopped and session.predictor is not None and session.bundle_zip.is_file()
-    ft_epochs = [r for r in session.result.history if r["phase"] == "finetune"]
+    ft_epochs = [r for r in session.result.history if r.phase == "finetune"]
     assert 1 <= len(ft_epochs) < 30
-    assert session.result.best["phase"] == "head" and session.result.validation.trained_on_all
+    assert session.result.best.phase == "head" and session.result.validation.trained_on_all
 
 
 def test_a_second_training_waits_for_a_stopping_one(h, session):

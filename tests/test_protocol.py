@@ -55,7 +55,7 @@ def test_every_image_gets_exactly_one_out_of_fold_prediction(quick_result, examp
     targets = torch.tensor(example_dataset.targets)
     for label in range(len(example_dataset.labels)):  # stratified: every class in every fold
         assert set(v.folds[(targets == label).numpy()]) == set(range(5))
-    penalty = quick_result.best["penalty"]
+    penalty = quick_result.best.penalty
     fold = 2
     inside = torch.from_numpy(v.folds != fold)
     w, b = fit_head(example_features[inside], targets[inside], len(example_dataset.labels), penalty)
@@ -72,7 +72,7 @@ def test_every_image_gets_exactly_one_out_of_fold_prediction(quick_result, examp
 
 def test_the_kept_model_learned_from_every_image(quick_result, example_dataset, example_features, tmp_path):
     targets = torch.tensor(example_dataset.targets)
-    w, b = fit_head(example_features, targets, len(example_dataset.labels), quick_result.best["penalty"])
+    w, b = fit_head(example_features, targets, len(example_dataset.labels), quick_result.best.penalty)
     head = quick_result.model.get_classifier()
     assert torch.allclose(head.weight, w, atol=1e-4) and torch.allclose(head.bias, b, atol=1e-4)
     # ...and the bundle says so, with the protocol that measured it
@@ -141,7 +141,8 @@ def test_probe_is_scikit_learns_logistic_regression(example_features, example_da
 def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_image(example_dataset):
     """Whichever way the evidence goes, what was kept, the history and the note agree; the
     decision is a sign test on the held-out pictures the two models disagree on."""
-    from transfer_gui.engine.training import SIGN_TEST_LEVEL, _Outcome, _judge
+    from transfer_gui.engine.finetune import Outcome as _Outcome
+    from transfer_gui.engine.policies import SIGN_TEST_LEVEL, _judge
 
     y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
     probe = np.eye(2)[[0, 0, 1, 1, 0, 0, 0, 0]]  # right on 0, 3, 4, 6: 4 of 8
@@ -152,12 +153,12 @@ def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_i
     assert (four_fixes.fixed, four_fixes.broke, four_fixes.p_value) == (4, 0, 0.0625) and four_fixes.wins
     result = train(example_dataset, TrainConfig(mode="finetune", epochs=2, seed=0))
     v = result.validation
-    phases = [r["phase"] for r in result.history]
+    phases = [r.phase for r in result.history]
     assert phases.count("finetune") >= 1 and v.trained_on_all
-    if result.best["phase"] == "head":  # fine-tuning lost: the cross-validated quick model stays
+    if result.best.phase == "head":  # fine-tuning lost: the cross-validated quick model stays
         assert v.method == "cross-validation" and "did not clearly beat the quick model" in v.note
         assert "refit" not in phases
     else:  # it won: the network was trained again on all images for the winning number of epochs
         assert v.method == "holdout" and "fine-tuned on all 96 images" in v.note
-        winner = min((r for r in result.history if r["phase"] == "finetune"), key=lambda r: r["val_loss"])
-        assert phases.count("refit") == winner["epoch"] and result.best["phase"] == "refit"
+        winner = min((r for r in result.history if r.phase == "finetune"), key=lambda r: r.val_loss)
+        assert phases.count("refit") == winner.epoch and result.best.phase == "refit"

@@ -11,7 +11,8 @@ import torch
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.data import scan_folder, split_dataset
 from transfer_gui.engine.errors import UserInputError
-from transfer_gui.engine.training import FeatureCache, fit, train
+from transfer_gui.engine.features import FeatureCache
+from transfer_gui.engine.training import fit, train
 
 TINY = dict(model="test_efficientnet", pretrained=False)
 
@@ -44,13 +45,13 @@ def test_finetune_overfits_eight_images_and_loss_falls(tmp_path):
     cfg = TrainConfig(mode="finetune", epochs=12, lr=3e-3, patience=100, batch_size=4,
                       label_smoothing=0.0, backbone_lr_scale=1.0, **TINY)
     result = train(ds, cfg, split=split)
-    ft = [row for row in result.history if row["phase"] == "finetune"]
-    assert min(r["train_loss"] for r in ft[-3:]) < 0.3 * ft[0]["train_loss"]
-    assert result.best["val_acc"] == 1.0
+    ft = [row for row in result.history if row.phase == "finetune"]
+    assert min(r.train_loss for r in ft[-3:]) < 0.3 * ft[0].train_loss
+    assert result.best.val_acc == 1.0
 
 
 def test_finetune_param_groups_give_the_backbone_a_lower_learning_rate(shapes_dir):
-    from transfer_gui.engine.training import _param_groups
+    from transfer_gui.engine.finetune import _param_groups
     from transfer_gui.engine.weights import create_model
 
     model = create_model("test_efficientnet", 2, pretrained=False).model
@@ -78,14 +79,14 @@ def test_events_are_ordered_and_the_last_carries_the_result(shapes_dir):
     assert [e.phase for e in checked] == ["head"] * len(PENALTIES) + ["finetune"] * 2
     assert all(0 <= e.val_acc <= 1 for e in checked)
     assert [e.elapsed_s for e in events] == sorted(e.elapsed_s for e in events)
-    json.dumps(events[-1].result.history)  # the history goes into bundles as JSON
+    json.dumps([row.to_dict() for row in events[-1].result.history])  # the history goes into bundles as JSON
 
 
 def test_seeded_runs_are_identical(shapes_dir):
     ds = scan_folder(shapes_dir)
     a = train(ds, TrainConfig(mode="quick", seed=3, **TINY))
     b = train(ds, TrainConfig(mode="quick", seed=3, **TINY))
-    assert [r["val_loss"] for r in a.history] == [r["val_loss"] for r in b.history]
+    assert [r.val_loss for r in a.history] == [r.val_loss for r in b.history]
     assert torch.equal(a.model.get_classifier().weight, b.model.get_classifier().weight)
 
 
@@ -101,8 +102,8 @@ def test_stop_during_fine_tuning_keeps_the_quick_model(shapes_dir):
             stop.set()  # the user presses Stop after the first fine-tune epoch
     result = events[-1].result
     assert result.stopped
-    assert sum(1 for r in result.history if r["phase"] == "finetune") == 1
-    assert result.best["phase"] == "head" and result.validation.method == "cross-validation"
+    assert sum(1 for r in result.history if r.phase == "finetune") == 1
+    assert result.best.phase == "head" and result.validation.method == "cross-validation"
     assert result.validation.trained_on_all and "Stopped" in events[-1].message
     head = result.model.get_classifier()
     quick = train(ds, TrainConfig(mode="quick", **TINY))

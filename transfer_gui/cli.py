@@ -140,37 +140,14 @@ def _cmd_models(_: argparse.Namespace) -> int:
     return 0
 
 
-def _start_distributed(device: str) -> tuple[int, int, str]:
-    """Join torchrun's process group when launched by it: (rank, world size, device).
-
-    gloo on CPU, nccl on CUDA (one GPU per process, by LOCAL_RANK). Outside torchrun: (0, 1, device).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    import torch
-    import torch.distributed as dist
-
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    else:
-        device = "cpu"
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    rank, world, device = _start_distributed(args.device)
+    from .engine.distributed import start_distributed, stop_distributed
+
+    rank, world, device = start_distributed(args.device)
     try:
         return _train(args, rank, world, device)
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        stop_distributed(world)
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
@@ -233,7 +210,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         "ece": trained.estimate.ece,
         "n_train": len(dataset.items) if trained.estimate.trained_on_all else len(split.train),
         "n_checked": trained.estimate.n_images,
-        "best_epoch": result.best,
+        "best_epoch": result.best.to_dict() if result.best else None,
         "train_seconds": round(result.train_seconds, 3),
         "calibration": trained.calibration.to_dict(),
         "skipped": [s.to_dict() for s in dataset.report.skipped],
@@ -350,7 +327,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             if event.result is not None:
                 results[tagged.run] = event.result
     _out({run: {"val_accuracy": r.val_accuracy, "train_seconds": round(r.train_seconds, 3),
-                "best_epoch": r.best, "epochs_run": len(r.history), "pretrained": r.config.pretrained,
+                "best_epoch": r.best.to_dict() if r.best else None, "epochs_run": len(r.history), "pretrained": r.config.pretrained,
                 "mode": r.config.mode} for run, r in results.items() if run in RUNS}
          | {"sentence": compare_sentence(results)})
     return 0

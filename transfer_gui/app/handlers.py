@@ -42,7 +42,7 @@ from ..engine.weights import availability, check_available, check_model_allowed,
 # that use it, so the page is served first; app.py then loads it in the background
 # (preload_engine) before the first click needs it.
 if TYPE_CHECKING:
-    from ..engine.training import ProgressEvent
+    from ..engine.progress import ProgressEvent
 
 __all__ = ["Handlers", "MODE_CHOICES", "model_choices", "model_card", "preload_engine", "ROOT"]
 

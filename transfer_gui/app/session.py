@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; se
     from ..engine.data import ImageDataset
     from ..engine.evaluation import EvalReport
     from ..engine.inference import Predictor
-    from ..engine.training import FeatureCache, TrainResult
+    from ..engine.features import FeatureCache
+    from ..engine.training import TrainResult
     from ..engine.workflow import TrainedModel
 
 __all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError", "ServerFullError",
@@ -136,7 +137,7 @@ class Session:
         """This session's feature cache, made on first use: the page builds a Session before the
         engine (torch) is imported."""
         if self._cache is None:
-            from ..engine.training import FeatureCache
+            from ..engine.features import FeatureCache
 
             self._cache = FeatureCache()
         return self._cache

@@ -21,7 +21,9 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import ImageDataset, Split, split_dataset
-from .training import FeatureCache, ProgressEvent, TrainResult, fit
+from .features import FeatureCache
+from .progress import ProgressEvent
+from .training import TrainResult, fit
 
 __all__ = ["RUNS", "RUN_TITLES", "RunEvent", "compare", "compare_sentence", "CurvePoint", "LearningCurve",
            "learning_curve", "subsample", "slope_sentence"]

@@ -44,7 +44,7 @@ class Predictor:
     def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
                  temperature: float = 1.0):
         from .speed import fast_paths, tune_process
-        from .training import pick_device
+        from .distributed import pick_device
 
         tune_process()
         self.device = pick_device(device)

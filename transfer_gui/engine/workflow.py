@@ -25,7 +25,9 @@ from .data import ImageDataset, Split
 from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMeaning, evaluate_predictions,
                          expected_calibration_error, reliability_bins, threshold_meaning, wilson_interval)
 from .inference import Predictor
-from .training import FeatureCache, ProgressEvent, TrainResult, fit
+from .features import FeatureCache
+from .progress import ProgressEvent
+from .training import TrainResult, fit
 
 __all__ = ["Estimate", "TrainedModel", "finish", "train_model", "save"]
 
@@ -117,7 +119,7 @@ class TrainedModel:
     def summary(self) -> dict:
         """JSON-ready headline figures (the CLI's ``train`` output)."""
         return {**self.estimate.to_dict(), "calibration": self.calibration.to_dict(),
-                "kept": self.result.best.get("phase") if self.result.best else None}
+                "kept": self.result.best.phase if self.result.best else None}
 
 
 def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> TrainedModel:
