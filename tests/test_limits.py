@@ -30,7 +30,7 @@ from transfer_gui.engine.inference import Predictor
 from transfer_gui.settings import Limits, settings
 from transfer_gui.app.session import ServerFullError, Session, SessionRegistry, TooManyEventsError
 from transfer_gui.app.slots import AlreadyInLineError, LineFullError, TrainingSlots
-from transfer_gui.engine.weights import builtin_weights_file
+from transfer_gui.engine.builtin import builtin_weights_file
 
 LITE0 = "tf_efficientnet_lite0.in1k"
 

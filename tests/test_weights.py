@@ -13,7 +13,8 @@ from conftest import PHOTOS
 from transfer_gui.engine.catalog import BUILTIN_MODEL, CATALOG, get_info
 from transfer_gui.engine.errors import ModelError, WeightsUnavailableError
 from transfer_gui.engine.inference import Predictor
-from transfer_gui.engine.weights import availability, builtin_weights_file, create_model, hub_cached_file
+from transfer_gui.engine.builtin import builtin_weights_file
+from transfer_gui.engine.weights import availability, create_model, hub_cached_file
 
 
 def _imagenet_predictor():
@@ -49,7 +50,7 @@ def test_larger_built_in_models_are_real_imagenet_models_offline(name, size, mon
 
 
 def test_builtin_conversion_is_cached_safetensors(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_GUI_CACHE", str(tmp_path))
+    monkeypatch.setenv("TLS_CACHE_DIR", str(tmp_path))
     path = builtin_weights_file()
     assert path.parent == tmp_path and path.suffix == ".safetensors"
     mtime = path.stat().st_mtime_ns

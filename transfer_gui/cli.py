@@ -7,7 +7,6 @@ progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reaso
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import logging
@@ -20,7 +19,7 @@ from . import __version__
 from .engine.catalog import CATALOG, DEFAULT_MODEL
 from .engine.config import MODES, TrainConfig
 from .engine.errors import UserInputError
-from .settings import Limits
+from .settings import Settings
 from .engine.weights import availability, check_available, hub_reachable
 
 # The engine (torch, timm: ~7 s to import on 2 cores) is imported by the commands that use it, so
@@ -131,7 +130,7 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _cmd_models(_: argparse.Namespace) -> int:
+def _cmd_models(_: argparse.Namespace, settings: Settings) -> int:
     online = hub_reachable()
     for info in CATALOG:
         _out({"name": info.name, "title": info.title, "params_m": info.params_m, "input_size": info.input_size,
@@ -140,21 +139,20 @@ def _cmd_models(_: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.distributed import start_distributed, stop_distributed
 
     rank, world, device = start_distributed(args.device)
     try:
-        return _train(args, rank, world, device)
+        return _train(args, settings, rank, world, device)
     finally:
         stop_distributed(world)
 
 
-def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
-    from .engine.bundle import load_bundle, zip_bundle
+def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, device: str) -> int:
     from .engine.data import open_dataset
     from .engine.training import fit
-    from .engine.workflow import finish, save
+    from .engine.workflow import continuing, finish_training, open_model
 
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=device,
@@ -162,12 +160,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     _check_out(Path(args.out), args.force)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         if args.continue_from:
-            base = load_bundle(args.continue_from, Path(tmp) / "base")
-            config = dataclasses.replace(config, model=base.metadata.get("model_name") or config.model,
-                                         init_bundle=str(base.folder))
+            config = continuing(config, open_model(args.continue_from, Path(tmp) / "base",
+                                                   limits=settings.limits.archive))
         elif config.pretrained:
             check_available(config.model, weights_file=config.weights_file)  # before reading any images
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
         for warning in dataset.report.warnings:
             _err(f"warning: {warning}")
         for skipped in dataset.report.skipped:
@@ -190,12 +187,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             _err(f"warning: training broke off ({result.error}); the model trained before it is kept")
         if rank != 0:
             return 0  # every process holds the same model; only the first writes it
-        trained = finish(result, dataset, device=config.device)
         if world > 1:
             _err(f"trained in {world} processes; this one (rank 0) writes the bundle")
-        out = save(trained, dataset, args.out)
-        if args.zip_path:
-            zip_bundle(out, args.zip_path)
+        trained = finish_training(result, dataset, args.out, device=config.device, zip_path=args.zip_path)
     split = result.split
     _err(f"{trained.estimate.sentence()}. {trained.estimate.note}")
     _out({
@@ -231,35 +225,33 @@ def _check_out(out: Path, force: bool) -> None:
                          "overwritten. Choose a new or empty folder, or add --force.")
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .engine.bundle import load_bundle
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.data import open_dataset
-    from .engine.inference import Predictor
+    from .engine.workflow import open_model
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        bundle = load_bundle(args.bundle, tmp)
+        saved = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive)
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", require_trainable=False,
-                               limits=Limits.from_env().archive)
+                               limits=settings.limits.archive)
         if not dataset.items:
             raise UserInputError(f"No readable images in class folders under {args.data}.")
-        predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, temperature=bundle.temperature)
-        report = predictor.evaluate(dataset)
+        report = saved.predictor.evaluate(dataset)
     result = report.to_dict()
     result["skipped"] = [s.to_dict() for s in dataset.report.skipped]
     _out(result)
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.batch import iter_image_files, prediction_rows, write_csv
-    from .engine.inference import Predictor
+    from .engine.workflow import open_model
 
     if args.top_k < 1:
         raise UserInputError("--top-k must be at least 1.")
     if not 0.0 <= args.threshold <= 1.0:
         raise UserInputError("--threshold must be between 0 and 1.")
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
+        predictor = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).predictor
         skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
         images = iter_image_files([(raw, Path(raw)) for raw in args.paths], Path(tmp), skip)
         rows = prediction_rows(predictor, images, args.top_k, args.threshold, skip)
@@ -276,14 +268,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.images import IMAGE_EXTENSIONS
     from .engine.batch import iter_image_files
     from .engine.export import export_all
-    from .engine.inference import Predictor
+    from .engine.workflow import open_model
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        predictor = Predictor.from_bundle(args.bundle, Path(tmp) / "b")
+        predictor = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).predictor
         sources = args.images or [str(Path(__file__).resolve().parents[1] / "assets" / "test_images")]
         skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
         files = [file for _, file in iter_image_files([(raw, Path(raw)) for raw in sources], Path(tmp), skip)]
@@ -297,12 +289,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def _cmd_push(args: argparse.Namespace) -> int:
-    from .engine.bundle import load_bundle
+def _cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.hub import push_bundle
+    from .engine.workflow import open_model
 
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        folder = load_bundle(args.bundle, Path(tmp) / "b").folder
+        folder = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).folder
         if args.token:
             _err("warning: a token given with --token shows in the process list and your shell history; "
                  "set HF_TOKEN instead")
@@ -311,7 +303,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.experiments import RUNS, compare, compare_sentence
     from .engine.data import open_dataset
 
@@ -319,7 +311,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     check_available(config.model)
     results = {}
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
         for tagged in compare(dataset, config):
             event = tagged.event
             if event.phase in ("load", "done") or event.val_loss is not None and event.phase == "finetune":
@@ -333,7 +325,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_curve(args: argparse.Namespace) -> int:
+def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.experiments import learning_curve
     from .engine.data import open_dataset
 
@@ -342,7 +334,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     config = TrainConfig(model=args.model, seed=args.seed)
     check_available(config.model)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=Limits.from_env().archive)
+        dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
         curve = None
         for fraction, repeat, curve in learning_curve(dataset, config, repeats=args.repeats):
             if curve is None:
@@ -359,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
                 "export": _cmd_export, "push": _cmd_push, "compare": _cmd_compare, "curve": _cmd_curve}
     try:
-        return commands[args.command](args)
+        return commands[args.command](args, Settings.from_env())
     except UserInputError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE

@@ -1,9 +1,11 @@
-"""Every limit a server puts on what one request or one user may consume, read in one place.
+"""Every setting read from the environment, in one place and under one prefix, ``TLS_``.
 
-A public server (a Hugging Face Space, or ``TLS_PUBLIC=1``) is open to strangers: each limit here
-stops one way a single request could exhaust it. Each has a default and an environment variable
-named ``TLS_`` + the field name in capitals; ``settings()`` lists them (the README's "Hosting
-publicly" table is checked against it by a test). A missing or malformed value keeps the default.
+``Settings.from_env()`` is the one reader; the app and the command line call it once at start and
+pass what it found along. ``Limits`` are what a server lets one request or one user consume: a
+public server (a Hugging Face Space, or ``TLS_PUBLIC=1``) is open to strangers, and each limit
+stops one way a single request could exhaust it. Each setting has a default and an environment
+variable named ``TLS_`` + the field name in capitals; ``settings()`` lists them (the README's
+table is checked against it by a test). A missing or malformed value keeps the default.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from .engine.archive import ArchiveLimits
 
-__all__ = ["Limits", "settings", "ENV_PREFIX"]
+__all__ = ["Settings", "Limits", "settings", "ENV_PREFIX"]
 
 _logger = logging.getLogger(__name__)
 
@@ -61,8 +64,7 @@ class Limits:
         true, or unset on a Hugging Face Space (``SPACE_ID`` set)."""
         env = os.environ if environ is None else environ
         public_text = env.get(ENV_PREFIX + "PUBLIC", "")
-        public = (public_text.strip().lower() in ("1", "true", "yes", "on") if public_text.strip()
-                  else bool(env.get("SPACE_ID")))
+        public = _flag(public_text) if public_text.strip() else bool(env.get("SPACE_ID"))
         values: dict = {"public": public}
         for f in fields(cls):
             if f.name == "public":
@@ -103,9 +105,51 @@ def _number(text: str | None, default, kind, name: str):
     return int(value) if kind in (int, "int") else value
 
 
+def _flag(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _default_cache_dir(env) -> Path:
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transfer_gui"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything this app reads from the environment.
+
+    Attributes:
+        limits: what one request or one user may consume (``TLS_<LIMIT>``).
+        cache_dir: where the built-in models' converted weights are kept (``TLS_CACHE_DIR``).
+        keep_malloc: leave glibc's allocator as it is (``TLS_KEEP_MALLOC``; see speed.py).
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
+    keep_malloc: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "Settings":
+        """The settings from ``environ`` (default ``os.environ``): ``TLS_*`` variables over the
+        defaults."""
+        env = os.environ if environ is None else environ
+        cache = env.get(ENV_PREFIX + "CACHE_DIR", "").strip()
+        return cls(limits=Limits.from_env(env), cache_dir=Path(cache) if cache else _default_cache_dir(env),
+                   keep_malloc=_flag(env.get(ENV_PREFIX + "KEEP_MALLOC")))
+
+
+# Settings that are no limit: (name, default as the README shows it, what it sets).
+_OTHER_SETTINGS = (
+    ("CACHE_DIR", "`~/.cache/transfer_gui`", "folder for the built-in models' weights, converted once per machine "
+                                             "(`XDG_CACHE_HOME` moves the default)"),
+    ("KEEP_MALLOC", "off", "leave the C allocator's settings alone (by default large blocks are reused, which "
+                           "saves seconds per fine-tuning epoch)"),
+)
+
+
 def settings() -> list[tuple[str, str, str]]:
-    """(environment variable, default, what it limits) for every limit, in the README's order."""
+    """(environment variable, default, what it sets) for every setting, in the README's order."""
     def shown(value) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else f"{value:,g}"
 
-    return [(ENV_PREFIX + f.name.upper(), shown(f.default), f.metadata["help"]) for f in fields(Limits)]
+    return ([(ENV_PREFIX + f.name.upper(), shown(f.default), f.metadata["help"]) for f in fields(Limits)]
+            + [(ENV_PREFIX + name, default, what) for name, default, what in _OTHER_SETTINGS])

