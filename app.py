@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from transfer_gui.app.handlers import preload_engine
+from transfer_gui.app.server import preload_engine
 from transfer_gui.app.layout import build_demo, launch_kwargs
 
 

@@ -191,13 +191,13 @@ def run_measured(cmd: list[str], tmp: Path, env: dict | None = None, timeout: fl
 
 
 def run_training(h, session, mode="quick", epochs=0, stop_when=None, model="tf_efficientnet_lite0.in1k"):
-    """Drive ``Handlers.train`` to the end, as the page does; press Stop at the first status
+    """Drive ``TrainStep.train`` to the end, as the page does; press Stop at the first status
     matching the regex ``stop_when``. Returns every update."""
     import re
 
     updates = []
-    for out in h.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
+    for out in h.training.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
         updates.append(out)
         if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
-            h.stop(session)
+            h.training.stop(session)
     return updates

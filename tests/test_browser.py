@@ -282,14 +282,14 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
     import threading
     import time
 
-    from transfer_gui.app.handlers import Handlers
+    from transfer_gui.app.server import Server
     from transfer_gui.app.layout import build_demo, launch_kwargs
 
     def our_threads() -> int:  # Gradio's worker pool keeps idle threads; those are not ours
         return sum(not t.name.startswith("AnyIO worker") for t in threading.enumerate())
 
-    h = Handlers(training_slots=1)
-    demo = build_demo(handlers=h)
+    h = Server(training_slots=1)
+    demo = build_demo(server=h)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         threads_before = our_threads()
@@ -340,12 +340,12 @@ def test_an_open_tab_has_one_session_the_same_one_its_events_and_its_unload_use(
     import gc
     import time
 
-    from transfer_gui.app.handlers import Handlers
+    from transfer_gui.app.server import Server
     from transfer_gui.app.session import Session
     from transfer_gui.app.layout import build_demo, launch_kwargs
 
-    h = Handlers(training_slots=1)
-    demo = build_demo(handlers=h)
+    h = Server(training_slots=1)
+    demo = build_demo(server=h)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         context = browser.new_context(viewport={"width": 1360, "height": 1000})

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_training, EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
-from transfer_gui.app.handlers import Handlers
+from transfer_gui.app.server import Server
 from transfer_gui.engine.probe import PENALTIES
 from transfer_gui.app.session import Session
 
@@ -30,11 +30,11 @@ def session():
 
 @pytest.fixture(scope="module")
 def h():
-    return Handlers(training_slots=1)
+    return Server(training_slots=1)
 
 
 def test_example_dataset_fills_the_report_and_enables_training(h, session):
-    summary, counts, gallery, skipped, checks, check_images, train_btn, state = h.load_example(session)
+    summary, counts, gallery, skipped, checks, check_images, train_btn, state = h.data.load_example(session)
     assert state is session and session.dataset is not None
     assert "96 images in 6 classes" in summary
     assert counts["images"].tolist() == [16] * 6
@@ -48,7 +48,7 @@ def test_zip_with_junk_reports_skips_in_plain_words(h, session, tmp_path):
     root = write_shapes(tmp_path / "d")
     (root / "square" / "notes.txt").write_text("x")
     (root / "circle" / "bad.jpg").write_bytes(b"garbage")
-    summary, counts, _, skipped, *_ = h.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
+    summary, counts, _, skipped, *_ = h.data.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
     assert "16 images in 2 classes" in summary and "2 files were skipped" in summary
     assert sorted(skipped["file"]) == ["circle/bad.jpg", "square/notes.txt"]
     assert session.workdir in next(iter(session.dataset.items)).path.parents  # files stay in the session
@@ -58,43 +58,43 @@ def test_wrong_archive_and_missing_file_are_gr_errors_with_the_fix(h, session, t
     fake = tmp_path / "photos.zip"
     fake.write_text("not a zip")
     with pytest.raises(gr.Error, match="not a zip archive.*Compress the class folders"):
-        h.load_zip(session, str(fake))
+        h.data.load_zip(session, str(fake))
     with pytest.raises(gr.Error, match="Choose a .zip file first"):
-        h.load_zip(session, None)
+        h.data.load_zip(session, None)
     one = tmp_path / "one"
     shutil.copytree(EXAMPLE / "animal", one / "animal")
     with pytest.raises(gr.Error, match="at least 2 classes"):
-        h.load_zip(session, str(zip_folder(one, tmp_path / "one.zip")))
+        h.data.load_zip(session, str(zip_folder(one, tmp_path / "one.zip")))
     assert session.dataset is None  # nothing half-loaded
 
 
 def test_class_builder_makes_a_dataset(h, session):
     animals = sorted(str(p) for p in (EXAMPLE / "animal").iterdir())[:3]
     computers = sorted(str(p) for p in (EXAMPLE / "computer").iterdir())[:2]
-    h.add_images(session, "animals", animals, None)
-    table, files, snap, _ = h.add_images(session, "computers", computers, Image.open(TEST_IMAGES / "computer_keyboard_01.png"))
+    h.data.add_images(session, "animals", animals, None)
+    table, files, snap, _ = h.data.add_images(session, "computers", computers, Image.open(TEST_IMAGES / "computer_keyboard_01.png"))
     assert table.to_dict("records") == [{"class": "animals", "images": 3}, {"class": "computers", "images": 3}]
     assert files is None and snap is None  # inputs cleared for the next class
-    summary, *_ = h.use_classes(session)
+    summary, *_ = h.data.use_classes(session)
     assert "6 images in 2 classes" in summary
     with pytest.raises(gr.Error, match="Type a class name"):
-        h.add_images(session, "../etc", animals, None)
-    table, _ = h.clear_classes(session)
+        h.data.add_images(session, "../etc", animals, None)
+    table, _ = h.data.clear_classes(session)
     assert table.empty and not (session.workdir / "classes").exists()
 
 
 def test_train_before_data_and_predict_before_training_explain_why(h, session):
     with pytest.raises(gr.Error, match="Load some images first"):
-        next(h.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
+        next(h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
     with pytest.raises(gr.Error, match="Train a model first"):
-        h.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
-    assert h.predict(session, None) == ("", None, None, "")
+        h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
+    assert h.test.predict(session, None) == ("", None, None, "")
     with pytest.raises(gr.Error, match="Train a model first"):
-        h.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
+        h.test.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
 
 
 def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, session):
-    h.load_example(session)
+    h.data.load_example(session)
     updates = run_training(h, session)
     assert len(updates) >= 3
     statuses = [u[0] for u in updates]
@@ -108,14 +108,14 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     download = updates[-1][5]
     assert session.bundle_zip.name == "trained-model.zip" and session.bundle_zip.is_file()
     assert download.value["orig_name"] == "trained-model.zip" and download.interactive
-    assert "estimated by 5-fold cross-validation" in h.results_view(session)[0]
-    verdict, label, heat, _ = h.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
+    assert "estimated by 5-fold cross-validation" in h.results.view(session)[0]
+    verdict, label, heat, _ = h.test.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
     assert set(label) == set(session.dataset.labels) and abs(sum(label.values()) - 1) < 0.02
     assert max(label, key=label.get) in verdict and heat.size == (192, 178)
 
 
 def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
-    h.load_example(session)
+    h.data.load_example(session)
     updates = run_training(h, session, mode="finetune", epochs=30,
                            stop_when=r"Fine-tuning: epoch \d+/30, accuracy on held-out images")
     final = updates[-1][0]
@@ -129,16 +129,16 @@ def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
 def test_a_second_training_waits_for_a_stopping_one(h, session):
     """A closed tab frees Gradio's slot at once; our slots still keep two runs from overlapping,
     and the waiting user is told so."""
-    h.load_example(session)
+    h.data.load_example(session)
     other = Session()
     try:
-        h.load_example(other)
-        first = h.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
+        h.data.load_example(other)
+        first = h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
         next(first)  # the first run now holds the training slot
         statuses = []
 
         def second():
-            for status, *_ in h.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
+            for status, *_ in h.training.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
                 statuses.append(status)
             statuses.append("second done")
 
@@ -160,7 +160,7 @@ def test_a_second_training_waits_for_a_stopping_one(h, session):
 
 def test_session_close_removes_its_files(h):
     s = Session()
-    h.load_example(s)
+    h.data.load_example(s)
     folder = s.new_folder("x")
     assert folder.is_dir()
     s.close()
@@ -172,8 +172,8 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     """The closed-tab race seen in CI: the tab's session is closed (files deleted) while Gradio is
     still driving its training. The run must end without writing the folder back, free its slot,
     and anything else the closed session is asked to store is refused with a message."""
-    h.load_example(session)
-    run = h.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
+    h.data.load_example(session)
+    run = h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
     for status, *_ in run:
         if "Training the new head" in status or "Fine-tuning" in status:
             break
@@ -184,7 +184,7 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     assert all("Done" not in u[0] for u in updates)
     assert h.slots.busy() == (0, 0)  # the slot is free for the next user
     with pytest.raises(gr.Error, match="session has ended.*Reload the page"):
-        h.add_images(session, "cats", [str(TEST_IMAGES / "animal_dolphin.png")], None)
+        h.data.add_images(session, "cats", [str(TEST_IMAGES / "animal_dolphin.png")], None)
     assert not session.workdir.exists()
 
 
@@ -194,7 +194,7 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
 def trained(h):
     """A session with the quick model trained on the example data (seed 0)."""
     s = Session()
-    h.load_example(s)
+    h.data.load_example(s)
     run_training(h, s)
     yield s
     s.close()
@@ -202,7 +202,7 @@ def trained(h):
 
 def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
     ev = trained.evaluation
-    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability = h.results_view(trained)
+    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability = h.results.view(trained)
     assert f"About {ev.accuracy:.0%} right" in summary and "macro-F1" in summary and "Wilson" in summary
     assert "5-fold cross-validation on all 96 images" in summary and ev.n_images == 96
     assert "Confidences were" in summary and "No checked image is a copy" in summary
@@ -226,35 +226,35 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
         for j, p in enumerate(ev.labels):
             x, y = geometry.centre(t, p)
             event = gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
-            got_t, got_p, note, gallery = h.select_cell(trained, event)
+            got_t, got_p, note, gallery = h.results.select_cell(trained, event)
             assert (got_t, got_p) == (t, p)
             expected = {str(it.path) for it, pr in zip(val_items, probs)
                         if it.label == t and ev.labels[pr.argmax()] == p}
             assert {path for path, _ in gallery} == expected
             assert len(gallery) == ev.confusion[i][j] and f"**{len(gallery)} checked image" in note
     # outside the grid: nothing changes
-    assert h.select_cell(trained, gr.SelectData(None, {"index": [1, 1], "value": None})) == (gr.skip(),) * 4
+    assert h.results.select_cell(trained, gr.SelectData(None, {"index": [1, 1], "value": None})) == (gr.skip(),) * 4
     # mistakes: top losses first; with heat maps, each is an overlay of the picture's size
     assert len(mistakes) == len(ev.mistakes)
-    heat = h.mistakes_view(trained, True)
+    heat = h.results.mistakes_view(trained, True)
     for (plain, caption), (overlay, caption2) in zip(mistakes, heat):
         assert caption == caption2 and overlay.size == Image.open(plain).size
 
 
 def test_not_sure_below_the_threshold_shows_the_candidates(h, trained):
     image = Image.open(TEST_IMAGES / "fruit_lemon_wedge_ganson.png")
-    verdict, label, _, _ = h.predict(trained, image, 1.0)
+    verdict, label, _, _ = h.test.predict(trained, image, 1.0)
     assert verdict.startswith("### Not sure") and "Top candidates" in verdict
     top = max(label, key=label.get)
     assert top in verdict
-    verdict, _, _, note = h.predict(trained, image, 0.0)
+    verdict, _, _, note = h.test.predict(trained, image, 0.0)
     assert verdict.startswith(f"### {top}") and f"evidence for '{top}'" in note
     # what the threshold means, counted on the 96 out-of-fold answers
     meaning = trained.trained.threshold(0.6)
-    text = h.threshold_note(trained, 0.6)
+    text = h.results.threshold_note(trained, 0.6)
     assert meaning.below + meaning.above == 96 and f"({meaning.right_below} of {meaning.below})" in text
     assert text.startswith("On your images") and "below 60%" in text
-    assert h.threshold_note(Session(), 0.6) == ""  # nothing trained: nothing to say
+    assert h.results.threshold_note(Session(), 0.6) == ""  # nothing trained: nothing to say
 
 
 def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
@@ -266,7 +266,7 @@ def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
     zip_folder(folder / "more", folder / "batch.zip")
     single = folder / "vehicle.png"
     shutil.copy(TEST_IMAGES / "vehicle_hummer_01.png", single)
-    summary, table, csv_button = h.batch_predict(trained, [str(folder / "batch.zip"), str(single)], 0.6)
+    summary, table, csv_button = h.test.batch_predict(trained, [str(folder / "batch.zip"), str(single)], 0.6)
     assert "4 picture(s) classified" in summary and "1 file(s) skipped: batch.zip:notes.jpg" in summary
     assert table.columns.tolist() == ["image", "label", "confidence"] and len(table) == 4
     app_rows = list(csv.DictReader(open(csv_button.value["path"])))
@@ -291,7 +291,7 @@ def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
 def test_dataset_checks_in_step_one_show_the_offending_images(h, session, tmp_path):
     root = write_shapes(tmp_path / "d")
     (root / "circle" / "copy.png").write_bytes((root / "square" / "square_0.png").read_bytes())
-    _, _, _, _, checks, update, _, _ = h.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
+    _, _, _, _, checks, update, _, _ = h.data.load_zip(session, str(zip_folder(root, tmp_path / "d.zip")))
     images = update["value"]
     assert update["visible"] is True
     assert "**Look at this** · **Conflicting labels:** The same image is labelled 'circle' and 'square'" in checks
@@ -303,14 +303,14 @@ def test_dataset_checks_in_step_one_show_the_offending_images(h, session, tmp_pa
 # --- export, load back, continue, publish ----------------------------------------------------------
 
 def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
-    report, button = h.export(trained)
+    report, button = h.download.export(trained)
     assert report.count("**Passed**") == 2 and "TorchScript: parity check passed" in report
     assert "ONNX: parity check passed" in report and button.interactive
     import zipfile
 
     with zipfile.ZipFile(button.value["path"]) as zf:
         assert {"model.onnx", "model.torchscript.pt", "labels.json", "README.md"} <= set(zf.namelist())
-    assert "## How well it did" in h.card_view(trained)
+    assert "## How well it did" in h.download.card_view(trained)
 
 
 def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h, trained, tmp_path):
@@ -318,31 +318,31 @@ def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h,
 
     new = Session()
     try:
-        status, keep, download, _ = h.load_model(new, str(trained.bundle_zip))
+        status, keep, download, _ = h.model.load_model(new, str(trained.bundle_zip))
         assert "Loaded tf_efficientnet_lite0.in1k" in status and "6 classes" in status
         assert keep.visible and keep.value is True and download.interactive
         image = Image.open(TEST_IMAGES / "fruit_lemon_wedge_ganson.png")
-        assert h.predict(new, image, 0.0)[1] == pytest.approx(h.predict(trained, image, 0.0)[1], abs=1e-6)
+        assert h.test.predict(new, image, 0.0)[1] == pytest.approx(h.test.predict(trained, image, 0.0)[1], abs=1e-6)
         # evaluate it on "new" data: the example zip, all of it
-        h.load_zip(new, str(zip_folder(EXAMPLE, tmp_path / "all.zip")))
-        assert new.predictor is new.loaded[0]  # new data does not drop the uploaded model
-        note, summary, *_ = h.evaluate_model(new)
+        h.data.load_zip(new, str(zip_folder(EXAMPLE, tmp_path / "all.zip")))
+        assert new.predictor is new.loaded.predictor  # new data does not drop the uploaded model
+        note, summary, *_ = h.model.evaluate_model(new)
         assert "Evaluated on 96 images" in note and "of the uploaded model on all 96 images" in summary
         # continue training on data with a seventh class: the head grows
         data = copy_example(tmp_path / "seven")
         shutil.copytree(EXAMPLE / "animal", data / "zebra")  # a made-up class, enough to check the head
-        h.load_zip(new, str(zip_folder(data, tmp_path / "seven.zip")))
-        updates = list(h.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
+        h.data.load_zip(new, str(zip_folder(data, tmp_path / "seven.zip")))
+        updates = list(h.training.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
         assert "**Done.**" in updates[-1][0] and any("Loading the saved model" in u[0] for u in updates)
         assert new.result.labels == sorted(EXAMPLE_LABELS + ["zebra"]) and len(new.predictor.labels) == 7
         # the uploaded model's classes that are missing from the data are refused with the reason
-        h.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
+        h.data.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
         with pytest.raises(gr.Error, match="no images here"):
-            list(h.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
+            list(h.training.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
     finally:
         new.close()
     with pytest.raises(gr.Error, match="not a zip archive"):
-        h.load_model(Session(), str(TEST_IMAGES / "animal_dolphin.png"))
+        h.model.load_model(Session(), str(TEST_IMAGES / "animal_dolphin.png"))
 
 
 def test_publish_offline_says_so(h, trained, monkeypatch):
@@ -350,9 +350,9 @@ def test_publish_offline_says_so(h, trained, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(gr.Error, match="Publishing needs the internet"):
-        h.push(trained, "alice/flowers", "hf_token", True)
+        h.download.push(trained, "alice/flowers", "hf_token", True)
     with pytest.raises(gr.Error, match="Train a model"):
-        h.push(Session(), "alice/flowers", "hf_token", True)
+        h.download.push(Session(), "alice/flowers", "hf_token", True)
 
 
 EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
@@ -361,8 +361,8 @@ EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
 # --- pretrained vs scratch, learning curve -----------------------------------------------------------
 
 def test_compare_draws_both_runs_on_the_same_plots_and_keeps_the_pretrained_model(h, session):
-    h.load_example(session)
-    updates = list(h.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, False, True))
+    h.data.load_example(session)
+    updates = list(h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, False, True))
     final = updates[-1][0]
     assert re.search(r"Pretrained: \d+% after \d+ s; from scratch: \d+% after \d+ s", final), final
     assert any("**From scratch run**" in u[0] for u in updates)
@@ -376,7 +376,7 @@ def test_compare_draws_both_runs_on_the_same_plots_and_keeps_the_pretrained_mode
 
 
 def test_curve_button_plots_mean_and_spread_with_a_sentence(h, trained):
-    outputs = list(h.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
+    outputs = list(h.training.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
     assert any("Training on 25% of the training images" in o[0] for o in outputs[:-1])
     note, plot, _ = outputs[-1]
     assert plot["visible"] is True  # hidden until now: no empty plot on the page

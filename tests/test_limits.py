@@ -1,5 +1,5 @@
 """Safe to host for strangers: each way one request or one user could exhaust a public server is
-met by a limit (transfer_gui.settings) and a refusal that says what to do. Real handlers, real
+met by a limit (transfer_gui.settings) and a refusal that says what to do. Real event functions, real
 weights, real images, real zips; each test fails without its limit."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from transfer_gui.engine.data import open_dataset, scan_csv
 from transfer_gui.engine.images import read_failure
 from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
 from transfer_gui.engine.figures import confusion_picture
-from transfer_gui.app.handlers import Handlers
+from transfer_gui.app.server import Server
 from transfer_gui.engine.inference import Predictor
 from transfer_gui.settings import Limits, settings
 from transfer_gui.app.session import ServerFullError, Session, SessionRegistry, TooManyEventsError
@@ -37,11 +37,11 @@ LITE0 = "tf_efficientnet_lite0.in1k"
 
 @pytest.fixture
 def server():
-    """``server(**limits)``: Handlers with these limits (the rest default) and a fresh session."""
+    """``server(**limits)``: a Server with these limits (the rest default) and a fresh session."""
     made = []
 
     def make(**changes):
-        h = Handlers(limits=dataclasses.replace(Limits(), **changes))
+        h = Server(limits=dataclasses.replace(Limits(), **changes))
         session = h.new_session()
         made.append((h, session))
         return h, session
@@ -53,7 +53,7 @@ def server():
 
 
 def _train(h, session, custom="", weights=None, mode="quick", epochs=0):
-    return list(h.train(session, LITE0, custom, weights, mode, epochs, 0, 0.25, 0))
+    return list(h.training.train(session, LITE0, custom, weights, mode, epochs, 0, 0.25, 0))
 
 
 # --- one place, one prefix ------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def test_limits_are_read_from_one_prefix_and_the_readme_lists_each_with_its_defa
 
 def test_a_public_server_builds_only_listed_or_hub_models_under_its_size_cap(server):
     h, session = server(public=True, model_params_m=100)
-    h.load_example(session)
+    h.data.load_example(session)
     with pytest.raises(gr.Error, match=r"vit_giant_patch14_dinov2\.lvd142m has 1,1\d\d million parameters; this "
                                        r"server allows models of up to 100 million"):
         _train(h, session, custom="vit_giant_patch14_dinov2.lvd142m")
@@ -87,7 +87,7 @@ def test_a_public_server_builds_only_listed_or_hub_models_under_its_size_cap(ser
     assert session.predictor is None and "100 million parameters" in h.limits_note()
     # a private server too never takes a server folder from the page
     h2, s2 = server()
-    h2.load_example(s2)
+    h2.data.load_example(s2)
     with pytest.raises(gr.Error, match=r"local-dir:\) cannot be chosen here"):
         _train(h2, s2, custom="local-dir:/etc")
     # a listed model under the cap trains
@@ -189,7 +189,7 @@ def test_uploaded_files_that_are_not_used_are_deleted_at_once(server, tmp_path):
     with zipfile.ZipFile(zip_path, "w") as zf:
         for p in folder.rglob("*"):
             zf.write(p, p.relative_to(folder).as_posix())
-    h.load_zip(session, str(zip_path))
+    h.data.load_zip(session, str(zip_path))
     skipped = {s.path for s in session.dataset.report.skipped}
     assert {"animal/notes.txt", "bug/broken.jpg"} <= skipped
     on_disk = {p.resolve() for p in session.workdir.rglob("*") if p.is_file()}
@@ -247,7 +247,7 @@ def test_batch_prediction_holds_at_most_its_decoded_pixel_budget(quick_bundle, t
 def test_the_servers_disk_budget_covers_all_sessions(server, example_zip):
     h, session = server(server_disk_mb=0.5)
     with pytest.raises(gr.Error, match="the server's disk budget for all its users is nearly used up"):
-        h.load_zip(session, str(example_zip))
+        h.data.load_zip(session, str(example_zip))
     assert session.dataset is None and not any(session.workdir.iterdir())
 
 
@@ -279,7 +279,7 @@ def test_one_user_holds_one_place_in_the_training_line_and_the_line_has_a_length
 
 def test_one_user_cannot_flood_the_server_with_requests(server):
     h, session = server(user_events=2)
-    table = h.event(h.classes_table)
+    table = h.event(h.data.classes_table)
     session.begin_event(2)
     session.begin_event(2)
     with pytest.raises(gr.Error, match="already has 2 requests running; wait for them"):
@@ -293,27 +293,27 @@ def test_one_user_cannot_flood_the_server_with_requests(server):
 def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_predictions(server, example_zip,
                                                                                       quick_bundle, tmp_path):
     h, session = server()
-    h.load_example(session)
+    h.data.load_example(session)
     bundle_zip = shutil.make_archive(str(tmp_path / "model"), "zip", quick_bundle)
     dataset = session.dataset
-    run = h.train(session, LITE0, "", None, "finetune", 30, 0, 0.25, 0)
+    run = h.training.train(session, LITE0, "", None, "finetune", 30, 0, 0.25, 0)
     next(run)  # it now holds the slot and this session's training lock
     try:
         with pytest.raises(gr.Error, match="cannot start while your training, export or learning curve"):
-            next(h.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0))
-        for change in (lambda: h.load_zip(session, str(example_zip)), lambda: h.load_example(session),
-                       lambda: h.clear_classes(session), lambda: h.use_classes(session),
-                       lambda: h.load_model(session, bundle_zip)):
+            next(h.training.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0))
+        for change in (lambda: h.data.load_zip(session, str(example_zip)), lambda: h.data.load_example(session),
+                       lambda: h.data.clear_classes(session), lambda: h.data.use_classes(session),
+                       lambda: h.model.load_model(session, bundle_zip)):
             with pytest.raises(gr.Error, match="has to wait: a training, export or learning curve is running"):
                 change()
         # another user loads a model and predicts meanwhile
         other = h.new_session()
-        h.load_model(other, bundle_zip)
-        verdict, *_ = h.predict(other, str(next((ROOT / "assets" / "test_images").iterdir())), 0.0)
+        h.model.load_model(other, bundle_zip)
+        verdict, *_ = h.test.predict(other, str(next((ROOT / "assets" / "test_images").iterdir())), 0.0)
         assert verdict.startswith("### ")
         other.close()
     finally:
-        h.stop(session)
+        h.training.stop(session)
         for _ in run:
             pass
     assert session.dataset is dataset and all(item.path.is_file() for item in dataset.items)
@@ -322,7 +322,7 @@ def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_pred
 def test_training_stops_at_the_servers_time_budget_and_keeps_its_best(server):
     h, session = server(train_minutes=0.25)
     assert "a training runs at most 0.25 minutes" in h.limits_note()
-    h.load_example(session)
+    h.data.load_example(session)
     updates = run_training(h, session, mode="finetune", epochs=30)
     final = updates[-1][0]
     assert "Stopped at this server's limit of 0.25 minutes per training; the best model so far is kept." in final
@@ -337,8 +337,8 @@ def test_export_of_a_minimal_uploaded_bundle(server, quick_bundle, tmp_path):
     with zipfile.ZipFile(minimal, "w") as zf:
         for name in ("config.json", "model.safetensors"):
             zf.write(quick_bundle / name, name)
-    h.load_model(session, str(minimal))
-    report, download = h.export(session)
+    h.model.load_model(session, str(minimal))
+    report, download = h.download.export(session)
     assert report.count("**Passed**") == 2 and session.export_zip.is_file()
 
 
@@ -359,18 +359,18 @@ def test_no_server_path_or_token_in_a_bundle_or_a_log_line(server, tmp_path, cap
     private = tmp_path / "private folder" / "my-weights.safetensors"
     private.parent.mkdir()
     shutil.copyfile(builtin_weights_file(LITE0), private)
-    h.load_example(session)
+    h.data.load_example(session)
     _train(h, session, custom="tf_efficientnet_lite0", weights=str(private))
     first = session.bundle_folder
     assert json.loads((first / "transfer_gui.json").read_text())["training"]["weights_file"] == "my-weights.safetensors"
-    h.load_model(session, str(session.bundle_zip))
-    list(h.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0, True))
+    h.model.load_model(session, str(session.bundle_zip))
+    list(h.training.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0, True))
     second = session.bundle_folder
     meta = json.loads((second / "transfer_gui.json").read_text())
     assert meta["training"]["init_bundle"] and "/" not in meta["training"]["init_bundle"]
     token = "hf_NotARealTokenButSecret123"
     with pytest.raises(gr.Error):
-        h.push(session, "someone/model", token, True)  # offline here; online it would push
+        h.download.push(session, "someone/model", token, True)  # offline here; online it would push
     secrets = [str(tmp_path), str(session.workdir), str(h.root), token]
     for folder in (first, second):
         for file in folder.rglob("*"):

@@ -21,7 +21,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
-from transfer_gui.app.handlers import Handlers
+from transfer_gui.app.server import Server
 from transfer_gui.app.layout import build_demo, launch_kwargs
 
 MODEL = "tf_efficientnet_lite0.in1k"
@@ -30,8 +30,8 @@ TRAIN_ARGS = [MODEL, "", None, "quick", 0, 0, 0.25, 0, False, False]
 
 @pytest.fixture(scope="module")
 def server():
-    h = Handlers(training_slots=1)
-    demo = build_demo(handlers=h, queue_size=10)
+    h = Server(training_slots=1)
+    demo = build_demo(server=h, queue_size=10)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield url, h
     demo.close()
@@ -107,11 +107,11 @@ def test_a_tabs_session_lives_until_the_tab_closes_whatever_else_forgets_it():
     """The registry holds each tab's Session: events of one tab share it, a garbage collection
     does not end it (a weakly held one was collected and the unload then found nothing), and the
     unload ends it and deletes its files."""
-    h = Handlers(training_slots=1)
+    h = Server(training_slots=1)
     tab = gr.Request(session_hash="tab-a")
     session = h.event(h.on_load)(tab, None)
     folder, key = session.workdir, session.id
-    h.event(h.load_example)(tab, None)
+    h.event(h.data.load_example)(tab, None)
     del session
     gc.collect()
     assert folder.exists() and h.sessions.keys() == ["tab-a"]
@@ -127,7 +127,7 @@ def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
     """API clients never close a tab: their sessions end after TLS_SESSION_IDLE_MIN without an
     event. A session whose training is running is not idle."""
     monkeypatch.setenv("TLS_SESSION_IDLE_MIN", "0.02")  # 1.2 s
-    h = Handlers(training_slots=1)
+    h = Server(training_slots=1)
     assert h.sessions.idle_s == pytest.approx(1.2)
     idle, busy, active = (h.sessions.get(k) for k in ("idle", "busy", "active"))
     busy.training.acquire()
@@ -142,8 +142,8 @@ def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
 
 
 def test_an_expired_session_loses_its_folder(tmp_path, example_zip):
-    h = Handlers(training_slots=1)
-    demo = build_demo(handlers=h, queue_size=5, state_ttl_s=2)
+    h = Server(training_slots=1)
+    demo = build_demo(server=h, queue_size=5, state_ttl_s=2)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         Client(url, verbose=False).predict(handle_file(str(example_zip)), api_name="/load_zip")
@@ -162,16 +162,16 @@ def test_an_expired_session_loses_its_folder(tmp_path, example_zip):
 def test_each_session_has_a_disk_cap_and_nothing_lands_outside_it(tmp_path, example_zip, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # every temp folder under tmp_path
     (tmp_path / "tmp").mkdir()
-    h = Handlers(training_slots=1, disk_limit=400_000)
+    h = Server(training_slots=1, disk_limit=400_000)
     session = h.new_session()
     outside = {p for p in tmp_path.rglob("*") if session.workdir not in p.parents}
     with pytest.raises(gr.Error, match=r"unpacks to .*; the limit here is 400 kB. Upload fewer or smaller"):
-        h.load_zip(session, str(example_zip))
+        h.data.load_zip(session, str(example_zip))
     assert list(session.workdir.iterdir()) == []  # the refused upload left nothing
     pictures = sorted(str(p) for p in EXAMPLE.rglob("*.png"))  # 1.3 MB in all
     with pytest.raises(gr.Error, match=r"Adding these pictures needs .* of its 400 kB\. Use fewer"):
-        h.add_images(session, "animal", pictures, None)
-    h.add_images(session, "animal", pictures[:2], None)  # a little fits
+        h.data.add_images(session, "animal", pictures, None)
+    h.data.add_images(session, "animal", pictures[:2], None)  # a little fits
     assert session.disk_used() <= session.disk_limit
     assert {p for p in tmp_path.rglob("*") if session.workdir not in p.parents} == outside
     session.close()
@@ -180,10 +180,10 @@ def test_each_session_has_a_disk_cap_and_nothing_lands_outside_it(tmp_path, exam
 
 
 def test_replacing_data_does_not_pile_up_copies(example_zip):
-    h = Handlers(training_slots=1)
+    h = Server(training_slots=1)
     session = h.new_session()
     for _ in range(3):
-        h.load_zip(session, str(example_zip))
+        h.data.load_zip(session, str(example_zip))
     assert len(list(session.workdir.glob("upload-*"))) == 1
     session.close()
     h.close()

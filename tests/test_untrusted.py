@@ -1,5 +1,5 @@
 """Nothing a user uploads may run code: pickled weights are refused before anything reads them,
-in a bundle, as a weights file, through the web app's handlers and through the CLI."""
+in a bundle, as a weights file, through the web app's events and through the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from transfer_gui.engine.bundle import load_bundle
 from transfer_gui.engine.errors import ModelError
-from transfer_gui.app.handlers import Handlers
+from transfer_gui.app.server import Server
 from transfer_gui.engine.weights import create_model
 
 
@@ -81,15 +81,15 @@ def test_a_bundle_with_two_configs_is_refused(quick_bundle, tmp_path):
 
 
 def test_the_web_app_refuses_pickles_as_bundle_and_as_weights_file(evil_bundle, tmp_path, marker):
-    h = Handlers(training_slots=1)
+    h = Server(training_slots=1)
     session = h.new_session()
     try:
         with pytest.raises(gr.Error, match="contains pytorch_model.bin"):
-            h.load_model(session, str(evil_bundle))
-        h.load_example(session)
+            h.model.load_model(session, str(evil_bundle))
+        h.data.load_example(session)
         weights = _evil_bin(tmp_path / "weights.bin", marker)
         with pytest.raises(gr.Error, match="weights.bin is not a .safetensors file"):
-            next(h.train(session, "tf_efficientnet_lite0", "", str(weights), "quick", 0, 0, 0.25, 0))
+            next(h.training.train(session, "tf_efficientnet_lite0", "", str(weights), "quick", 0, 0, 0.25, 0))
         assert session.predictor is None
     finally:
         session.close()

@@ -304,7 +304,7 @@ def _cmd_push(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .engine.experiments import RUNS, compare, compare_sentence
+    from .engine.experiments import RUNS, compare_sentence, compare_with_scratch
     from .engine.data import open_dataset
 
     config = TrainConfig(model=args.model, mode=args.mode, seed=args.seed)
@@ -312,7 +312,7 @@ def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
-        for tagged in compare(dataset, config):
+        for tagged in compare_with_scratch(dataset, config):
             event = tagged.event
             if event.phase in ("load", "done") or event.val_loss is not None and event.phase == "finetune":
                 _err(f"[{tagged.run:10s} {event.elapsed_s:6.1f}s] {event.message}")

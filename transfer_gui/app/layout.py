@@ -1,4 +1,5 @@
-"""``build_demo()``: the page's layout and wiring. No logic lives here (see handlers.py)."""
+"""``build_demo()``: the page's layout and wiring. No logic lives here: each step's events are in
+its own module (data_step.py, ..., download_step.py), reached through the ``Server``."""
 
 from __future__ import annotations
 
@@ -6,41 +7,23 @@ import gradio as gr
 import pandas as pd
 
 from ..engine.catalog import DEFAULT_MODEL
-from .handlers import (COUNTS_COLUMNS, MODE_CHOICES, PER_CLASS_COLUMNS, ROOT, SKIPPED_COLUMNS, TEST_IMAGES, Handlers,
-                       image_extensions, model_card, model_choices)
-from ..settings import Limits
+from ..settings import Settings
+from .data_step import NO_IMAGES, ClassesView, DataView
+from .download_step import DownloadView, ExportView
+from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
+from .predict_step import BatchView, Verdict
+from .results_step import NO_RESULTS, CellPick, CellView, ResultsView
+from .server import ROOT, TEST_IMAGES, Server
+from .train_step import MODE_CHOICES, CurveUpdate, FailureView, TrainUpdate
+from .texts import EXPLAINER, INTRO
+from .views import BATCH_COLUMNS, COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, image_extensions, outputs
 
 __all__ = ["build_demo", "launch_kwargs"]
 
 CSS_FILE = ROOT / "assets" / "style.css"
 DIAGRAM = ROOT / "assets" / "transfer_diagram.png"
-EXPLAINER = """**Pretrained layers.** The model has already learned, from millions of photos, to see edges,
-textures, shapes and object parts. Those layers turn any picture into a list of numbers (*features*)
-that describe what is in it.
-
-**A new head.** The last layer, which named the 1000 ImageNet things, is replaced by a small new one
-with one output per class of yours. *Quick* trains only this head on the features: seconds, and
-little data needed, because the hard part (seeing) is already done.
-
-**Fine-tuning.** *Fine-tune* then also nudges the pretrained layers, slowly, towards your pictures:
-minutes. It is kept only when it gets more held-out pictures right than Quick does; with few
-pictures per class it often does not, and the app tells you so.
-
-**How it is checked.** Quick splits your images into up to 5 groups and trains 5 times, each time
-judging the group it left out; so every picture is judged by a model that never saw it, and the
-final model then learns from all of them. The accuracy range shown is a 95 % Wilson score interval.
-
-**Why it works with so few images:** tick *Compare with training from scratch* to train the same
-model from random weights for the same time, and watch the difference on the plots."""
 STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
 CACHE_TTL_S = 3600  # Gradio's copies of uploads and downloads: a download link lasts an hour
-
-INTRO = """# Transfer Learning Studio
-Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
-let it learn (you can watch), then try it on new pictures. It starts from a model that has already
-seen millions of photos, so a few dozen images per class are enough."""
-
-
 ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
 
 
@@ -61,36 +44,36 @@ def launch_kwargs() -> dict:
     return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
             # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
             # unpacked size (an upload is never larger than what it unpacks to, for images).
-            "max_file_size": Limits.from_env().archive.max_total_bytes}
+            "max_file_size": Settings.from_env().limits.archive.max_total_bytes}
 
 
 def build_demo(training_slots: int | None = None, queue_size: int | None = None,
-               state_ttl_s: float = STATE_TTL_S, handlers: Handlers | None = None) -> gr.Blocks:
+               state_ttl_s: float = STATE_TTL_S, server: Server | None = None) -> gr.Blocks:
     """Build the app.
 
     Args:
         training_slots: trainings at once across all users (default: $TLS_TRAINING_SLOTS or 1).
         queue_size: short events allowed to wait in the queue (default: $TLS_QUEUE_SIZE or 64).
         state_ttl_s: an unused session's data and files are deleted after this many seconds.
-        handlers: the event functions (built here when None; tests pass their own to inspect
-            sessions and limits).
+        server: the server with its event functions (built here when None; tests pass their own
+            to inspect sessions and limits).
     """
     gpu = zero_gpu()
-    h = handlers or Handlers(training_slots, device="cpu" if gpu else "auto")
-    # Long jobs enter their function at once and wait for a slot in the handlers' own line, which
+    h = server or Server(training_slots, device="cpu" if gpu else "auto")
+    # Long jobs enter their function at once and wait for a slot in the server's own line, which
     # has its own length and tells each user their place; Gradio's queue then only ever holds
     # short events, so predictions and loading never wait behind trainings.
     slots = h.limits.training_slots + h.limits.training_waiting
     # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
     # one; predictions, heat maps and exports run on the CPU (their models live there).
-    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.train)) if gpu else h.event(h.train)
+    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.training.train)) if gpu else h.event(h.training.train)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than an hour, checking every 10 minutes, so a public server's disk does not fill up (the
     # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio
     # stores identical uploads at one path, so another request may still need the same file.
     with gr.Blocks(title="Transfer Learning Studio", delete_cache=(600, CACHE_TTL_S)) as demo:
         # The page's copy of its Session, set by the first event (on_load). Events look their
-        # Session up in the server's registry (Handlers.event), so this only lets Gradio's own
+        # Session up in the server's registry (Server.event), so this only lets Gradio's own
         # expiry end sessions too. No factory here: Gradio would call it in a page-load event of
         # its own and keep a second Session beside the registered one.
         state = gr.State(None, time_to_live=state_ttl_s, delete_callback=h.on_state_deleted)
@@ -127,7 +110,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                             use_classes_btn = gr.Button("Use these classes", variant="primary",
                                                         elem_id="use-classes")
                             clear_btn = gr.Button("Start over", elem_id="clear-classes")
-                data_summary = gr.Markdown("No images yet: upload a zip, build classes, or use the example.",
+                data_summary = gr.Markdown(NO_IMAGES,
                                            elem_id="data-summary")
                 with gr.Row():
                     # Empty tables start with their column names (Gradio's default headers are "1 2 3").
@@ -146,7 +129,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             with gr.Tab("2. Model", id="tab-model"):
                 model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Pretrained model",
                                     elem_id="model")
-                card = gr.Markdown(model_card(DEFAULT_MODEL), elem_id="model-card")
+                card = gr.Markdown(describe_model(DEFAULT_MODEL), elem_id="model-card")
                 with gr.Accordion("Advanced: any timm model, or your own weights", open=False):
                     custom_model = gr.Textbox(label="timm model name (overrides the list)",
                                               placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
@@ -216,8 +199,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
-                results = gr.Markdown("Train a model (step 3) to see how it does on the images it did not "
-                                      "learn from.", elem_id="results-summary")
+                results = gr.Markdown(NO_RESULTS, elem_id="results-summary")
                 per_class = gr.Dataframe(pd.DataFrame(columns=PER_CLASS_COLUMNS),
                                          label="Per class: precision, recall, F1 on answers for images the model had not seen",
                                          interactive=False, elem_id="per-class")
@@ -279,7 +261,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         batch_csv = gr.DownloadButton("Download the table (.csv)", interactive=False,
                                                       elem_id="batch-csv")
                 batch_note = gr.Markdown(elem_id="batch-note")
-                batch_table = gr.Dataframe(pd.DataFrame(columns=["image", "label", "confidence"]),
+                batch_table = gr.Dataframe(pd.DataFrame(columns=BATCH_COLUMNS),
                                            label="Predictions", interactive=False, elem_id="batch-table")
 
             # --- 6. download -----------------------------------------------------------------
@@ -311,71 +293,85 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 with gr.Accordion("Model card (README.md in the .zip)", open=False):
                     card_md = gr.Markdown(elem_id="model-card-preview")
 
-        # --- wiring ----------------------------------------------------------------------------
-        data_outputs = [data_summary, counts, gallery, skipped, checks_md, check_images, train_btn, state]
-        results_outputs = [results, per_class, confusion, cell_true, cell_pred, cell_note, cell_gallery,
-                           mistakes, show_heat, reliability]
+        # --- wiring: each event's outputs by the names of the fields its function returns -----------
+        data_outputs = outputs(DataView, summary=data_summary, counts=counts, gallery=gallery, skipped=skipped,
+                               checks=checks_md, check_images=check_images, train_button=train_btn, session=state)
+        results_parts = dict(summary=results, per_class=per_class, confusion=confusion, cell_true=cell_true,
+                             cell_pred=cell_pred, cell_note=cell_note, cell_gallery=cell_gallery, mistakes=mistakes,
+                             show_heat=show_heat, reliability=reliability)
+        results_outputs = outputs(ResultsView, **results_parts)
+        download_outputs = outputs(DownloadView, card=card_md, export_status=export_status,
+                                   export_download=export_download)
+        cell_outputs = outputs(CellView, note=cell_note, gallery=cell_gallery)
+        predict_outputs = outputs(Verdict, verdict=verdict, confidences=prediction, heat=heat, heat_note=heat_note)
+        d, m, tr, r, te, dl = h.data, h.model, h.training, h.results, h.test, h.download
         demo.load(h.event(h.on_load), [state], [state], queue=False, api_visibility="private")
-        demo.load(h.event(h.classes_table), [state], [classes_table], queue=False, api_visibility="private")
+        demo.load(h.event(d.classes_table), [state], [classes_table], queue=False, api_visibility="private")
         demo.unload(h.on_unload)
-        zip_upload.upload(h.event(h.load_zip), [state, zip_upload], data_outputs, show_progress_on=[data_summary],
+        zip_upload.upload(h.event(d.load_zip), [state, zip_upload], data_outputs, show_progress_on=[data_summary],
                           api_name="load_zip")
-        example_btn.click(h.event(h.load_example), [state], data_outputs, show_progress_on=[data_summary],
+        example_btn.click(h.event(d.load_example), [state], data_outputs, show_progress_on=[data_summary],
                           api_name="use_example")
-        add_btn.click(h.event(h.add_images), [state, class_name, class_files, snapshot],
-                      [classes_table, class_files, snapshot, state], api_name="add_images")
-        use_classes_btn.click(h.event(h.use_classes), [state], data_outputs, show_progress_on=[data_summary],
+        add_btn.click(h.event(d.add_images), [state, class_name, class_files, snapshot],
+                      outputs(ClassesView, table=classes_table, files=class_files, snapshot=snapshot, session=state),
+                      api_name="add_images")
+        use_classes_btn.click(h.event(d.use_classes), [state], data_outputs, show_progress_on=[data_summary],
                               api_name="use_classes")
-        clear_btn.click(h.event(h.clear_classes), [state], [classes_table, state], api_name="clear_classes")
-        model.change(model_card, [model], [card], show_progress_on=[card], api_name="model_card")
+        clear_btn.click(h.event(d.clear_classes), [state], [classes_table, state], api_name="clear_classes")
+        model.change(describe_model, [model], [card], show_progress_on=[card], api_name="model_card")
         training = train_btn.click(
             train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
                        continue_loaded, compare_scratch],
-            [status, loss_plot, acc_plot, train_btn, stop_btn, download_btn, state],
+            outputs(TrainUpdate, status=status, loss_plot=loss_plot, acc_plot=acc_plot, train_button=train_btn,
+                    stop_button=stop_btn, download_button=download_btn, session=state),
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
         # The Results step is filled once the model is evaluated (also after a Stop).
-        training.success(h.event(h.results_view), [state], results_outputs, api_name="results")
-        training.success(h.event(h.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
-        download_outputs = [card_md, export_status, export_download]
-        training.success(h.event(h.download_view), [state], download_outputs, api_visibility="private")
-        bundle_upload.upload(h.event(h.load_model), [state, bundle_upload],
-                             [bundle_status, continue_loaded, download_btn, state],
+        training.success(h.event(r.view), [state], results_outputs, api_name="results")
+        training.success(h.event(r.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
+        training.success(h.event(dl.view), [state], download_outputs, api_visibility="private")
+        bundle_upload.upload(h.event(m.load_model), [state, bundle_upload],
+                             outputs(ModelLoaded, status=bundle_status, continue_box=continue_loaded,
+                                     download_button=download_btn, session=state),
                              show_progress_on=[bundle_status], api_name="load_model"
-                             ).success(h.event(h.download_view), [state], download_outputs, api_visibility="private")
-        evaluate_btn.click(h.event(h.evaluate_model), [state], [evaluate_status, *results_outputs],
+                             ).success(h.event(dl.view), [state], download_outputs, api_visibility="private")
+        evaluate_btn.click(h.event(m.evaluate_model), [state], outputs(EvaluatedView, status=evaluate_status,
+                                                                       **results_parts),
                            show_progress_on=[evaluate_status], api_name="evaluate_model")
-        export_btn.click(h.event(h.export), [state], [export_status, export_download], show_progress_on=[export_status],
-                         concurrency_limit=slots, concurrency_id="training", api_name="export")
-        push_btn.click(h.event(h.push), [state, hub_repo, hub_token, hub_private], [push_status],
+        export_btn.click(h.event(dl.export), [state], outputs(ExportView, report=export_status, download=export_download),
+                         show_progress_on=[export_status], concurrency_limit=slots, concurrency_id="training",
+                         api_name="export")
+        push_btn.click(h.event(dl.push), [state, hub_repo, hub_token, hub_private], [push_status],
                        show_progress_on=[push_status], api_name="push")
         # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
-        training.failure(h.event(h.after_failure), [state], [status, train_btn, stop_btn], queue=False,
-                         api_visibility="private")
-        stop_btn.click(h.event(h.stop), [state], [status], queue=False, api_name="stop")
-        curve_btn.click(h.event(h.curve), [state, model, custom_model, weights_file, seed], [curve_note, curve_plot, state],
+        training.failure(h.event(tr.after_failure), [state],
+                         outputs(FailureView, status=status, train_button=train_btn, stop_button=stop_btn),
+                         queue=False, api_visibility="private")
+        stop_btn.click(h.event(tr.stop), [state], [status], queue=False, api_name="stop")
+        curve_btn.click(h.event(tr.curve), [state, model, custom_model, weights_file, seed],
+                        outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),
                         show_progress_on=[curve_note], concurrency_limit=slots, concurrency_id="training",
                         api_name="curve")
-        cell_true.input(h.event(h.cell_view), [state, cell_true, cell_pred], [cell_note, cell_gallery],
-                        api_visibility="private")
-        cell_pred.input(h.event(h.cell_view), [state, cell_true, cell_pred], [cell_note, cell_gallery], api_name="cell")
-        confusion.select(h.select_cell, [state], [cell_true, cell_pred, cell_note, cell_gallery],
-                         api_visibility="private")
-        show_heat.input(h.event(h.mistakes_view), [state, show_heat], [mistakes], show_progress_on=[mistakes],
+        cell_true.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_visibility="private")
+        cell_pred.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_name="cell")
+        confusion.select(r.select_cell, [state],
+                         outputs(CellPick, true_label=cell_true, predicted=cell_pred, note=cell_note,
+                                 gallery=cell_gallery), api_visibility="private")
+        show_heat.input(h.event(r.mistakes_view), [state, show_heat], [mistakes], show_progress_on=[mistakes],
                         api_name="mistakes")
-        predict_outputs = [verdict, prediction, heat, heat_note]
-        test_image.change(h.event(h.predict), [state, test_image, threshold], predict_outputs,
+        test_image.change(h.event(te.predict), [state, test_image, threshold], predict_outputs,
                           show_progress_on=[verdict], api_name="predict")
-        threshold.change(h.event(h.predict), [state, test_image, threshold], predict_outputs, trigger_mode="always_last",
-                         show_progress_on=[verdict], api_visibility="private")
-        threshold.change(h.event(h.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
+        threshold.change(h.event(te.predict), [state, test_image, threshold], predict_outputs,
+                         trigger_mode="always_last", show_progress_on=[verdict], api_visibility="private")
+        threshold.change(h.event(r.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
                          api_name="not_sure_meaning")
-        batch_btn.click(h.event(h.batch_predict), [state, batch_files, threshold], [batch_note, batch_table, batch_csv],
+        batch_btn.click(h.event(te.batch_predict), [state, batch_files, threshold],
+                        outputs(BatchView, summary=batch_note, table=batch_table, csv_button=batch_csv),
                         show_progress_on=[batch_note], api_name="batch_predict")
-    # Every queued event of a session passes the handlers' admission first (a validator runs
+    # Every queued event of a session passes the server's admission first (a validator runs
     # before an event joins the queue): one session can hold only a few places in the queue that
-    # all share. Only events whose start and end the handlers count, or places would never free.
+    # all share. Only events whose start and end the server counts, or places would never free.
     for fn in demo.fns.values():
         if fn.queue and getattr(fn.fn, "counts_events", False) and fn.validator is None:
             fn.validator = h.admit

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Callable
 from ..engine.archive import size_text
 from ..engine.errors import UserInputError
 
-if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see handlers.py
+if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see server.py
     from ..engine.calibration import Calibration
     from ..engine.data import ImageDataset
     from ..engine.evaluation import EvalReport
     from ..engine.inference import Predictor
     from ..engine.features import FeatureCache
     from ..engine.training import TrainResult
-    from ..engine.workflow import TrainedModel
+    from ..engine.workflow import SavedModel, TrainedModel
 
 __all__ = ["Session", "SessionRegistry", "new_session", "DiskQuotaError", "SessionClosedError", "ServerFullError",
            "TooManyEventsError", "folder_bytes"]
@@ -82,8 +82,8 @@ class Session:
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
         bundle_zip: the downloadable bundle of the current model (trained or loaded).
         bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
-        loaded: a bundle the user uploaded: (predictor, folder, zip) or None. It stays the current
-            model until a new training finishes, and is what "continue training" starts from.
+        loaded: a model the user uploaded, or None. It stays the current model until a new
+            training finishes, and is what "continue training" starts from.
         export_zip: the last export (TorchScript + ONNX + labels) as a zip.
         stop: set to stop the running training between batches.
         training: held while this session trains; a new run waits for a stopped one to finish.
@@ -124,7 +124,7 @@ class Session:
         self.heat_cache: dict[tuple[str, str], object] = {}
         self.bundle_zip: Path | None = None
         self.bundle_folder: Path | None = None
-        self.loaded: tuple[Predictor, Path, Path] | None = None
+        self.loaded: SavedModel | None = None
         self.export_zip: Path | None = None
         self.stop = threading.Event()
         self.training = threading.Lock()
@@ -252,16 +252,26 @@ class Session:
             self._events = max(0, self._events - 1)
 
     def use_trained(self, trained: TrainedModel) -> None:
-        """A training finished: its model becomes the current one."""
+        """A training finished (and was saved): its model becomes the current one."""
         self.trained, self.result, self.predictor = trained, trained.result, trained.predictor
         self.calibration, self.evaluation = trained.calibration, trained.evaluation
+        self.bundle_folder, self.bundle_zip = trained.folder, trained.zip_path
+        self.heat_cache = {}
+
+    def use_evaluation(self, evaluation: EvalReport) -> None:
+        """The current model was measured on new images: those figures are the ones shown."""
+        self.trained = self.result = self.calibration = None
+        self.evaluation = evaluation
         self.heat_cache = {}
 
     def reset_model(self) -> None:
         """Forget the trained model (the data changed, or a new training starts); an uploaded
         model, if any, becomes the current one again."""
         self.trained = self.result = self.evaluation = self.calibration = self.export_zip = None
-        self.predictor, self.bundle_folder, self.bundle_zip = self.loaded or (None, None, None)
+        loaded = self.loaded
+        self.predictor = loaded.predictor if loaded else None
+        self.bundle_folder = loaded.folder if loaded else None
+        self.bundle_zip = loaded.zip_path if loaded else None
         self.heat_cache = {}
 
     def close(self, wait_s: float = 30) -> None:

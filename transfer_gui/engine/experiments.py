@@ -1,6 +1,6 @@
 """Showing why transfer learning works: pretrained vs from scratch, and "would more images help?".
 
-* ``compare`` trains the chosen architecture twice on the same split with the same time budget:
+* ``compare_with_scratch`` trains the chosen architecture twice on the same split with the same time budget:
   once from its pretrained weights, once from random weights. Its events are tagged with the run
   they belong to, so a UI can draw both on the same plots.
 * ``learning_curve`` trains Quick on 25/50/75/100 % of the training images (stratified, seeded,
@@ -25,7 +25,7 @@ from .features import FeatureCache
 from .progress import ProgressEvent
 from .training import TrainResult, fit
 
-__all__ = ["RUNS", "RUN_TITLES", "RunEvent", "compare", "compare_sentence", "CurvePoint", "LearningCurve",
+__all__ = ["RUNS", "RUN_TITLES", "RunEvent", "compare_with_scratch", "compare_sentence", "CurvePoint", "LearningCurve",
            "learning_curve", "subsample", "slope_sentence"]
 
 _logger = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class RunEvent:
     event: ProgressEvent
 
 
-def compare(dataset: ImageDataset, config: TrainConfig, *, stop: threading.Event | None = None,
-            cache: FeatureCache | None = None) -> Iterator[RunEvent]:
+def compare_with_scratch(dataset: ImageDataset, config: TrainConfig, *, stop: threading.Event | None = None,
+                         cache: FeatureCache | None = None) -> Iterator[RunEvent]:
     """Train ``config`` from pretrained weights, then the same architecture from random weights
     on the same split for the same wall-clock time.
 

@@ -1,0 +1,117 @@
+"""Long jobs (trainings, exports, learning curves): their turn in the training line, their time
+budget, and the model checks made before one starts.
+
+A session has one long job at a time. ``turn`` waits for a free training slot, telling the user
+their place about once a second; ``done`` frees it. ``Budget`` stops a run at a public server's
+time limit the way the Stop button does (the best model so far is kept).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterator
+
+import gradio as gr
+
+from ..engine.catalog import get_info
+from ..engine.config import TrainConfig
+from ..engine.errors import UserInputError
+from ..engine.weights import check_available, check_model_allowed, count_parameters, hub_cached_file
+from ..settings import Limits
+from .errors import shown
+from .session import Session
+from .slots import AlreadyInLineError
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Budget", "GaveUp", "turn", "done", "check_model"]
+
+_WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
+
+
+class GaveUp(Exception):
+    """A job stopped (Stop pressed, or the tab closed) while it waited for its turn."""
+
+
+class Budget:
+    """A public server's time limit for one training: past it, the run is stopped the way the Stop
+    button stops it (the best model so far is kept)."""
+
+    def __init__(self, seconds: float | None, session: Session):
+        self.seconds, self.session = seconds, session
+        self.start = time.monotonic()
+        self.ran_out = False
+
+    def check(self) -> None:
+        """Stop the run once its time is up."""
+        if self.seconds is not None and not self.ran_out and time.monotonic() - self.start > self.seconds:
+            self.ran_out = True
+            self.session.stop.set()
+
+    def sentence(self) -> str:
+        """What happened, for the status line."""
+        return (f"Stopped at this server's limit of {self.seconds / 60:g} minutes per training; the best model "
+                "so far is kept.")
+
+
+def turn(server: Server, session: Session, what: str) -> Iterator[str]:
+    """Wait for this session's turn at a training slot, yielding a status line about every
+    second; on return the session holds its training lock and a slot, which ``done`` frees.
+
+    A session has one long job at a time: a second is refused, except right after Stop, when
+    it waits for the stopped one's last step.
+
+    Raises:
+        gr.Error: this session's job is still running, or the line is full.
+        GaveUp: Stop was pressed (or the tab closed) while waiting.
+    """
+    if not session.training.acquire(blocking=False):
+        if not session.stop.is_set():
+            raise shown(AlreadyInLineError(what))
+        yield "Waiting for the previous training to finish its last step..."
+        if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
+            raise gr.Error("The previous training is still stopping; try again in a minute.")
+    try:
+        server.slots.join(session.id, what)
+    except UserInputError as exc:
+        session.training.release()
+        raise shown(exc) from exc
+    try:
+        session.stop.clear()
+        while not server.slots.take(session.id, timeout=1.0):
+            if session.closed or session.stop.is_set():
+                raise GaveUp
+            running, _ = server.slots.busy()
+            ahead = server.slots.ahead(session.id)
+            yield (f"**Waiting for a free training slot**: {running} running"
+                   + (f", {ahead} waiting before you" if ahead else ", you are next") + ". Stop cancels.")
+    except BaseException:
+        done(server, session)
+        raise
+
+
+def done(server: Server, session: Session) -> None:
+    """Free the slot and the training lock that ``turn`` took."""
+    server.slots.leave(session.id)
+    session.training.release()
+    if session.closed:  # the tab closed while this job's last step was still going
+        session.remove_files()
+
+
+def check_model(limits: Limits, session: Session, config: TrainConfig) -> None:
+    """Refuse, before anything is built, a model this server must not create (see Limits), and
+    one whose download would not fit the server's disk budget.
+
+    Raises:
+        UserInputError: the model is not allowed or not available, or its download does not fit.
+    """
+    n = len(session.dataset.labels) if session.dataset is not None else 1000
+    count = check_model_allowed(config.model, public=limits.public, max_params=limits.max_params,
+                                from_page=True, num_classes=n)
+    check_available(config.model, weights_file=config.weights_file)
+    info = get_info(config.model)
+    downloads = config.weights_file is None and not (info is not None and info.builtin)
+    if limits.public and downloads and hub_cached_file(config.model) is None:
+        count = count if count is not None else count_parameters(config.model, n)
+        session.require_room(4 * count, f"Downloading {config.model}")

@@ -1,0 +1,119 @@
+"""Step 2, "Model": the pretrained model to start from, or a model trained before (uploaded as
+its .zip) to test, measure on the images of step 1, or continue training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import gradio as gr
+
+from ..engine.catalog import CATALOG, get_info
+from ..engine.weights import availability
+from .errors import refuse_while_training, user_errors
+from .session import Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["ModelStep", "ModelLoaded", "EvaluatedView", "model_choices", "describe_model"]
+
+
+class ModelLoaded(NamedTuple):
+    """An uploaded model became the current one."""
+
+    status: str
+    continue_box: gr.Checkbox
+    download_button: gr.DownloadButton
+    session: Session
+
+
+class EvaluatedView(NamedTuple):
+    """The uploaded model measured on step 1's images: a status line, and the Results step
+    (the fields of ``results_step.ResultsView``)."""
+
+    status: str
+    summary: str
+    per_class: Any
+    confusion: Any
+    cell_true: Any
+    cell_pred: Any
+    cell_note: str
+    cell_gallery: list
+    mistakes: list
+    show_heat: bool
+    reliability: Any
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """Dropdown entries: a readable line per catalog model, value = timm name."""
+    out = []
+    for m in CATALOG:
+        where = "works offline" if m.builtin else "downloads once"
+        out.append((f"{m.title}: {m.params_m:.1f}M parameters, {m.speed}, {where}", m.name))
+    return out
+
+
+def describe_model(name: str) -> str:
+    """What a non-programmer needs to choose a model, in Markdown."""
+    info = get_info(name)
+    if info is None:
+        return f"**{name}**: any timm model name; availability: {availability(name)}."
+    return (
+        f"**{info.title}** (`{info.name}`)  \n"
+        f"Size: {info.params_m:.1f} million parameters · Speed on a laptop CPU: {info.speed} · "
+        f"Input: {info.input_size}×{info.input_size} px  \n"
+        f"Learned from: {info.trained_on} · Licence: {info.licence}  \n"
+        f"Weights: {info.source} · **{availability(info.name)}**"
+    )
+
+
+class ModelStep:
+    """Step 2's events."""
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @user_errors
+    def load_model(self, session: Session, zip_file: str | None) -> ModelLoaded:
+        """Upload a bundle .zip: it becomes the current model (test, evaluate, export, continue)."""
+        from ..engine.workflow import open_model
+
+        if not zip_file:
+            raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
+        refuse_while_training(session, "Loading a model")
+        limits = self.server.limits
+        folder = session.new_folder("loaded")
+        try:
+            session.require_room(2 * Path(zip_file).stat().st_size, "Loading this model")  # zip + unpacked
+            saved = open_model(zip_file, folder, device=self.server.device,
+                               limits=limits.archive.within(session.room()), max_params=limits.max_params)
+        except BaseException:
+            session.drop_folder(folder)
+            raise
+        session.loaded = saved
+        session.keep_folder("loaded", folder)
+        session.reset_model()
+        accuracy = saved.trained_accuracy
+        labels = saved.predictor.labels
+        status = (f"**Loaded {saved.model_name or 'a model'}** with {len(labels)} classes: {', '.join(labels)}"
+                  + (f" (validation accuracy when it was trained: {accuracy:.0%})" if accuracy is not None else "")
+                  + ". Test it in step 5, evaluate it on the images of step 1 below, or continue training "
+                    "it in step 3 (new classes are added).")
+        return ModelLoaded(status, gr.Checkbox(visible=True, value=True),
+                           gr.DownloadButton(value=str(saved.zip_path), interactive=True), session)
+
+    @user_errors
+    def evaluate_model(self, session: Session) -> EvaluatedView:
+        """Measure the current model on every image from step 1 (e.g. new data for an uploaded model)."""
+        if session.predictor is None:
+            raise gr.Error("Upload a trained model (above) or train one in step 3 first.")
+        if session.dataset is None:
+            raise gr.Error("Load the images to evaluate on in step 1 first (one folder per class, "
+                           "named like the model's classes).")
+        refuse_while_training(session, "Evaluating")
+        evaluation = session.predictor.evaluate(session.dataset)
+        session.use_evaluation(evaluation)
+        return EvaluatedView(f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
+                             "The details are in step 4. If these include images the model was trained on, the "
+                             "figure is optimistic: measure on new pictures.", *self.server.results.view(session))

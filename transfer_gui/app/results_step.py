@@ -1,0 +1,188 @@
+"""Step 4, "Results": the figures on images the model had not learned from, the clickable
+confusion matrix, the reliability chart and the most confident mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from ..engine.evaluation import INTERVAL_NAME
+from ..engine.figures import confusion_picture
+from .session import Session
+from .views import OK, PER_CLASS_COLUMNS, WARN
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["ResultsStep", "ResultsView", "CellView", "CellPick", "NO_RESULTS"]
+
+NO_RESULTS = "Train a model (step 3) to see how it does on the images it did not learn from."
+_MIN_BIN_ANSWERS = 3  # reliability chart: confidence bins with fewer answers are left out
+_MAX_MISTAKES = 24  # the mistakes gallery shows the worst ones; heat maps cost ~0.1 s each on a CPU
+
+
+class ResultsView(NamedTuple):
+    """The whole Results step."""
+
+    summary: str
+    per_class: pd.DataFrame | None
+    confusion: Any
+    cell_true: gr.Dropdown
+    cell_pred: gr.Dropdown
+    cell_note: str
+    cell_gallery: list
+    mistakes: list
+    show_heat: bool
+    reliability: Any
+
+
+class CellView(NamedTuple):
+    """The checked images of one confusion-matrix cell."""
+
+    note: str
+    gallery: list
+
+
+class CellPick(NamedTuple):
+    """A click on the confusion matrix: the cell's two classes, and its images."""
+
+    true_label: Any
+    predicted: Any
+    note: Any
+    gallery: Any
+
+
+class ResultsStep:
+    """Step 4's events."""
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @classmethod
+    def view(cls, session: Session) -> ResultsView:
+        """The Results step for the current model."""
+        ev = session.evaluation
+        if ev is None:
+            picker = gr.Dropdown(choices=[], value=None)
+            return ResultsView(NO_RESULTS, None, None, picker, picker, "", [], [], False,
+                               gr.update(value=None, visible=False))
+        correct = round(ev.accuracy * ev.n_images)
+        trained = session.trained
+        if trained is None:  # an uploaded model, evaluated on every image of step 1
+            lines = [f"**Accuracy {ev.accuracy:.0%}** of the uploaded model on all {ev.n_images} images "
+                     f"from step 1 ({correct} right) · macro-F1 {ev.macro_f1:.2f}"]
+        else:
+            est = trained.estimate
+            lines = [f"**{est.sentence()}** ({correct} of {ev.n_images} right) · macro-F1 {est.macro_f1:.2f}. "
+                     f"The range is a {INTERVAL_NAME}: with this many images, the share the model gets right on "
+                     "new pictures like these most likely lies in it.",
+                     est.note]
+            if est.method == "cross-validation":
+                lines.append("Every image below was judged by a model trained without it (the folds it was not "
+                             "in), so the tables, the matrix and the mistakes cover all your images.")
+            elif est.trained_on_all:
+                lines.append("The figures below come from the held-out images of the evidence run, before the "
+                             "final fine-tuning on all images.")
+        if session.calibration is not None:
+            lines.append(session.calibration.sentence())
+        if trained is not None:
+            lines.append(f"Expected calibration error: **{trained.estimate.ece:.3f}** (confidences are off from "
+                         f"the observed accuracy by about {trained.estimate.ece:.0%} on average; the chart below "
+                         "shows where). The \"not sure\" threshold in step 5 says what it means on your images.")
+            leakage = trained.leakage(session.dataset)
+            lines.append(f"{OK if leakage.ok else WARN} {leakage.message}")
+        table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
+                               "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],
+                             columns=PER_CLASS_COLUMNS)
+        picture = confusion_picture(ev.labels, ev.confusion).image
+        # Start on the cell with the most mistakes: the first thing worth looking at.
+        off = [(ev.confusion[i][j], i, j) for i in range(len(ev.labels)) for j in range(len(ev.labels)) if i != j]
+        n, i, j = max(off) if off else (0, 0, 0)
+        true_label, predicted = (ev.labels[i], ev.labels[j]) if n else (ev.labels[0], ev.labels[0])
+        return ResultsView("  \n".join(lines), table, picture,
+                           gr.Dropdown(choices=ev.labels, value=true_label),
+                           gr.Dropdown(choices=ev.labels, value=predicted),
+                           *cls.cell_view(session, true_label, predicted), cls.mistakes_view(session, False), False,
+                           cls._reliability(session))
+
+    @staticmethod
+    def _reliability(session: Session):
+        """The reliability chart: confidence against how often the model was right, beside the
+        diagonal where the two agree."""
+        if session.trained is None:
+            return gr.update(value=None, visible=False)
+        rows = [{"confidence": 0.0, "accuracy": 0.0, "series": "perfectly calibrated"},
+                {"confidence": 1.0, "accuracy": 1.0, "series": "perfectly calibrated"}]
+        # a bin of one or two answers is 0 % or 100 % by chance and makes the line jump; the
+        # expected calibration error above still counts every answer
+        rows += [{"confidence": b.confidence, "accuracy": b.accuracy, "series": "your model"}
+                 for b in session.trained.reliability() if b.count >= _MIN_BIN_ANSWERS]
+        df = pd.DataFrame(rows).astype({"confidence": float, "accuracy": float, "series": str})
+        return gr.update(value=df, visible=True)
+
+    @staticmethod
+    def threshold_note(session: Session, threshold: float) -> str:
+        """What the "not sure" threshold means, measured on the images of step 1."""
+        if session.trained is None:
+            return ""
+        return session.trained.threshold(float(threshold or 0.0)).sentence()
+
+    @staticmethod
+    def _image_path(session: Session, rel: str) -> str:
+        root = session.dataset.root if session.dataset else Path(".")
+        return rel if Path(rel).is_absolute() else str(root / rel)
+
+    @classmethod
+    def cell_view(cls, session: Session, true_label: str | None, predicted: str | None) -> CellView:
+        """The checked images of one confusion-matrix cell."""
+        ev = session.evaluation
+        if ev is None or not true_label or not predicted:
+            return CellView("", [])
+        try:
+            cell = ev.cell(true_label, predicted)
+        except KeyError:
+            return CellView("", [])
+        what = "correctly recognised" if true_label == predicted else f"taken for '{predicted}'"
+        note = f"**{len(cell)} checked image(s) of '{true_label}' were {what}**"
+        note += ", most confident first." if cell else "."
+        gallery = [(cls._image_path(session, r.path), f"{r.predicted_label} {r.confidence:.0%} · {r.path}")
+                   for r in cell]
+        return CellView(note, gallery)
+
+    @classmethod
+    def select_cell(cls, session: Session, evt: gr.SelectData) -> CellPick:
+        """A click on the confusion matrix picture: pick that cell."""
+        ev = session.evaluation if isinstance(session, Session) else None
+        if ev is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return CellPick(gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        found = confusion_picture(ev.labels, ev.confusion).cell_at(*evt.index)
+        if found is None:
+            return CellPick(gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        return CellPick(found[0], found[1], *cls.cell_view(session, *found))
+
+    @classmethod
+    def mistakes_view(cls, session: Session, show_heat: bool) -> list:
+        """The most confident mistakes (top losses) as a gallery; with ``show_heat``, each one
+        drawn with the heat map of the class the model wrongly chose."""
+        from ..engine.explain import heat_map
+
+        ev = session.evaluation
+        if ev is None:
+            return []
+        out = []
+        for m in ev.mistakes[:_MAX_MISTAKES]:
+            caption = (f"{m.true_label} → {m.predicted_label} ({m.confidence:.0%}; "
+                       f"{m.true_confidence:.0%} for {m.true_label})")
+            path = cls._image_path(session, m.path)
+            predictor = session.predictor  # a training starting meanwhile forgets the session's model
+            if show_heat and predictor is not None:
+                key = (path, m.predicted_label)
+                if key not in session.heat_cache:
+                    session.heat_cache[key] = heat_map(predictor, path, m.predicted_label).overlay()
+                out.append((session.heat_cache[key], caption))
+            else:
+                out.append((path, caption))
+        return out

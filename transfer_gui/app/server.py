@@ -1,0 +1,228 @@
+"""The server: its limits, sessions, training line and folders, and the steps' event functions.
+
+``Server`` is made once per app. It owns what all users share (the limits, the session registry,
+the training slots, the app's temporary folder) and one object per step of the page, whose
+methods are the events (``server.data.load_zip``, ``server.training.train``, ...). ``event`` wraps
+each of them for Gradio: the request's session, counted against its limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+
+from ..engine.errors import UserInputError
+from ..engine.images import restrict_image_formats
+from ..settings import Limits, Settings
+from .data_step import DataStep
+from .download_step import DownloadStep
+from .errors import shown
+from .model_step import ModelStep
+from .predict_step import PredictStep
+from .results_step import ResultsStep
+from .session import Session, SessionRegistry, folder_bytes
+from .slots import TrainingSlots
+from .train_step import TrainStep
+
+__all__ = ["Server", "preload_engine", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
+
+_logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
+TEST_IMAGES = ROOT / "assets" / "test_images"
+_APP_PREFIX = "tls-app-"
+_OWNER_FILE = "owner.pid"
+
+
+def _remove_orphans() -> None:
+    """Delete app folders whose server process is gone (killed before it could clean up)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_APP_PREFIX}*"):
+        try:
+            pid = int((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now: leave it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            _logger.info("Removed %s, left by a server that is gone", folder.name)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def preload_engine() -> threading.Thread:
+    """Import the engine (torch, timm and our modules built on them) in a background thread.
+
+    The app calls this once its page is served, so the first click does not wait ~7 s for the
+    imports. A handler that runs before it finishes waits for the same modules at its own import.
+    Our modules import each other without cycles, so the two threads cannot deadlock on them.
+    """
+    def load() -> None:
+        start = time.perf_counter()
+        from ..engine import batch, bundle, data, experiments, explain, export, inference, workflow  # noqa: F401
+
+        _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
+
+    thread = threading.Thread(target=load, name="tls-preload-engine", daemon=True)
+    thread.start()
+    return thread
+
+
+class Server:
+    """One app's shared state and its event functions, one object per step.
+
+    Args:
+        training_slots: trainings that may run at once (default: ``limits.training_slots``).
+        device: where trained models answer (predictions, heat maps): "auto", or "cpu" on a
+            ZeroGPU Space, where the GPU is only lent to the training function.
+        limits: the server's limits (default: the environment's, see ``Settings``).
+        disk_limit: bytes one session may store (default: ``limits.session_disk_mb``).
+
+    Attributes:
+        data, model, training, results, test, download: the event functions of steps 1-6.
+    """
+
+    def __init__(self, training_slots: int | None = None, device: str = "auto",
+                 limits: Limits | None = None, disk_limit: int | None = None):
+        self.limits = limits or Settings.from_env().limits
+        if training_slots:
+            self.limits = dataclasses.replace(self.limits, training_slots=training_slots)
+        self.device = device
+        self.disk_limit = disk_limit or int(self.limits.session_disk_mb * 1024**2)
+        # Gradio decodes a picture dropped on the page itself: Pillow must not try formats (such
+        # as PostScript, read through Ghostscript) that we never accept.
+        restrict_image_formats()
+        # All session folders of this server live in one folder of its own, removed when the
+        # server object goes or the process exits; a crashed server's folder is removed by the
+        # next one that starts (see _remove_orphans).
+        _remove_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix=_APP_PREFIX))
+        (self.root / _OWNER_FILE).write_text(str(os.getpid()))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
+        # Held by each long job from its first to its last step, also after Gradio gave up on the
+        # event (a closed tab frees Gradio's concurrency slot while the step in flight still runs).
+        self.slots = TrainingSlots(self.limits.training_slots, self.limits.training_waiting)
+        # Every event finds its Session here by the tab's session hash (see SessionRegistry).
+        self.sessions = SessionRegistry(self.new_session, idle_s=self.limits.session_idle_min * 60,
+                                        max_sessions=self.limits.max_sessions)
+        self.data = DataStep(self)
+        self.model = ModelStep(self)
+        self.training = TrainStep(self)
+        self.results = ResultsStep(self)
+        self.test = PredictStep(self)
+        self.download = DownloadStep(self)
+
+    def new_session(self) -> Session:
+        """A fresh Session in this server's folder, under the server's disk budget."""
+        return Session(root=self.root, disk_limit=self.disk_limit, server_room=self.server_room)
+
+    def server_room(self) -> int:
+        """Bytes all sessions together may still store: the server's budget less what its
+        session folders, the upload cache and downloaded hub models take."""
+        from huggingface_hub import constants
+
+        used = sum(folder_bytes(Path(p)) for p in (self.root, gr.utils.get_upload_folder(), constants.HF_HUB_CACHE))
+        return max(0, int(self.limits.server_disk_mb * 1024**2) - used)
+
+    def close(self) -> None:
+        """Delete every session folder of this server (its sessions are over)."""
+        self._cleanup()
+
+    def limits_note(self) -> str:
+        """The limits a user of this server meets, in one line for the training step ("" when
+        there are none worth saying)."""
+        parts = []
+        if self.limits.train_seconds is not None:
+            parts.append(f"a training runs at most {self.limits.train_minutes:g} minutes (then it stops and keeps "
+                         "the best model so far)")
+        if self.limits.max_params is not None:
+            parts.append(f"models of up to {self.limits.model_params_m:g} million parameters")
+        if self.limits.public:
+            parts.append("a model name must be one of the list or a Hugging Face Hub model")
+        return ("On this server " + "; ".join(parts) + ".") if parts else ""
+
+    # --- session lifecycle ---------------------------------------------------------------------
+
+    def event(self, fn: Callable) -> Callable:
+        """``fn``, an event function whose first argument is the session, as a Gradio event.
+
+        The event's Session comes from this server's registry by the request's session hash,
+        whatever the page's state holds; called directly (tests), an event function uses the
+        Session it is given. Generators stay generators (Gradio streams those).
+        """
+        most = self.limits.user_events
+
+        def session_of(request: gr.Request | None, session: Session | None) -> Session:
+            try:
+                if request is not None and request.session_hash:
+                    return self.sessions.get(request.session_hash)
+            except UserInputError as exc:
+                raise shown(exc) from exc
+            return session if isinstance(session, Session) else self.new_session()
+
+        def begin(session: Session) -> None:
+            try:
+                session.begin_event(most)
+            except UserInputError as exc:
+                raise shown(exc) from exc
+
+        # The request comes first: Gradio passes it to the positional parameter annotated with it.
+        # Each event counts against its session's limit of events at once while it runs.
+        if inspect.isgeneratorfunction(fn):
+            def bound(request: gr.Request, session, *args):
+                s = session_of(request, session)
+                begin(s)
+                try:
+                    yield from fn(s, *args)
+                finally:
+                    s.end_event()
+        else:
+            def bound(request: gr.Request, session, *args):
+                s = session_of(request, session)
+                begin(s)
+                try:
+                    return fn(s, *args)
+                finally:
+                    s.end_event()
+        bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        bound.counts_events = True  # its start and end are counted: ``admit`` may guard it (layout.py)
+        return bound
+
+    def admit(self, request: gr.Request, *inputs) -> list[None]:
+        """Gradio's validator for every queued event: runs before the event joins the queue and
+        refuses it (nothing is queued) when the server has no room for a new session, or this
+        session already has ``limits.user_events`` events waiting or running. Returns one
+        "valid" (None) per input, as Gradio expects of a validator."""
+        if request is not None and request.session_hash:
+            try:
+                self.sessions.get(request.session_hash).admit_event(self.limits.user_events)
+            except UserInputError as exc:
+                raise shown(exc) from exc
+        return [None] * len(inputs)
+
+    @staticmethod
+    def on_load(session: Session) -> Session:
+        """A page opened: its Session (made by ``event``) goes into the page's state."""
+        return session
+
+    def on_unload(self, request: gr.Request) -> None:
+        """The tab closed: stop its training (freeing the slot) and delete its files."""
+        if request is not None and request.session_hash:
+            self.sessions.close(request.session_hash)
+
+    def on_state_deleted(self, session: Session | None) -> None:
+        """Gradio expired the page's state: end its session."""
+        if isinstance(session, Session):
+            self.sessions.discard(session)

@@ -1,0 +1,309 @@
+"""Step 3, "Train": Quick or Fine-tune with live curves and Stop, the comparison with training
+from scratch, and "would more images help?"."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from ..engine.catalog import DEFAULT_MODEL
+from ..engine.config import TrainConfig
+from .errors import user_errors
+from .jobs import Budget, GaveUp, check_model, done, turn
+from .session import Session
+from .views import fmt_s
+
+if TYPE_CHECKING:
+    from ..engine.progress import ProgressEvent
+    from ..engine.workflow import SavedModel
+    from .server import Server
+
+__all__ = ["TrainStep", "TrainUpdate", "FailureView", "CurveUpdate", "MODE_CHOICES"]
+
+MODE_CHOICES = [
+    ("Quick: train only the last layer (seconds)", "quick"),
+    ("Fine-tune: also adjust the whole model (minutes; kept only if it beats Quick on held-out images)",
+     "finetune"),
+]
+_REFIT_SERIES = "training loss, all images"  # fine-tuning again on every image, after the evidence run
+_MIN_YIELD_S = 0.4  # at most ~2 UI updates a second: the plot stays smooth, the socket quiet
+
+
+class TrainUpdate(NamedTuple):
+    """One update of the training step while a run goes on, and its last."""
+
+    status: str
+    loss_plot: Any
+    acc_plot: Any
+    train_button: gr.Button
+    stop_button: gr.Button
+    download_button: gr.DownloadButton
+    session: Session
+
+
+class FailureView(NamedTuple):
+    """A training that failed: its reason, and Train usable again."""
+
+    status: str
+    train_button: gr.Button
+    stop_button: gr.Button
+
+
+class CurveUpdate(NamedTuple):
+    """"Would more images help?" while it runs, and its result."""
+
+    status: str
+    plot: Any
+    session: Session
+
+
+def _buttons(running: bool, bundle_zip: Path | None = None) -> tuple[gr.Button, gr.Button, gr.DownloadButton]:
+    """Train, Stop and Download as they are while a run goes on, or after it."""
+    download = (gr.DownloadButton(value=str(bundle_zip), interactive=True) if bundle_zip is not None
+                else gr.DownloadButton(interactive=False))
+    return gr.Button(interactive=not running), gr.Button(interactive=running), download
+
+
+def _plot_x(event: ProgressEvent, config: TrainConfig) -> float:
+    """Plot position. Quick: the head setting tried (1, 2, ...). Fine-tune: the head's settings
+    squeezed into 0-1, then epochs (of the evidence run, then of the refit on all images)."""
+    if event.phase == "head":
+        return float(event.epoch) if config.mode == "quick" else event.epoch / max(1, event.epochs)
+    if event.step < event.steps:  # mid-epoch: a fraction of the running epoch
+        return 1.0 + event.epoch + event.step / max(1, event.steps)
+    return 1.0 + event.epoch
+
+
+def _status(event: ProgressEvent, best_acc: float | None) -> str:
+    parts = [f"**{event.message}**", f"elapsed {fmt_s(event.elapsed_s)}"]
+    if event.eta_s is not None and event.phase != "done":
+        parts.append(f"about {fmt_s(event.eta_s)} left")
+    if best_acc is not None:
+        parts.append(f"best validation accuracy so far {best_acc:.0%}")
+    return " · ".join(parts)
+
+
+def _plots(rows: list[dict], x_title: str = "epoch"):
+    """(loss plot, accuracy plot) of the rows so far."""
+    if not rows:
+        # No update rather than an empty table: a plot whose first data is empty draws its
+        # axes later but never its lines or legend (seen in the browser test).
+        return gr.skip(), gr.skip()
+    # Explicit dtypes: an empty first update would otherwise be "object" columns, which the
+    # plot reads as categories and keeps for the rest of the run (seen in the browser test).
+    df = pd.DataFrame(rows, columns=["epoch", "value", "series"]).astype(
+        {"epoch": float, "value": float, "series": str})
+    is_acc = df["series"].str.endswith("validation accuracy")
+    loss = df[~is_acc].reset_index(drop=True)
+    acc = df[is_acc].reset_index(drop=True)
+    return gr.LinePlot(value=loss, x_title=x_title), gr.LinePlot(value=acc, x_title=x_title)
+
+
+def make_config(model_choice: str, custom_model: str, weights_file: str | None, mode: str,
+                epochs: float | None, lr: float | None, val_fraction: float, seed: float,
+                base: SavedModel | None = None) -> TrainConfig:
+    """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default".
+    With ``base`` (continue an uploaded model) its architecture and weights replace the choice."""
+    from ..engine.workflow import continuing
+
+    config = TrainConfig(
+        model=(custom_model or "").strip() or model_choice or DEFAULT_MODEL, mode=mode or "quick",
+        epochs=int(epochs) if epochs else None,
+        lr=float(lr) if lr else None,
+        val_fraction=float(val_fraction) if val_fraction else TrainConfig.val_fraction,
+        seed=int(seed or 0),
+        weights_file=str(weights_file) if weights_file else None,
+    )
+    return continuing(config, base) if base is not None else config
+
+
+class TrainStep:
+    """Step 3's events."""
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @user_errors(remember=True)
+    def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+              mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
+              continue_loaded: bool = False, compare_scratch: bool = False) -> Iterator[TrainUpdate]:
+        """Train with live updates; ``ResultsStep.view`` then fills the Results step. With
+        ``compare_scratch`` the same architecture is also trained from random weights for the
+        same time, drawn on the same plots (the pretrained model is the one kept)."""
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        base = session.loaded if continue_loaded else None
+        config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base)
+        if base is None:
+            check_model(self.server.limits, session, config)
+        rows: list[dict] = []
+        waiting = turn(self.server, session, "A training")
+        try:
+            for line in waiting:
+                yield TrainUpdate(line, *_plots(rows), *_buttons(running=True), session)
+        except GaveUp:
+            yield TrainUpdate("**Stopped before it started.** Press Train to try again.", *_plots(rows),
+                              *_buttons(running=False), session)
+            return
+        finally:
+            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+        try:
+            yield from self._run(session, config, rows, compare_scratch and base is None)
+        finally:
+            done(self.server, session)
+
+    def _run(self, session: Session, config: TrainConfig, rows: list[dict], with_scratch: bool
+             ) -> Iterator[TrainUpdate]:
+        from ..engine.experiments import RUN_TITLES, RUNS, compare_sentence, compare_with_scratch
+        from ..engine.training import fit
+        from ..engine.workflow import finish_training
+
+        session.reset_model()
+        clock = Budget(self.server.limits.train_seconds, session)
+        best_acc = None
+        last_yield = 0.0
+        results: dict[str | None, object] = {}
+        # Compared runs share the plots on a time axis (their budget is time); a single run is
+        # drawn by epoch.
+        x_title = ("seconds of training" if with_scratch else
+                   "head setting tried (1 = simplest)" if config.mode == "quick" else
+                   "epoch (0-1: the new head's settings)")
+        # The browser's plot fixes its colours (series) with the first data it gets and keeps them
+        # for the rest of a run (seen in the browser test: later series were drawn invisible).
+        # So each run first clears the plots, then starts with every series it will draw, each
+        # as one empty (NaN) point.
+        prefixes = [f"{RUN_TITLES[r]}: " for r in RUNS] if with_scratch else [""]
+        names = ["training loss", "validation loss", "validation accuracy"]
+        if config.mode == "finetune" and not with_scratch:
+            names.insert(1, _REFIT_SERIES)
+        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": p + name} for p in prefixes for name in names]
+        cleared = gr.LinePlot(value=None, x_title=x_title)
+        busy = _buttons(running=True)
+        yield TrainUpdate("**Starting...**", cleared, cleared, *busy, session)
+        if with_scratch:
+            stream = ((tagged.run, tagged.event) for tagged in
+                      compare_with_scratch(session.dataset, config, stop=session.stop, cache=session.cache))
+        else:
+            stream = ((None, event) for event in fit(session.dataset, config, stop=session.stop, cache=session.cache))
+        for run, event in stream:
+            clock.check()
+            prefix = f"{RUN_TITLES[run]}: " if run else ""
+            if event.phase in ("head", "finetune", "refit"):
+                x = event.elapsed_s if run else _plot_x(event, config)
+                loss_series = _REFIT_SERIES if event.phase == "refit" else "training loss"
+                if event.train_loss is not None:
+                    rows.append({"epoch": x, "value": event.train_loss, "series": prefix + loss_series})
+                if event.val_loss is not None:
+                    rows.append({"epoch": x, "value": event.val_loss, "series": prefix + "validation loss"})
+                    rows.append({"epoch": x, "value": event.val_acc, "series": prefix + "validation accuracy"})
+                    if event.is_best and run in (None, "pretrained"):
+                        best_acc = event.val_acc
+            if event.result is not None:
+                results[run] = event.result
+                if not with_scratch:
+                    break
+                continue
+            now = time.perf_counter()
+            # Fast head epochs and mid-epoch reports are thinned out; a fine-tune epoch's
+            # result is always shown.
+            epoch_end = event.phase in ("finetune", "refit") and event.step == event.steps > 0
+            if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
+                last_yield = now
+                status = _status(event, best_acc)
+                if run:
+                    status = f"**{RUN_TITLES[run].capitalize()} run** · {status}"
+                yield TrainUpdate(status, *_plots(rows, x_title), *busy, session)
+        if session.closed:  # nobody is listening, and the session's files are gone
+            return
+        result = results.get("pretrained" if with_scratch else None)
+        limit = f"{clock.sentence()}  \n" if clock.ran_out else ""
+        if result is None or result.validation is None:
+            why = ("**Stopped before the first epoch finished**: there is no model to keep yet." if result is None
+                   else "**Stopped before the first model was trained**: there is nothing to keep yet.")
+            yield TrainUpdate(f"{limit}{why} Press Train again.", *_plots(rows, x_title), *_buttons(running=False),
+                              session)
+            return
+        yield TrainUpdate(f"**Measuring the model...** elapsed {fmt_s(result.train_seconds)}",
+                          *_plots(rows, x_title), *busy, session)
+        if session.closed:
+            return
+        folder = session.new_folder("bundle")
+        trained = finish_training(result, session.dataset, folder / "model", device=self.server.device,
+                                  zip_path=folder / "trained-model.zip")
+        session.use_trained(trained)
+        session.keep_folder("bundle", folder)
+        what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
+        status = (f"**{what}.** **{trained.estimate.sentence()}** (details in step 4). {trained.estimate.note} "
+                  f"Trained in {fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
+        if with_scratch:
+            comparison = compare_sentence({k: v for k, v in results.items() if k})
+            status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
+        if clock.ran_out:
+            status = f"**{clock.sentence()}**  \n" + status
+        if result.error:
+            status += (f"  \nThe error was: `{result.error}`. Train again to continue; if it repeats, "
+                       "check the images (or try Quick mode, which needs less memory).")
+        yield TrainUpdate(status, *_plots(rows, x_title), *_buttons(running=False, bundle_zip=trained.zip_path),
+                          session)
+
+    @user_errors
+    def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+              seed: float) -> Iterator[CurveUpdate]:
+        """"Would more images help?": Quick training on 25/50/75/100 % of the training images."""
+        from ..engine.experiments import learning_curve
+
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
+        check_model(self.server.limits, session, config)
+        waiting = turn(self.server, session, "A learning curve")
+        try:
+            for line in waiting:
+                yield CurveUpdate(line, gr.skip(), session)
+        except GaveUp:
+            yield CurveUpdate("Stopped before it started.", gr.skip(), session)
+            return
+        finally:
+            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+        try:
+            found = None
+            clock = Budget(self.server.limits.train_seconds, session)
+            for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
+                                                          cache=session.cache):
+                clock.check()
+                if found is None:
+                    yield CurveUpdate(f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
+                                      gr.skip(), session)
+        finally:
+            done(self.server, session)
+        if found is None:
+            yield CurveUpdate("Stopped.", gr.skip(), session)
+            return
+        rows = []
+        for p in found.points:
+            for series, value in (("mean accuracy", p.mean), ("worst try", min(p.accuracies)),
+                                  ("best try", max(p.accuracies))):
+                rows.append({"images per class": p.images_per_class, "accuracy": value, "series": series})
+        df = pd.DataFrame(rows).astype({"images per class": float, "accuracy": float, "series": str})
+        tries = max(len(p.accuracies) for p in found.points)
+        note = (f"**{found.sentence}** (Validation accuracy on the same {found.n_val} held-out images; "
+                f"{tries} random subsets per point, all images once.)")
+        yield CurveUpdate(note, gr.update(value=df, visible=True), session)
+
+    @staticmethod
+    def after_failure(session: Session) -> FailureView:
+        """Training failed: keep the reason on the status line and make Train usable again."""
+        reason = session.last_error or "Training failed; see the message above."
+        session.last_error = None
+        return FailureView(f"**Could not train:** {reason}", gr.Button(interactive=session.dataset is not None),
+                           gr.Button(interactive=False))
+
+    @staticmethod
+    def stop(session: Session) -> str:
+        """Ask the running training to stop after the current batch, keeping the best model."""
+        session.stop.set()
+        return "**Stopping after this batch...** the best model so far will be kept."
