@@ -388,5 +388,5 @@ class SessionRegistry:
 
 
 def new_session() -> Session:
-    """A fresh Session in the system temp folder (the app itself uses ``Handlers.new_session``)."""
+    """A fresh Session in the system temp folder (the app itself uses ``Server.new_session``)."""
     return Session()

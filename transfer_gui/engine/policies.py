@@ -60,12 +60,6 @@ class Validation:
     trained_on_all: bool
     note: str
 
-    def describe(self) -> str:
-        """E.g. "5-fold cross-validation on all 80 images"."""
-        if self.method == "cross-validation":
-            return f"{self.k}-fold cross-validation on all {len(self.indices)} images"
-        return f"{len(self.indices)} held-out images"
-
     def to_dict(self) -> dict:
         """JSON-ready summary (the logits stay out)."""
         return {"method": self.method, "folds": self.k, "n_images": len(self.indices),

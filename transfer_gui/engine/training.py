@@ -111,8 +111,11 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     Raises:
         ModelError, WeightsUnavailableError: the model cannot be created.
     """
-    # Seed the global RNGs too: timm's augmentations draw from them. Training runs one at a time
-    # per process (the app's training slot), so this does not disturb another user's run.
+    # Seed the global RNGs: creating the model (a new head, or a whole random network) and dropout
+    # while fine-tuning draw from them (augmentations are seeded per image, see TorchImages). They
+    # are the process's: with one training slot (the default) a run has them to itself and repeats
+    # exactly; with more slots, runs in parallel threads draw from the same generators, and a seed
+    # then still fixes the split, the folds and the augmentations, but not those draws.
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     given_split = split
