@@ -41,7 +41,7 @@ def test_finetune_overfits_eight_images_and_loss_falls(tmp_path):
 
     ds = scan_folder(write_shapes(tmp_path / "s", per_class=4))
     split = split_dataset(ds, 0.5, 0)
-    split = type(split)(train=list(range(8)), val=list(range(8)), warnings=[])  # fit and check the same 8
+    split = type(split)(train=list(range(8)), val=list(range(8)))  # fit and check the same 8
     cfg = TrainConfig(mode="finetune", epochs=12, lr=3e-3, patience=100, batch_size=4,
                       label_smoothing=0.0, backbone_lr_scale=1.0, **TINY)
     result = train(ds, cfg, split=split)

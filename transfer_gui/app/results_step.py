@@ -92,7 +92,7 @@ class ResultsStep:
             lines.append(f"Expected calibration error: **{trained.estimate.ece:.3f}** (confidences are off from "
                          f"the observed accuracy by about {trained.estimate.ece:.0%} on average; the chart below "
                          "shows where). The \"not sure\" threshold in step 5 says what it means on your images.")
-            leakage = trained.leakage(session.dataset)
+            leakage = trained.leakage
             lines.append(f"{OK if leakage.ok else WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],

@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import timm
@@ -36,6 +37,9 @@ from .archive import ArchiveLimits, extract_zip
 from .card import model_card
 from .config import public_model_name
 from .errors import DataError, ModelError
+
+if TYPE_CHECKING:  # training imports this module (continue_from)
+    from .training import TrainResult
 
 __all__ = ["METADATA_FILE", "CARD_FILE", "Bundle", "save_bundle", "read_card", "zip_bundle", "load_bundle", "library_versions",
            "continue_from"]
@@ -139,7 +143,7 @@ def _read_metadata(folder: Path) -> dict:
     return metadata
 
 
-def save_bundle(result, folder: str | Path, *, dataset_report: dict | None = None,
+def save_bundle(result: TrainResult, folder: str | Path, *, dataset_report: dict | None = None,
                 evaluation: dict | None = None, calibration: dict | None = None,
                 estimate: dict | None = None) -> Path:
     """Write a trained model as a bundle folder.

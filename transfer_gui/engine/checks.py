@@ -154,4 +154,6 @@ def leakage_check(dataset: "ImageDataset", split: "Split | None" = None,
 def dataset_checks(dataset: "ImageDataset", split: "Split | None" = None) -> list[Check]:
     """Every check for a dataset (those of its report, made while scanning); with a split,
     leakage too."""
-    return dataset.report.checks + ([leakage_check(dataset, split)] if split is not None else [])
+    if split is None:
+        return list(dataset.report.checks)
+    return dataset.report.checks + [split.leakage if split.leakage is not None else leakage_check(dataset, split)]

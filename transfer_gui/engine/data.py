@@ -8,6 +8,7 @@ with a reason; only a dataset that cannot be trained at all raises ``DataError``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import random
@@ -333,11 +334,17 @@ def _remove_unused(folder: Path, keep: set[Path]) -> None:
 
 @dataclass(frozen=True)
 class Split:
-    """Indices into ``ImageDataset.items`` for training and validation, plus leakage warnings."""
+    """Indices into ``ImageDataset.items`` for training and validation, and the leakage check
+    between the two (made once, by ``split_dataset``; None for a split made otherwise)."""
 
     train: list[int]
     val: list[int]
-    warnings: list[str]
+    leakage: Check | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What to fix before trusting figures measured on this split."""
+        return [self.leakage.message] if self.leakage is not None and not self.leakage.ok else []
 
 
 def split_dataset(dataset: ImageDataset, val_fraction: float, seed: int) -> Split:
@@ -362,8 +369,5 @@ def split_dataset(dataset: ImageDataset, val_fraction: float, seed: int) -> Spli
         train.extend(idx[n_val:])
     train.sort()
     val.sort()
-    split = Split(train, val, [])
-    leakage = leakage_check(dataset, split)
-    if not leakage.ok:
-        split.warnings.append(leakage.message)
-    return split
+    split = Split(train, val)
+    return dataclasses.replace(split, leakage=leakage_check(dataset, split))

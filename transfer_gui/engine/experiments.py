@@ -197,7 +197,7 @@ def learning_curve(dataset: ImageDataset, config: TrainConfig, fractions: Sequen
             if stop.is_set():
                 return
             train = subsample(dataset, split.train, fraction, cfg.seed * 1000 + repeat)
-            sub = Split(train, split.val, [])
+            sub = Split(train, split.val)
             result = None
             for event in fit(dataset, dataclasses.replace(cfg, seed=cfg.seed + repeat), split=sub,
                              stop=stop, cache=cache):

@@ -95,6 +95,8 @@ class TrainedModel:
         estimate: the headline figures.
         checked_probs: calibrated, cross-fitted probabilities of the checked images.
         checked_targets: their true classes.
+        leakage: checked images byte-identical to an image their model learned from (a copy in
+            another fold, or in the training part of a holdout).
         folder, zip_path: the saved bundle and its zip (``finish_training``), else None.
     """
 
@@ -105,6 +107,7 @@ class TrainedModel:
     estimate: Estimate
     checked_probs: np.ndarray
     checked_targets: np.ndarray
+    leakage: Check
     folder: Path | None = None
     zip_path: Path | None = None
 
@@ -115,14 +118,6 @@ class TrainedModel:
     def threshold(self, threshold: float) -> ThresholdMeaning:
         """What answering "not sure" below ``threshold`` means on the checked images."""
         return threshold_meaning(self.checked_probs, self.checked_targets, threshold)
-
-    def leakage(self, dataset: ImageDataset) -> Check:
-        """Checked images that are byte-identical to an image their model learned from (a copy in
-        another fold, or in the training part of a holdout)."""
-        validation = self.result.validation
-        if validation.method == "cross-validation":
-            return leakage_check(dataset, groups=[int(f) for f in validation.folds])
-        return leakage_check(dataset, self.result.split)
 
     def summary(self) -> dict:
         """JSON-ready headline figures (the CLI's ``train`` output)."""
@@ -156,7 +151,12 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
     estimate = Estimate(validation.method, validation.k, len(targets), evaluation.accuracy, low, high,
                         evaluation.macro_f1, expected_calibration_error(honest, targets), validation.trained_on_all,
                         validation.note)
-    return TrainedModel(result, predictor, calibration, evaluation, estimate, honest, targets)
+    if validation.method == "cross-validation":
+        leakage = leakage_check(dataset, groups=[int(f) for f in validation.folds])
+    else:
+        split = result.split
+        leakage = split.leakage if split.leakage is not None else leakage_check(dataset, split)
+    return TrainedModel(result, predictor, calibration, evaluation, estimate, honest, targets, leakage)
 
 
 def train_model(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
