@@ -16,7 +16,7 @@ from transfer_gui.engine.data import open_dataset, scan_folder, split_dataset
 from transfer_gui.engine.explain import heat_map
 from transfer_gui.engine.figures import confusion_picture, overlay_heat
 from transfer_gui.engine.inference import Predictor
-from transfer_gui.engine.workflow import finish
+from transfer_gui.engine.workflow import finish, open_model
 from transfer_gui.engine.training import train
 from transfer_gui.engine.weights import create_model
 
@@ -68,7 +68,7 @@ def test_calibration_on_real_out_of_fold_predictions_and_kept_in_the_bundle(eval
     raw = np.asarray(quick_result.validation.logits).argmax(1)
     assert (raw == np.array(example_dataset.targets)).mean() == report.accuracy
     folder = save_bundle(quick_result, tmp_path / "b", calibration=cal.to_dict())
-    reloaded = Predictor.from_bundle(folder)
+    reloaded = open_model(folder).predictor
     assert reloaded.temperature == cal.temperature
     image = TEST_IMAGES / "fruit_lemon_wedge_ganson.png"
     assert np.allclose(reloaded.probabilities([image]), predictor.probabilities([image]), atol=1e-5)

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, write_shapes
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.inference import Predictor
-from transfer_gui.engine.workflow import finish
+from transfer_gui.engine.workflow import finish, open_model
 from transfer_gui.engine.speed import fast_paths
 from transfer_gui.engine.training import train
 
@@ -81,8 +81,8 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     for ra, rb in zip(*fine_tuned):
         assert ra == pytest.approx(rb, abs=1e-4), fine_tuned
     images = sorted(data.rglob("*.png"))
-    la = Predictor.from_bundle(tmp_path / "single").logits(images)
-    lb = Predictor.from_bundle(tmp_path / "ddp").logits(images)
+    la = open_model(tmp_path / "single").predictor.logits(images)
+    lb = open_model(tmp_path / "ddp").predictor.logits(images)
     assert (la.argmax(1) == lb.argmax(1)).all()
     np.testing.assert_allclose(la, lb, atol=1e-3)
 

@@ -189,13 +189,3 @@ class Predictor:
         calibration = fit_temperature(logits, np.array([index[dataset.items[i].label] for i in indices]))
         self.temperature = calibration.temperature
         return calibration
-
-    @classmethod
-    def from_bundle(cls, path: str | Path, workdir: str | Path | None = None, device: str = "auto",
-                    limits=None, max_params: int | None = None) -> "Predictor":
-        """Load a saved bundle (folder or .zip) as a Predictor; ``limits`` (an ``ArchiveLimits``)
-        caps what a .zip may unpack to, ``max_params`` the model's size (see ``load_bundle``)."""
-        from .bundle import load_bundle
-
-        bundle = load_bundle(path, workdir, limits, max_params)
-        return cls(bundle.model, bundle.labels, bundle.data_config, device, bundle.temperature)

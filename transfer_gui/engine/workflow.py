@@ -220,11 +220,12 @@ class SavedModel:
         return (self.metadata.get("evaluation") or {}).get("accuracy")
 
 
-def open_model(path: str | Path, workdir: str | Path, *, device: str = "auto", limits=None,
+def open_model(path: str | Path, workdir: str | Path | None = None, *, device: str = "auto", limits=None,
                max_params: int | None = None) -> SavedModel:
-    """Open a bundle (folder or .zip) as a ``SavedModel``; a .zip is unpacked in ``workdir``
-    and kept there, so it can be downloaded again.
+    """Open a bundle (folder or .zip) as a ``SavedModel``.
 
+    A .zip is unpacked in ``workdir`` and a copy of it kept there, so it can be downloaded again
+    (without ``workdir``: a new temporary folder, and the .zip stays where it is).
     ``limits`` (an ``ArchiveLimits``) and ``max_params`` are ``bundle.load_bundle``'s.
 
     Raises:
@@ -232,14 +233,15 @@ def open_model(path: str | Path, workdir: str | Path, *, device: str = "auto", l
     """
     from .bundle import load_bundle
 
-    path, workdir = Path(path), Path(workdir)
+    path = Path(path)
     bundle = load_bundle(path, workdir, limits, max_params)
     predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, device=device,
                           temperature=bundle.temperature)
     kept = None
     if path.is_file():
-        kept = workdir / path.name
-        shutil.copyfile(path, kept)
+        kept = path if workdir is None else Path(workdir) / path.name
+        if kept != path:
+            shutil.copyfile(path, kept)
     return SavedModel(predictor, bundle.folder, kept, bundle.metadata)
 
 

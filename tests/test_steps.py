@@ -1,4 +1,4 @@
-"""The app's event functions, called directly (no server), on real data and real weights."""
+"""The six steps' event functions (app/*_step.py), called directly (no server), on real data and real weights."""
 
 from __future__ import annotations
 
