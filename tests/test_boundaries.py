@@ -6,6 +6,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 PACKAGE = ROOT / "transfer_gui"
@@ -80,3 +82,14 @@ def test_the_page_is_built_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_event_outputs_are_wired_by_field_name_and_a_missing_component_is_refused():
+    """Events return NamedTuples; the layout lists their components by field name, so adding a
+    field without its component (or the other way round) fails when the page is built."""
+    from transfer_gui.app.predict_step import Verdict
+    from transfer_gui.app.views import outputs
+
+    assert outputs(Verdict, heat="h", verdict="v", heat_note="n", confidences="c") == ["v", "c", "h", "n"]
+    with pytest.raises(TypeError, match=r"no component for \['heat_note'\]; no field for \['caption'\]"):
+        outputs(Verdict, heat="h", verdict="v", confidences="c", caption="x")
