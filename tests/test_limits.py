@@ -28,7 +28,8 @@ from transfer_gui.engine.figures import confusion_picture
 from transfer_gui.app.server import Server
 from transfer_gui.engine.inference import Predictor
 from transfer_gui.settings import Limits, settings
-from transfer_gui.app.session import ServerFullError, Session, SessionRegistry, TooManyEventsError
+from transfer_gui.app.registry import ServerFullError, SessionRegistry
+from transfer_gui.app.session import Session, TooManyEventsError
 from transfer_gui.app.slots import AlreadyInLineError, LineFullError, TrainingSlots
 from transfer_gui.engine.builtin import builtin_weights_file
 

@@ -31,7 +31,8 @@ from .errors import shown
 from .model_step import ModelStep
 from .predict_step import PredictStep
 from .results_step import ResultsStep
-from .session import Session, SessionRegistry, folder_bytes
+from .registry import SessionRegistry
+from .session import Session, folder_bytes
 from .slots import TrainingSlots
 from .train_step import TrainStep
 
