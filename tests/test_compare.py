@@ -86,3 +86,17 @@ def test_cli_compare_prints_both_runs(cli):
     assert out["pretrained"]["val_accuracy"] > out["scratch"]["val_accuracy"] + 0.3
     assert out["sentence"].startswith(f"Pretrained: {out['pretrained']['val_accuracy']:.0%} after")
     assert "from scratch" in out["sentence"] and "[scratch" in proc.stderr
+
+
+def test_the_curve_picture_has_whole_number_ticks_at_the_measured_sizes_and_a_band_of_the_tries(example_dataset):
+    from transfer_gui.engine.figures import curve_picture
+
+    found = [c for _, _, c in learning_curve(example_dataset, TrainConfig(seed=0), repeats=2) if c is not None][0]
+    picture = curve_picture([p.images_per_class for p in found.points], [p.accuracies for p in found.points])
+    assert picture.x_ticks == [3, 6, 9, 12] and all(isinstance(x, int) for x in picture.x_ticks)
+    assert picture.low == [min(p.accuracies) for p in found.points]
+    assert picture.high == [max(p.accuracies) for p in found.points]
+    assert all(lo <= m <= hi for lo, m, hi in zip(picture.low, picture.mean, picture.high))
+    # the band is drawn: its colour fills pixels between the lowest and highest tries where they differ
+    assert any(lo < hi for lo, hi in zip(picture.low, picture.high))
+    assert (191, 212, 250) in {c for _, c in picture.image.getcolors(maxcolors=1 << 16)}

@@ -375,12 +375,10 @@ def test_compare_draws_both_runs_on_the_same_plots_and_keeps_the_pretrained_mode
     assert session.result.config.pretrained and session.predictor is not None
 
 
-def test_curve_button_plots_mean_and_spread_with_a_sentence(h, trained):
+def test_curve_button_draws_the_curve_with_a_sentence(h, trained):
     outputs = list(h.training.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
     assert any("Training on 25% of the training images" in o[0] for o in outputs[:-1])
     note, plot, _ = outputs[-1]
     assert plot["visible"] is True  # hidden until now: no empty plot on the page
-    df = plot["value"]
     assert note.startswith(("**Still rising", "**Flat")) and "24 held-out images" in note
-    assert sorted(df["images per class"].unique()) == [3, 6, 9, 12]
-    assert set(df["series"]) == {"mean accuracy", "worst try", "best try"} and len(df) == 12
+    assert isinstance(plot["value"], Image.Image) and plot["value"].size == (720, 340)

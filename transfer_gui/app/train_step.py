@@ -156,6 +156,11 @@ class TrainStep:
         finally:
             done(self.server, session)
 
+    def demo(self, session: Session) -> Iterator[TrainUpdate]:
+        """The page's first impression: Quick with the built-in model and every setting at its
+        default, on the images of step 1 (the example's, loaded just before)."""
+        yield from self.train(session, DEFAULT_MODEL, "", None, "quick", 0, 0, TrainConfig.val_fraction, 0)
+
     def _run(self, session: Session, config: TrainConfig, rows: list[dict], with_scratch: bool
              ) -> Iterator[TrainUpdate]:
         from ..engine.experiments import RUN_TITLES, RUNS, compare_sentence, compare_with_scratch
@@ -255,6 +260,7 @@ class TrainStep:
               seed: float) -> Iterator[CurveUpdate]:
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images."""
         from ..engine.experiments import learning_curve
+        from ..engine.figures import curve_picture
 
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
@@ -283,16 +289,11 @@ class TrainStep:
         if found is None:
             yield CurveUpdate("Stopped.", gr.skip(), session)
             return
-        rows = []
-        for p in found.points:
-            for series, value in (("mean accuracy", p.mean), ("worst try", min(p.accuracies)),
-                                  ("best try", max(p.accuracies))):
-                rows.append({"images per class": p.images_per_class, "accuracy": value, "series": series})
-        df = pd.DataFrame(rows).astype({"images per class": float, "accuracy": float, "series": str})
+        picture = curve_picture([p.images_per_class for p in found.points], [p.accuracies for p in found.points])
         tries = max(len(p.accuracies) for p in found.points)
         note = (f"**{found.sentence}** (Validation accuracy on the same {found.n_val} held-out images; "
                 f"{tries} random subsets per point, all images once.)")
-        yield CurveUpdate(note, gr.update(value=df, visible=True), session)
+        yield CurveUpdate(note, gr.update(value=picture.image, visible=True), session)
 
     @staticmethod
     def after_failure(session: Session) -> FailureView:

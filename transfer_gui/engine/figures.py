@@ -1,4 +1,4 @@
-"""Pictures the engine draws for people: heat-map overlays and the confusion matrix.
+"""Pictures the engine draws for people: heat-map overlays, the confusion matrix, the learning curve.
 
 Drawn with Pillow alone (no plotting library), as plain RGB images that any UI or file can show.
 """
@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["overlay_heat", "heat_colours", "ConfusionPicture", "confusion_picture"]
+__all__ = ["overlay_heat", "heat_colours", "ConfusionPicture", "confusion_picture", "CurvePicture", "curve_picture"]
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp ("turbo"-like, few stops).
 _STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -147,3 +147,77 @@ def confusion_picture(labels: Sequence[str], confusion: Sequence[Sequence[int]])
     ImageDraw.Draw(axis).text((n * cell / 2, 12), "true class", fill=(90, 90, 90), font=small, anchor="mm")
     img.paste(axis.rotate(90, expand=True), (4, top))
     return ConfusionPicture(img, labels, counts.tolist(), left, top, cell)
+
+
+@dataclass
+class CurvePicture:
+    """A drawn learning curve and the figures it shows.
+
+    Attributes:
+        image: the picture (RGB).
+        x_ticks: the training sizes with a tick, whole images per class (the measured sizes).
+        mean, low, high: per tick, the mean accuracy and the lowest and highest of the tries
+            (the band).
+    """
+
+    image: Image.Image
+    x_ticks: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+_CURVE_BLUE, _BAND_BLUE = (37, 99, 235), (191, 212, 250)
+
+
+def curve_picture(sizes: Sequence[float], tries: Sequence[Sequence[float]], width: int = 720,
+                  height: int = 340) -> CurvePicture:
+    """Draw accuracy against training images per class: the mean of the tries as a line with its
+    points, the range of the tries as a band around it, a tick at each measured size (a whole
+    number of images) and the accuracy axis from 0 to 100 %.
+
+    Args:
+        sizes: training images per class at each point (ascending).
+        tries: the accuracies measured at each point (one or more tries each).
+    """
+    ticks = [int(round(s)) for s in sizes]
+    mean = [float(np.mean(t)) for t in tries]
+    low, high = [float(min(t)) for t in tries], [float(max(t)) for t in tries]
+    font, small = _font(14), _font(12)
+    left, right, top, bottom = 64, 24, 40, 52
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    span = max(ticks[-1] - ticks[0], 1)
+
+    def x_of(size: float) -> float:
+        return left + (size - ticks[0]) / span * (width - left - right)
+
+    def y_of(accuracy: float) -> float:
+        return top + (1 - accuracy) * (height - top - bottom)
+
+    for level in (0.0, 0.25, 0.5, 0.75, 1.0):  # the accuracy grid
+        y = y_of(level)
+        draw.line([(left, y), (width - right, y)], fill=(230, 230, 230))
+        draw.text((left - 8, y), f"{level:.0%}", fill=(90, 90, 90), font=small, anchor="rm")
+    xs = [x_of(s) for s in sizes]
+    draw.polygon([(x, y_of(h)) for x, h in zip(xs, high)] + [(x, y_of(lo)) for x, lo in zip(xs[::-1], low[::-1])],
+                 fill=_BAND_BLUE)
+    draw.line([(x, y_of(m)) for x, m in zip(xs, mean)], fill=_CURVE_BLUE, width=3)
+    for x, m, tick in zip(xs, mean, ticks):
+        draw.ellipse([x - 4, y_of(m) - 4, x + 4, y_of(m) + 4], fill=_CURVE_BLUE)
+        draw.text((x, y_of(m) - 8), f"{m:.0%}", fill=_CURVE_BLUE, font=small, anchor="md")
+        draw.line([(x, height - bottom), (x, height - bottom + 5)], fill=(90, 90, 90))
+        draw.text((x, height - bottom + 8), str(tick), fill="black", font=small, anchor="mt")
+    draw.line([(left, height - bottom), (width - right, height - bottom)], fill=(90, 90, 90))
+    draw.text(((left + width - right) / 2, height - 8), "training images per class", fill=(90, 90, 90), font=font,
+              anchor="md")
+    axis = Image.new("RGB", (height - top - bottom, 20), "white")
+    ImageDraw.Draw(axis).text(((height - top - bottom) / 2, 10), "accuracy on held-out images", fill=(90, 90, 90),
+                              font=small, anchor="mm")
+    img.paste(axis.rotate(90, expand=True), (4, top))
+    # the legend, top left inside the plot
+    draw.line([(left + 12, 16), (left + 36, 16)], fill=_CURVE_BLUE, width=3)
+    draw.text((left + 42, 16), "mean of the tries", fill="black", font=small, anchor="lm")
+    draw.rectangle([left + 180, 10, left + 204, 22], fill=_BAND_BLUE)
+    draw.text((left + 210, 16), "lowest to highest try", fill="black", font=small, anchor="lm")
+    return CurvePicture(img, ticks, mean, low, high)
