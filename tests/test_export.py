@@ -218,5 +218,5 @@ def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
     demo = ui.build_demo(training_slots=1)
-    assert calls == [(ui.ZERO_GPU_SECONDS, "train")]
+    assert calls == [(ui.ZERO_GPU_SECONDS, "train"), (ui.ZERO_GPU_SECONDS, "demo")]  # the two trainings
     assert "train" in {d.api_name for d in demo.fns.values()}

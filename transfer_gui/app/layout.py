@@ -15,7 +15,7 @@ from .predict_step import BatchView, Verdict
 from .results_step import NO_RESULTS, CellPick, CellView, ResultsView
 from .server import ROOT, TEST_IMAGES, Server
 from .train_step import MODE_CHOICES, CurveUpdate, FailureView, TrainUpdate
-from .texts import EXPLAINER, INTRO
+from .texts import DEMO_BUTTON, EXPLAINER, INTRO
 from .views import BATCH_COLUMNS, COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, image_extensions, outputs
 
 __all__ = ["build_demo", "launch_kwargs"]
@@ -66,7 +66,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
     slots = h.limits.training_slots + h.limits.training_waiting
     # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
     # one; predictions, heat maps and exports run on the CPU (their models live there).
-    train_fn = gpu(duration=ZERO_GPU_SECONDS)(h.event(h.training.train)) if gpu else h.event(h.training.train)
+    train_fn, demo_fn = ((gpu(duration=ZERO_GPU_SECONDS)(h.event(fn)) if gpu else h.event(fn))
+                         for fn in (h.training.train, h.training.demo))
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than an hour, checking every 10 minutes, so a public server's disk does not fill up (the
     # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio
@@ -78,7 +79,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         # its own and keep a second Session beside the registered one.
         state = gr.State(None, time_to_live=state_ttl_s, delete_callback=h.on_state_deleted)
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        demo_btn = gr.Button(DEMO_BUTTON, variant="primary", elem_id="demo-btn")
+        with gr.Tabs() as tabs:
             # --- 1. data ---------------------------------------------------------------------
             with gr.Tab("1. Your images", id="tab-data"):
                 with gr.Row():
@@ -192,10 +194,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 with gr.Row():
                     curve_btn = gr.Button("Would more images help?", elem_id="curve-btn", scale=1)
                     curve_note = gr.Markdown(elem_id="curve-note")
-                curve_plot = gr.LinePlot(x="images per class", y="accuracy", color="series",
-                                         title="Validation accuracy vs training images per class",
-                                         x_title="training images per class", y_title="accuracy", y_lim=[0, 1],
-                                         height=280, elem_id="curve-plot", visible=False)  # until it has points
+                # A picture, drawn once the curve is measured: whole-number ticks at the measured
+                # sizes and the spread of the tries as a band, which the live line plots cannot draw.
+                curve_plot = gr.Image(label="Accuracy on held-out images vs training images per class", type="pil",
+                                      interactive=False, elem_id="curve-plot", visible=False,  # until it has points
+                                      buttons=["download", "fullscreen"])
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
@@ -319,18 +322,34 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                               api_name="use_classes")
         clear_btn.click(h.event(d.clear_classes), [state], [classes_table, state], api_name="clear_classes")
         model.change(describe_model, [model], [card], show_progress_on=[card], api_name="model_card")
+        train_outputs = outputs(TrainUpdate, status=status, loss_plot=loss_plot, acc_plot=acc_plot,
+                                train_button=train_btn, stop_button=stop_btn, download_button=download_btn,
+                                session=state)
         training = train_btn.click(
             train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
-                       continue_loaded, compare_scratch],
-            outputs(TrainUpdate, status=status, loss_plot=loss_plot, acc_plot=acc_plot, train_button=train_btn,
-                    stop_button=stop_btn, download_button=download_btn, session=state),
+                       continue_loaded, compare_scratch], train_outputs,
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
-        # The Results step is filled once the model is evaluated (also after a Stop).
-        training.success(h.event(r.view), [state], results_outputs, api_name="results")
-        training.success(h.event(r.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
-        training.success(h.event(dl.view), [state], download_outputs, api_visibility="private")
+        # The first impression: the example's images, Quick with the built-in model while the Train
+        # step shows the curves, then the Results step.
+        demo_run = (demo_btn.click(lambda: gr.Tabs(selected="tab-train"), None, [tabs], queue=False,
+                                   api_visibility="private")
+                    .then(h.event(d.load_example), [state], data_outputs, show_progress_on=[status],
+                          api_visibility="private")
+                    .success(demo_fn, [state], train_outputs, show_progress_on=[status], concurrency_limit=slots,
+                             concurrency_id="training", api_name="demo"))
+        demo_run.success(lambda: gr.Tabs(selected="tab-results"), None, [tabs], queue=False, api_visibility="private")
+        for run in (training, demo_run):
+            # The Results step is filled once the model is evaluated (also after a Stop).
+            run.success(h.event(r.view), [state], results_outputs,
+                        **({"api_name": "results"} if run is training else {"api_visibility": "private"}))
+            run.success(h.event(r.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
+            run.success(h.event(dl.view), [state], download_outputs, api_visibility="private")
+            # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
+            run.failure(h.event(tr.after_failure), [state],
+                        outputs(FailureView, status=status, train_button=train_btn, stop_button=stop_btn),
+                        queue=False, api_visibility="private")
         bundle_upload.upload(h.event(m.load_model), [state, bundle_upload],
                              outputs(ModelLoaded, status=bundle_status, continue_box=continue_loaded,
                                      download_button=download_btn, session=state),
@@ -344,10 +363,6 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                          api_name="export")
         push_btn.click(h.event(dl.push), [state, hub_repo, hub_token, hub_private], [push_status],
                        show_progress_on=[push_status], api_name="push")
-        # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
-        training.failure(h.event(tr.after_failure), [state],
-                         outputs(FailureView, status=status, train_button=train_btn, stop_button=stop_btn),
-                         queue=False, api_visibility="private")
         stop_btn.click(h.event(tr.stop), [state], [status], queue=False, api_name="stop")
         curve_btn.click(h.event(tr.curve), [state, model, custom_model, weights_file, seed],
                         outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),

@@ -1,11 +1,12 @@
 """The page's longer texts: what a first-time visitor reads."""
 
-__all__ = ["INTRO", "EXPLAINER"]
+__all__ = ["INTRO", "DEMO_BUTTON", "EXPLAINER"]
 
 INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
 let it learn (you can watch), then try it on new pictures. It starts from a model that has already
 seen millions of photos, so a few dozen images per class are enough."""
+DEMO_BUTTON = "See it learn: train on the example pictures and show the results (about 20 seconds)"
 
 EXPLAINER = """**Pretrained layers.** The model has already learned, from millions of photos, to see edges,
 textures, shapes and object parts. Those layers turn any picture into a list of numbers (*features*)
