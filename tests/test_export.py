@@ -22,7 +22,7 @@ from transfer_gui.engine.errors import DataError, ModelError, UserInputError, We
 from transfer_gui.engine.export import Preprocessed, export_all
 from transfer_gui.engine.hub import push_bundle
 from transfer_gui.engine.inference import Predictor
-from transfer_gui.engine.workflow import finish, save
+from transfer_gui.engine.workflow import finish, open_model, save
 from transfer_gui.engine.training import train
 
 
@@ -63,7 +63,7 @@ def test_model_card_says_what_where_how_well_and_how_to_load(trained):
     img = load_image(TEST_IMAGES / "vehicle_hummer_01.png")
     scope = {"img": img}
     exec("\n".join(code).replace("hf-hub:USER/REPO", f"local-dir:{folder}"), scope)  # noqa: S102
-    predictor = Predictor.from_bundle(folder)
+    predictor = open_model(folder).predictor
     assert int(scope["probs"].argmax()) == int(predictor.probabilities([img])[0].argmax())
 
 
@@ -126,7 +126,7 @@ def test_an_export_that_cannot_be_made_is_reported_not_raised(trained, tmp_path)
 
 def test_a_loaded_bundle_predicts_exactly_like_the_trained_model(trained, tmp_path):
     predictor, _, _, bundle_zip = trained
-    loaded = Predictor.from_bundle(bundle_zip, tmp_path)
+    loaded = open_model(bundle_zip, tmp_path).predictor
     images = sorted(TEST_IMAGES.glob("*.png")) + [PHOTOS / "chelsea.jpg"]
     assert loaded.labels == predictor.labels and loaded.temperature == predictor.temperature
     assert np.allclose(loaded.probabilities(images), predictor.probabilities(images), atol=1e-6)
@@ -154,7 +154,7 @@ def test_continue_training_with_a_new_class_keeps_the_old_ones(tmp_path):
     old_accuracy = np.mean([r.correct for r in old])
     assert old_accuracy >= before.accuracy - 0.05 - 1e-9, (before.accuracy, old_accuracy)
     assert np.mean([r.correct for r in after.images if r.true_label == "vehicle"]) >= 0.5  # it learned vehicle
-    assert Predictor.from_bundle(save_bundle(second, tmp_path / "second")).labels == six.labels
+    assert open_model(save_bundle(second, tmp_path / "second")).predictor.labels == six.labels
     # data without one of the model's classes is refused: it would forget that class
     four = open_dataset(copy_example(tmp_path / "four", ["animal", "bug", "computer", "flower"]))
     with pytest.raises(DataError, match="no images here: fruit"):

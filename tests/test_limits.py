@@ -26,7 +26,7 @@ from transfer_gui.engine.images import read_failure
 from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
 from transfer_gui.engine.figures import confusion_picture
 from transfer_gui.app.server import Server
-from transfer_gui.engine.inference import Predictor
+from transfer_gui.engine.workflow import open_model
 from transfer_gui.settings import Limits, settings
 from transfer_gui.app.registry import ServerFullError, SessionRegistry
 from transfer_gui.app.session import Session, TooManyEventsError
@@ -135,7 +135,7 @@ def test_a_bundles_temperature_must_be_a_sane_number(quick_bundle, tmp_path, tem
 
 def test_a_bundle_with_a_sane_temperature_applies_it(quick_bundle, tmp_path):
     folder = _edited_bundle(quick_bundle, tmp_path, "t", metadata=lambda m: m.update(calibration={"temperature": 2.5}))
-    predictor = Predictor.from_bundle(folder)
+    predictor = open_model(folder).predictor
     assert predictor.temperature == 2.5
     probs = predictor.probabilities([next((ROOT / "assets" / "test_images").iterdir())])
     assert np.isfinite(probs).all() and probs.min() >= 0 and abs(probs.sum() - 1) < 1e-5
@@ -219,7 +219,7 @@ def test_a_zip_directory_over_the_cap_is_refused_before_it_is_parsed(tmp_path, m
 
 
 def test_batch_prediction_holds_at_most_its_decoded_pixel_budget(quick_bundle, tmp_path):
-    predictor = Predictor.from_bundle(quick_bundle)
+    predictor = open_model(quick_bundle).predictor
     files = []
     for i in range(6):  # 1 megapixel each, a few kB on disk
         Image.new("RGB", (1000, 1000), (40 * i, 90, 200)).save(tmp_path / f"{i}.png")
