@@ -415,8 +415,9 @@ def _open_step(page, name):
 @pytest.mark.parametrize("device,viewport", [("phone", {"width": 390, "height": 844}),
                                              ("tablet", {"width": 820, "height": 1180})])
 def test_every_step_fits_a_phone_and_a_tablet(app_url, browser, artifacts, device, viewport):
-    """Every step on a phone and a tablet, after a real training: no sideways scrolling, and the
-    step's main control lies within the screen's width. A screenshot of each step."""
+    """Every step on a phone and a tablet, after a real training: no sideways scrolling, no gallery
+    cut off at the screen's edge, and the step's main control lies within the screen's width. A
+    screenshot of each step. (A table wider than a phone scrolls inside its own box.)"""
     context = browser.new_context(viewport=viewport, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -433,5 +434,10 @@ def test_every_step_fits_a_phone_and_a_tablet(app_url, browser, artifacts, devic
         assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1, (device, name, box)
         wide = page.evaluate("() => document.documentElement.scrollWidth")
         assert wide <= viewport["width"], f"{device}, {name}: the page is {wide} px wide on a {viewport['width']} px screen"
+        # no gallery of the open step is wider than its box (pictures cut off at the edge)
+        cut = page.evaluate("() => [...document.querySelectorAll('.tabitem')].filter(t => t.offsetParent)"
+                            ".flatMap(t => [...t.querySelectorAll('.grid-wrap')])"
+                            ".filter(g => g.scrollWidth > g.clientWidth + 1).map(g => g.closest('[id]').id)")
+        assert cut == [], f"{device}, {name}: galleries cut off: {cut}"
         page.screenshot(path=str(artifacts / f"16-{device}-{number}.png"), full_page=True)
     context.close()

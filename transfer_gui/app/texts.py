@@ -6,7 +6,7 @@ INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
 let it learn (you can watch), then try it on new pictures. It starts from a model that has already
 seen millions of photos, so a few dozen images per class are enough."""
-DEMO_BUTTON = "See it learn: train on the example pictures and show the results (about 20 seconds)"
+DEMO_BUTTON = "See it learn in seconds: train on the example pictures, then see how well it does"
 
 EXPLAINER = """**Pretrained layers.** The model has already learned, from millions of photos, to see edges,
 textures, shapes and object parts. Those layers turn any picture into a list of numbers (*features*)
