@@ -196,9 +196,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     curve_note = gr.Markdown(elem_id="curve-note")
                 # A picture, drawn once the curve is measured: whole-number ticks at the measured
                 # sizes and the spread of the tries as a band, which the live line plots cannot draw.
-                curve_plot = gr.Image(label="Accuracy on held-out images vs training images per class", type="pil",
-                                      interactive=False, elem_id="curve-plot", visible=False,  # until it has points
-                                      buttons=["download", "fullscreen"])
+                # No label: its badge would cover the picture's legend (the axes say what it shows).
+                curve_plot = gr.Image(show_label=False, type="pil", interactive=False, elem_id="curve-plot",
+                                      visible=False, buttons=["download", "fullscreen"])  # until it has points
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
