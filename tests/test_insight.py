@@ -10,7 +10,6 @@ from conftest import PHOTOS, TEST_IMAGES, shape_with_box, write_shapes
 from transfer_gui.engine.bundle import save_bundle
 from transfer_gui.engine.calibration import fit_temperature, top_label_nll
 from transfer_gui.engine.catalog import CATALOG
-from transfer_gui.engine.checks import dataset_checks
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.data import open_dataset, scan_folder, split_dataset
 from transfer_gui.engine.explain import heat_map
@@ -191,7 +190,8 @@ def test_dataset_checks_name_the_offending_images(tmp_path):
 
     # a seed whose split puts a copy on each side (the copies make that likely, not certain)
     split = next(s for s in (split_dataset(ds, 0.5, seed) for seed in range(50)) if leaked_in(s))
-    checks = {c.key: c for c in dataset_checks(ds, split)}
+    # the scan's checks, made once, and the split's leakage check, made once
+    checks = {c.key: c for c in [*ds.report.checks, split.leakage]}
     assert set(checks) == {"imbalance", "small_classes", "conflicts", "duplicates", "leakage"}
     assert not checks["imbalance"].ok and "'square' has 17" in checks["imbalance"].message
     assert checks["small_classes"].ok  # circle has 5 = the minimum we ask for
@@ -211,4 +211,4 @@ def test_dataset_checks_name_the_offending_images(tmp_path):
 
 def test_clean_example_data_passes_every_check(example_dataset):
     split = split_dataset(example_dataset, 0.25, 0)
-    assert all(c.ok for c in dataset_checks(example_dataset, split))
+    assert all(c.ok for c in [*example_dataset.report.checks, split.leakage])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:  # typing only: data.py imports this module
     from .data import ImageDataset, ImageItem, Split
 
-__all__ = ["Check", "IMBALANCE_RATIO", "FEW_IMAGES", "scan_checks", "leakage_check", "dataset_checks"]
+__all__ = ["Check", "IMBALANCE_RATIO", "FEW_IMAGES", "scan_checks", "leakage_check"]
 
 IMBALANCE_RATIO = 3.0  # warn above 3:1 between the largest and smallest class
 FEW_IMAGES = 5  # warn below 5 images in a class
@@ -149,11 +149,3 @@ def leakage_check(dataset: "ImageDataset", split: "Split | None" = None,
     return Check("leakage", "Training/checking leakage", False,
                  f"{len(leaks)} checked image(s) are identical to images their model learned from ({shown}), so "
                  "the accuracy is too optimistic. Remove the duplicate copies.", images[:_MAX_SHOWN])
-
-
-def dataset_checks(dataset: "ImageDataset", split: "Split | None" = None) -> list[Check]:
-    """Every check for a dataset (those of its report, made while scanning); with a split,
-    leakage too."""
-    if split is None:
-        return list(dataset.report.checks)
-    return dataset.report.checks + [split.leakage if split.leakage is not None else leakage_check(dataset, split)]

@@ -31,7 +31,7 @@ from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMea
 from .inference import Predictor
 from .features import FeatureCache
 from .progress import ProgressEvent
-from .training import TrainResult, fit
+from .training import TrainResult, train
 
 __all__ = ["Estimate", "TrainedModel", "SavedModel", "finish", "finish_training", "train_model", "save",
            "open_model", "continuing"]
@@ -162,12 +162,8 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
 def train_model(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
                 stop: threading.Event | None = None, cache: FeatureCache | None = None,
                 on_event: Callable[[ProgressEvent], None] | None = None) -> TrainedModel:
-    """``fit`` to its end, then ``finish``: the whole training workflow without a UI."""
-    result = None
-    for event in fit(dataset, config, split=split, stop=stop, cache=cache):
-        if on_event is not None:
-            on_event(event)
-        result = event.result or result
+    """``training.train`` (``fit`` to its end), then ``finish``: the whole training workflow without a UI."""
+    result = train(dataset, config, split=split, stop=stop, cache=cache, on_event=on_event)
     return finish(result, dataset, device=config.device)
 
 
