@@ -10,7 +10,8 @@ import signal
 import sys
 
 from transfer_gui.app.server import preload_engine
-from transfer_gui.app.layout import build_demo, launch_kwargs
+from transfer_gui.app.hosting import launch_kwargs
+from transfer_gui.app.layout import build_demo
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ MODEL = "tf_efficientnet_lite0.in1k"
 
 @pytest.fixture(scope="module")
 def app_url():
-    from transfer_gui.app.layout import build_demo, launch_kwargs
+    from transfer_gui.app.hosting import launch_kwargs
+    from transfer_gui.app.layout import build_demo
 
     demo = build_demo(training_slots=1, queue_size=10)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,

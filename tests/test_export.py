@@ -205,9 +205,10 @@ def test_readme_front_matter_makes_a_gradio_space_of_the_tested_version():
 def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
     import types
 
+    from transfer_gui.app import hosting
     from transfer_gui.app import layout as ui
 
-    assert ui.zero_gpu() is None  # not installed here: the app builds and works without it
+    assert hosting.zero_gpu() is None  # not installed here: the app builds and works without it
     calls = []
 
     def gpu(duration=60):
@@ -218,5 +219,5 @@ def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
     demo = ui.build_demo(training_slots=1)
-    assert calls == [(ui.ZERO_GPU_SECONDS, "train"), (ui.ZERO_GPU_SECONDS, "demo")]  # the two trainings
+    assert calls == [(hosting.ZERO_GPU_SECONDS, "train"), (hosting.ZERO_GPU_SECONDS, "demo")]  # the two trainings
     assert "train" in {d.api_name for d in demo.fns.values()}

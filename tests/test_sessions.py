@@ -22,7 +22,8 @@ from gradio_client import Client, handle_file
 
 from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
 from transfer_gui.app.server import Server
-from transfer_gui.app.layout import build_demo, launch_kwargs
+from transfer_gui.app.hosting import launch_kwargs
+from transfer_gui.app.layout import build_demo
 
 MODEL = "tf_efficientnet_lite0.in1k"
 TRAIN_ARGS = [MODEL, "", None, "quick", 0, 0, 0.25, 0, False, False]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -360,19 +359,21 @@ EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
 
 # --- pretrained vs scratch, learning curve -----------------------------------------------------------
 
-def test_compare_draws_both_runs_on_the_same_plots_and_keeps_the_pretrained_model(h, session):
+def test_compare_draws_live_and_stop_ends_it_with_what_was_checked(h, session):
     h.data.load_example(session)
-    updates = list(h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, False, True))
-    final = updates[-1][0]
-    assert re.search(r"Pretrained: \d+% after \d+ s; from scratch: \d+% after \d+ s", final), final
-    assert any("**From scratch run**" in u[0] for u in updates)
-    loss, acc = updates[-1][1], updates[-1][2]
-    assert {r[2] for r in acc.value["data"]} == {
-        "pretrained: validation accuracy", "from scratch: validation accuracy"}
-    assert {r[2] for r in loss.value["data"]} == {"pretrained: training loss", "pretrained: validation loss",
-                                                 "from scratch: training loss", "from scratch: validation loss"}
-    assert acc.x_title == "seconds of training"
-    assert session.result.config.pretrained and session.predictor is not None
+    updates = []
+    for update in h.training.compare(session, "tf_efficientnet_lite0.in1k", "", None, 0):
+        updates.append(update)
+        if "Training from scratch" in update.status:
+            session.stop.set()  # as the Stop button does
+    live = [u for u in updates if "Training pretrained" in u.status]
+    assert live and isinstance(live[-1].plot["value"], Image.Image)  # the picture grows while it runs
+    assert live[-1].compare_button.interactive is False and live[-1].stop_button.interactive is True
+    final = updates[-1]
+    assert final.status.startswith("**Stopped.** **Pretrained:") and "same 24 held-out images" in final.status
+    assert final.plot["visible"] is True and final.plot["value"].size == (720, 360)
+    assert final.compare_button.interactive is True and final.stop_button.interactive is False
+    assert session.trained is None  # an experiment: it keeps no model
 
 
 def test_curve_button_draws_the_curve_with_a_sentence(h, trained):

@@ -92,12 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", dest="formats", nargs="+", choices=["torchscript", "onnx"],
                    default=["torchscript", "onnx"], help="what to export (default both)")
 
-    c = sub.add_parser("compare", help="train pretrained and from scratch on the same split and time; "
-                                        "print both runs' figures")
+    c = sub.add_parser("compare", help="pretrained (Quick) vs the same model from scratch on the same images, "
+                                        "checked as they learn; print both runs' checks")
     c.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a CSV")
     c.add_argument("--model", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL})")
-    c.add_argument("--mode", choices=MODES, default="quick", help="how the pretrained run trains (default quick)")
+    c.add_argument("--seconds", type=float, help="least seconds of training from scratch (default 20)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--picture", help="also draw both runs into this PNG file")
 
     k = sub.add_parser("curve", help="learning curve: validation accuracy with 25/50/75/100%% of the images")
     k.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a CSV")
@@ -304,29 +305,30 @@ def _cmd_push(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
-    from .engine.experiments import RUNS, compare_sentence, compare_with_scratch
+    from .engine.comparison import COMPARE_SECONDS, compare_with_scratch
     from .engine.data import open_dataset
 
-    config = TrainConfig(model=args.model, mode=args.mode, seed=args.seed)
+    args.seconds = COMPARE_SECONDS if args.seconds is None else args.seconds
+    if args.seconds <= 0:
+        raise UserInputError("--seconds must be more than 0.")
+    config = TrainConfig(model=args.model, seed=args.seed)
     check_available(config.model)
-    results = {}
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
-        for tagged in compare_with_scratch(dataset, config):
-            event = tagged.event
-            if event.phase in ("load", "done") or event.val_loss is not None and event.phase == "finetune":
-                _err(f"[{tagged.run:10s} {event.elapsed_s:6.1f}s] {event.message}")
-            if event.result is not None:
-                results[tagged.run] = event.result
-    _out({run: {"val_accuracy": r.val_accuracy, "train_seconds": round(r.train_seconds, 3),
-                "best_epoch": r.best.to_dict() if r.best else None, "epochs_run": len(r.history), "pretrained": r.config.pretrained,
-                "mode": r.config.mode} for run, r in results.items() if run in RUNS}
-         | {"sentence": compare_sentence(results)})
+        found = None
+        for found in compare_with_scratch(dataset, config, args.seconds):
+            if found.running is not None:
+                point = found.final(found.running)
+                _err(f"[{found.running:10s} {point.seconds:6.1f}s] check {len(found.points[found.running])}: "
+                     f"accuracy {point.accuracy:.0%}")
+    if args.picture:
+        found.picture().image.save(args.picture)
+    _out(found.to_dict())
     return 0
 
 
 def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
-    from .engine.experiments import learning_curve
+    from .engine.learning_curve import learning_curve
     from .engine.data import open_dataset
 
     if args.repeats < 1:

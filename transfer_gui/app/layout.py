@@ -1,5 +1,6 @@
 """``build_demo()``: the page's layout and wiring. No logic lives here: each step's events are in
-its own module (data_step.py, ..., download_step.py), reached through the ``Server``."""
+its own module (data_step.py, ..., download_step.py), reached through the ``Server``; how the page
+is served (styling, ZeroGPU) is in hosting.py."""
 
 from __future__ import annotations
 
@@ -7,44 +8,21 @@ import gradio as gr
 import pandas as pd
 
 from ..engine.catalog import DEFAULT_MODEL
-from ..settings import Settings
 from .data_step import NO_IMAGES, ClassesView, DataView
 from .download_step import DownloadView, ExportView
+from .hosting import CACHE_TTL_S, ZERO_GPU_SECONDS, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
 from .predict_step import BatchView, Verdict
 from .results_step import NO_RESULTS, CellPick, CellView, ResultsView
 from .server import ROOT, TEST_IMAGES, Server
-from .train_step import MODE_CHOICES, CurveUpdate, FailureView, TrainUpdate
-from .texts import DEMO_BUTTON, EXPLAINER, INTRO
+from .train_step import MODE_CHOICES, CompareUpdate, CurveUpdate, FailureView, TrainUpdate
+from .texts import COMPARE_INTRO, CURVE_INTRO, DEMO_BUTTON, EXPLAINER, INTRO
 from .views import BATCH_COLUMNS, COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, image_extensions, outputs
 
-__all__ = ["build_demo", "launch_kwargs"]
+__all__ = ["build_demo"]
 
-CSS_FILE = ROOT / "assets" / "style.css"
 DIAGRAM = ROOT / "assets" / "transfer_diagram.png"
 STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at the latest
-CACHE_TTL_S = 3600  # Gradio's copies of uploads and downloads: a download link lasts an hour
-ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
-
-
-def zero_gpu():
-    """``spaces.GPU`` when the ``spaces`` package (Hugging Face ZeroGPU) is importable, else None.
-
-    The app must start and work without it: everywhere but a ZeroGPU Space it is absent.
-    """
-    try:
-        import spaces
-    except ImportError:
-        return None
-    return spaces.GPU
-
-
-def launch_kwargs() -> dict:
-    """Arguments for ``demo.launch`` that style the page (Gradio 6 takes css/theme at launch)."""
-    return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
-            # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
-            # unpacked size (an upload is never larger than what it unpacks to, for images).
-            "max_file_size": Settings.from_env().limits.archive.max_total_bytes}
 
 
 def build_demo(training_slots: int | None = None, queue_size: int | None = None,
@@ -170,9 +148,6 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     gr.Image(str(DIAGRAM), show_label=False, interactive=False, elem_id="explainer-diagram",
                              buttons=[])
                     gr.Markdown(EXPLAINER)
-                compare_scratch = gr.Checkbox(label="Compare with training from scratch: also train the same "
-                                                    "model from random weights for the same time, and draw both",
-                                              value=False, elem_id="compare")
                 continue_loaded = gr.Checkbox(label="Continue training the uploaded model (step 2) instead of "
                                                     "starting from the pretrained one", value=False,
                                               visible=False, elem_id="continue-loaded")
@@ -189,8 +164,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     acc_plot = gr.LinePlot(x="epoch", y="value", color="series",
                                            title="Validation accuracy (higher is better)", x_title="epoch",
                                            y_title="accuracy", y_lim=[0, 1], height=300, elem_id="acc-plot")
-                gr.Markdown("**Would more images help?** Train Quick on 25 %, 50 %, 75 % and all of your "
-                            "training images and see how accuracy grows (about 5 Quick trainings).")
+                gr.Markdown(CURVE_INTRO)
                 with gr.Row():
                     curve_btn = gr.Button("Would more images help?", elem_id="curve-btn", scale=1)
                     curve_note = gr.Markdown(elem_id="curve-note")
@@ -199,6 +173,12 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 # No label: its badge would cover the picture's legend (the axes say what it shows).
                 curve_plot = gr.Image(show_label=False, type="pil", interactive=False, elem_id="curve-plot",
                                       visible=False, buttons=["download", "fullscreen"])  # until it has points
+                gr.Markdown(COMPARE_INTRO)
+                with gr.Row():
+                    compare_btn = gr.Button("Compare with training from scratch", elem_id="compare-btn", scale=1)
+                    compare_note = gr.Markdown(elem_id="compare-note")
+                compare_plot = gr.Image(show_label=False, type="pil", interactive=False, elem_id="compare-plot",
+                                        visible=False, buttons=["download", "fullscreen"])
 
             # --- 4. results ------------------------------------------------------------------
             with gr.Tab("4. Results", id="tab-results"):
@@ -327,7 +307,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                                 session=state)
         training = train_btn.click(
             train_fn, [state, model, custom_model, weights_file, mode, epochs, lr, val_fraction, seed,
-                       continue_loaded, compare_scratch], train_outputs,
+                       continue_loaded], train_outputs,
             # the queue position and progress show on the status line, never over the live plots
             show_progress_on=[status], concurrency_limit=slots, concurrency_id="training", api_name="train",
         )
@@ -368,6 +348,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),
                         show_progress_on=[curve_note], concurrency_limit=slots, concurrency_id="training",
                         api_name="curve")
+        compare_btn.click(h.event(tr.compare), [state, model, custom_model, weights_file, seed],
+                          outputs(CompareUpdate, status=compare_note, plot=compare_plot, compare_button=compare_btn,
+                                  stop_button=stop_btn, session=state),
+                          show_progress_on=[compare_note], concurrency_limit=slots, concurrency_id="training",
+                          api_name="compare")
         cell_true.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_visibility="private")
         cell_pred.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_name="cell")
         confusion.select(r.select_cell, [state],

@@ -72,7 +72,7 @@ def preload_engine() -> threading.Thread:
     """
     def load() -> None:
         start = time.perf_counter()
-        from ..engine import batch, bundle, data, experiments, explain, export, inference, workflow  # noqa: F401
+        from ..engine import batch, bundle, comparison, data, explain, export, inference, learning_curve, workflow  # noqa: F401,E501
 
         _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
 

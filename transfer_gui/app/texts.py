@@ -1,6 +1,6 @@
 """The page's longer texts: what a first-time visitor reads."""
 
-__all__ = ["INTRO", "DEMO_BUTTON", "EXPLAINER"]
+__all__ = ["INTRO", "DEMO_BUTTON", "EXPLAINER", "CURVE_INTRO", "COMPARE_INTRO"]
 
 INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
@@ -24,5 +24,12 @@ pictures per class it often does not, and the app tells you so.
 judging the group it left out; so every picture is judged by a model that never saw it, and the
 final model then learns from all of them. The accuracy range shown is a 95 % Wilson score interval.
 
-**Why it works with so few images:** tick *Compare with training from scratch* to train the same
-model from random weights for the same time, and watch the difference on the plots."""
+**Why it works with so few images:** press *Compare with training from scratch* below to train the
+same model from random weights too, and watch both learn on one plot."""
+
+CURVE_INTRO = ("**Would more images help?** Train Quick on 25 %, 50 %, 75 % and all of your training images and "
+               "see how accuracy grows (about 5 Quick trainings).")
+
+COMPARE_INTRO = ("**Why does it work with so few images?** Train the same model twice on your images: once "
+                 "starting from what it learned on millions of images, once from random weights (about 30 seconds "
+                 "on a laptop), and watch both learn.")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..engine.workflow import SavedModel
     from .server import Server
 
-__all__ = ["TrainStep", "TrainUpdate", "FailureView", "CurveUpdate", "MODE_CHOICES"]
+__all__ = ["TrainStep", "TrainUpdate", "FailureView", "CurveUpdate", "CompareUpdate", "MODE_CHOICES"]
 
 MODE_CHOICES = [
     ("Quick: train only the last layer (seconds)", "quick"),
@@ -58,6 +58,16 @@ class CurveUpdate(NamedTuple):
 
     status: str
     plot: Any
+    session: Session
+
+
+class CompareUpdate(NamedTuple):
+    """Pretrained vs from scratch while it runs, and its result."""
+
+    status: str
+    plot: Any
+    compare_button: gr.Button
+    stop_button: gr.Button
     session: Session
 
 
@@ -130,10 +140,8 @@ class TrainStep:
     @user_errors(remember=True)
     def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
               mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
-              continue_loaded: bool = False, compare_scratch: bool = False) -> Iterator[TrainUpdate]:
-        """Train with live updates; ``ResultsStep.view`` then fills the Results step. With
-        ``compare_scratch`` the same architecture is also trained from random weights for the
-        same time, drawn on the same plots (the pretrained model is the one kept)."""
+              continue_loaded: bool = False) -> Iterator[TrainUpdate]:
+        """Train with live updates; ``ResultsStep.view`` then fills the Results step."""
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
         base = session.loaded if continue_loaded else None
@@ -152,7 +160,7 @@ class TrainStep:
         finally:
             waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
         try:
-            yield from self._run(session, config, rows, compare_scratch and base is None)
+            yield from self._run(session, config, rows)
         finally:
             done(self.server, session)
 
@@ -161,9 +169,7 @@ class TrainStep:
         default, on the images of step 1 (the example's, loaded just before)."""
         yield from self.train(session, DEFAULT_MODEL, "", None, "quick", 0, 0, TrainConfig.val_fraction, 0)
 
-    def _run(self, session: Session, config: TrainConfig, rows: list[dict], with_scratch: bool
-             ) -> Iterator[TrainUpdate]:
-        from ..engine.experiments import RUN_TITLES, RUNS, compare_sentence, compare_with_scratch
+    def _run(self, session: Session, config: TrainConfig, rows: list[dict]) -> Iterator[TrainUpdate]:
         from ..engine.training import fit
         from ..engine.workflow import finish_training
 
@@ -171,60 +177,44 @@ class TrainStep:
         clock = Budget(self.server.limits.train_seconds, session)
         best_acc = None
         last_yield = 0.0
-        results: dict[str | None, object] = {}
-        # Compared runs share the plots on a time axis (their budget is time); a single run is
-        # drawn by epoch.
-        x_title = ("seconds of training" if with_scratch else
-                   "head setting tried (1 = simplest)" if config.mode == "quick" else
+        result = None
+        x_title = ("head setting tried (1 = simplest)" if config.mode == "quick" else
                    "epoch (0-1: the new head's settings)")
         # The browser's plot fixes its colours (series) with the first data it gets and keeps them
         # for the rest of a run (seen in the browser test: later series were drawn invisible).
         # So each run first clears the plots, then starts with every series it will draw, each
         # as one empty (NaN) point.
-        prefixes = [f"{RUN_TITLES[r]}: " for r in RUNS] if with_scratch else [""]
         names = ["training loss", "validation loss", "validation accuracy"]
-        if config.mode == "finetune" and not with_scratch:
+        if config.mode == "finetune":
             names.insert(1, _REFIT_SERIES)
-        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": p + name} for p in prefixes for name in names]
+        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": name} for name in names]
         cleared = gr.LinePlot(value=None, x_title=x_title)
         busy = _buttons(running=True)
         yield TrainUpdate("**Starting...**", cleared, cleared, *busy, session)
-        if with_scratch:
-            stream = ((tagged.run, tagged.event) for tagged in
-                      compare_with_scratch(session.dataset, config, stop=session.stop, cache=session.cache))
-        else:
-            stream = ((None, event) for event in fit(session.dataset, config, stop=session.stop, cache=session.cache))
-        for run, event in stream:
+        for event in fit(session.dataset, config, stop=session.stop, cache=session.cache):
             clock.check()
-            prefix = f"{RUN_TITLES[run]}: " if run else ""
             if event.phase in ("head", "finetune", "refit"):
-                x = event.elapsed_s if run else _plot_x(event, config)
+                x = _plot_x(event, config)
                 loss_series = _REFIT_SERIES if event.phase == "refit" else "training loss"
                 if event.train_loss is not None:
-                    rows.append({"epoch": x, "value": event.train_loss, "series": prefix + loss_series})
+                    rows.append({"epoch": x, "value": event.train_loss, "series": loss_series})
                 if event.val_loss is not None:
-                    rows.append({"epoch": x, "value": event.val_loss, "series": prefix + "validation loss"})
-                    rows.append({"epoch": x, "value": event.val_acc, "series": prefix + "validation accuracy"})
-                    if event.is_best and run in (None, "pretrained"):
+                    rows.append({"epoch": x, "value": event.val_loss, "series": "validation loss"})
+                    rows.append({"epoch": x, "value": event.val_acc, "series": "validation accuracy"})
+                    if event.is_best:
                         best_acc = event.val_acc
             if event.result is not None:
-                results[run] = event.result
-                if not with_scratch:
-                    break
-                continue
+                result = event.result
+                break
             now = time.perf_counter()
             # Fast head epochs and mid-epoch reports are thinned out; a fine-tune epoch's
             # result is always shown.
             epoch_end = event.phase in ("finetune", "refit") and event.step == event.steps > 0
             if now - last_yield >= _MIN_YIELD_S or epoch_end or event.phase in ("load", "features"):
                 last_yield = now
-                status = _status(event, best_acc)
-                if run:
-                    status = f"**{RUN_TITLES[run].capitalize()} run** · {status}"
-                yield TrainUpdate(status, *_plots(rows, x_title), *busy, session)
+                yield TrainUpdate(_status(event, best_acc), *_plots(rows, x_title), *busy, session)
         if session.closed:  # nobody is listening, and the session's files are gone
             return
-        result = results.get("pretrained" if with_scratch else None)
         limit = f"{clock.sentence()}  \n" if clock.ran_out else ""
         if result is None or result.validation is None:
             why = ("**Stopped before the first epoch finished**: there is no model to keep yet." if result is None
@@ -244,9 +234,6 @@ class TrainStep:
         what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
         status = (f"**{what}.** **{trained.estimate.sentence()}** (details in step 4). {trained.estimate.note} "
                   f"Trained in {fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
-        if with_scratch:
-            comparison = compare_sentence({k: v for k, v in results.items() if k})
-            status = f"**{comparison}** (The pretrained model is the one kept.)  \n" + status
         if clock.ran_out:
             status = f"**{clock.sentence()}**  \n" + status
         if result.error:
@@ -259,7 +246,7 @@ class TrainStep:
     def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
               seed: float) -> Iterator[CurveUpdate]:
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images."""
-        from ..engine.experiments import learning_curve
+        from ..engine.learning_curve import learning_curve
         from ..engine.figures import curve_picture
 
         if session.dataset is None:
@@ -294,6 +281,53 @@ class TrainStep:
         note = (f"**{found.sentence}** (Validation accuracy on the same {found.n_val} held-out images; "
                 f"{tries} random subsets per point, all images once.)")
         yield CurveUpdate(note, gr.update(value=picture.image, visible=True), session)
+
+    @user_errors
+    def compare(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+                seed: float) -> Iterator[CompareUpdate]:
+        """Pretrained vs from scratch on the images of step 1, drawn live on one seconds axis."""
+        from ..engine.comparison import compare_with_scratch
+
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
+        check_model(self.server.limits, session, config)
+        running = (gr.Button(interactive=False), gr.Button(interactive=True))
+        idle = (gr.Button(interactive=True), gr.Button(interactive=False))
+        waiting = turn(self.server, session, "The comparison")
+        try:
+            for line in waiting:
+                yield CompareUpdate(line, gr.skip(), *running, session)
+        except GaveUp:
+            yield CompareUpdate("Stopped before it started.", gr.skip(), *idle, session)
+            return
+        finally:
+            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+        found = None
+        try:
+            clock = Budget(self.server.limits.train_seconds, session)
+            last = 0.0
+            for found in compare_with_scratch(session.dataset, config, stop=session.stop):
+                clock.check()
+                now = time.perf_counter()
+                if found.running is not None and now - last >= _MIN_YIELD_S:
+                    last = now
+                    what = ("pretrained: reading the images and fitting the new head"
+                            if found.running == "pretrained" else "from scratch: training the whole network")
+                    yield CompareUpdate(f"**Training {what}...** {found.sentence()}",
+                                        gr.update(value=found.picture().image, visible=True), *running, session)
+        finally:
+            done(self.server, session)
+        if found is None or session.closed:
+            return
+        note = (f"**{found.sentence()}** Both checked on the same {found.n_checked} held-out images; the clock "
+                "counts training only. Pretrained: Quick, reading a tenth of the training images at a time. "
+                "From scratch: the whole network trained from random weights.")
+        if clock.ran_out:
+            note = f"**{clock.sentence()}**  \n" + note
+        elif found.stopped:
+            note = "**Stopped.** " + note
+        yield CompareUpdate(note, gr.update(value=found.picture().image, visible=True), *idle, session)
 
     @staticmethod
     def after_failure(session: Session) -> FailureView:

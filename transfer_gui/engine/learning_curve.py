@@ -1,10 +1,7 @@
-"""Showing why transfer learning works: pretrained vs from scratch, and "would more images help?".
+"""Would more images help? The learning curve.
 
-* ``compare_with_scratch`` trains the chosen architecture twice on the same split with the same time budget:
-  once from its pretrained weights, once from random weights. Its events are tagged with the run
-  they belong to, so a UI can draw both on the same plots.
-* ``learning_curve`` trains Quick on 25/50/75/100 % of the training images (stratified, seeded,
-  repeated), always scored on the same validation images, and reads the slope in a sentence.
+``learning_curve`` trains Quick on 25/50/75/100 % of the training images (stratified, seeded,
+repeated), always scored on the same validation images, and reads the slope in a sentence.
 """
 
 from __future__ import annotations
@@ -14,102 +11,22 @@ import logging
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from .config import TrainConfig
 from .data import ImageDataset, Split, split_dataset
 from .features import FeatureCache
-from .progress import ProgressEvent
-from .training import TrainResult, fit
+from .training import fit
 
-__all__ = ["RUNS", "RUN_TITLES", "RunEvent", "compare_with_scratch", "compare_sentence", "CurvePoint", "LearningCurve",
-           "learning_curve", "subsample", "slope_sentence"]
+__all__ = ["CurvePoint", "LearningCurve", "learning_curve", "slope_sentence", "subsample"]
 
 _logger = logging.getLogger(__name__)
 
-RUNS = ("pretrained", "scratch")
-RUN_TITLES = {"pretrained": "pretrained", "scratch": "from scratch"}
 RISING = 0.03  # accuracy gained from half to all of the images that counts as "still rising"
 
-
-@dataclass(frozen=True)
-class RunEvent:
-    """A training event and the run it belongs to ("pretrained" or "scratch")."""
-
-    run: str
-    event: ProgressEvent
-
-
-def compare_with_scratch(dataset: ImageDataset, config: TrainConfig, *, stop: threading.Event | None = None,
-                         cache: FeatureCache | None = None) -> Iterator[RunEvent]:
-    """Train ``config`` from pretrained weights, then the same architecture from random weights
-    on the same split for the same wall-clock time.
-
-    From random weights there are no features worth freezing, so the scratch run trains the whole
-    network (fine-tune mode, the backbone at the full learning rate) until it has used as many
-    seconds as the pretrained run took, or early stopping ends it first. Runs go one after the
-    other (a CPU has no room for two at once). ``stop`` ends the current run (keeping its best
-    model) and skips the next. ``cache`` is used for the scratch run only (see below).
-
-    Yields:
-        RunEvent values; each run's last event carries its ``TrainResult``.
-    """
-    split = split_dataset(dataset, config.val_fraction, config.seed)
-    stop = stop or threading.Event()
-    pretrained_cfg = dataclasses.replace(config, pretrained=True, init_bundle=None)
-    budget: float | None = None
-    for run in RUNS:
-        if stop.is_set():
-            return
-        if run == "pretrained":
-            cfg = pretrained_cfg
-        else:
-            cfg = dataclasses.replace(config, pretrained=False, weights_file=None, init_bundle=None,
-                                      mode="finetune", epochs=1000, backbone_lr_scale=1.0)
-        run_stop = threading.Event()  # this run's own stop: the user's Stop, or the time budget
-        timer = threading.Timer(budget, run_stop.set) if budget is not None else None
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
-        try:
-            # The pretrained run computes its features afresh (no cache): reused features would
-            # make it look faster and shrink the scratch run's time budget to nothing.
-            for event in fit(dataset, cfg, split=split, stop=run_stop, cache=None if run == "pretrained" else cache):
-                if stop.is_set():
-                    run_stop.set()
-                if event.result is not None and run == "pretrained":
-                    budget = max(1.0, event.result.train_seconds)
-                yield RunEvent(run, event)
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
-def compare_sentence(results: dict[str, TrainResult]) -> str:
-    """One plain sentence with the measured difference, e.g. "pretrained: 83% after 5 s; ..."."""
-    parts = []
-    for run in RUNS:
-        if run in results:
-            r = results[run]
-            if r.history:
-                parts.append(f"{RUN_TITLES[run]}: {r.val_accuracy:.0%} after {r.train_seconds:.0f} s")
-            else:
-                parts.append(f"{RUN_TITLES[run]}: no finished epoch after {r.train_seconds:.0f} s")
-    text = "; ".join(parts) + "."
-    if len(results) == 2 and all(r.history for r in results.values()):
-        gain = results["pretrained"].val_accuracy - results["scratch"].val_accuracy
-        if gain > 0:
-            text += (f" Starting from what the model learned on millions of images gained "
-                     f"{gain * 100:.0f} points with the same images and the same training budget.")
-        else:
-            text += " Here, starting from pretrained weights did not help."
-    return text[0].upper() + text[1:]
-
-
-# --- learning curve --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class CurvePoint:

@@ -1,0 +1,35 @@
+"""How the page is served: its styling and upload cap (``launch_kwargs``), and Hugging Face
+ZeroGPU when the Space has it (``zero_gpu``)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..settings import Settings
+from .server import ROOT
+
+__all__ = ["launch_kwargs", "zero_gpu", "ZERO_GPU_SECONDS", "CACHE_TTL_S"]
+
+CSS_FILE = ROOT / "assets" / "style.css"
+CACHE_TTL_S = 3600  # Gradio's copies of uploads and downloads: a download link lasts an hour
+ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
+
+
+def zero_gpu():
+    """``spaces.GPU`` when the ``spaces`` package (Hugging Face ZeroGPU) is importable, else None.
+
+    The app must start and work without it: everywhere but a ZeroGPU Space it is absent.
+    """
+    try:
+        import spaces
+    except ImportError:
+        return None
+    return spaces.GPU
+
+
+def launch_kwargs() -> dict:
+    """Arguments for ``demo.launch`` that style the page (Gradio 6 takes css/theme at launch)."""
+    return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
+            # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
+            # unpacked size (an upload is never larger than what it unpacks to, for images).
+            "max_file_size": Settings.from_env().limits.archive.max_total_bytes}
