@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from PIL import Image
 from gradio_client import Client, handle_file
 
 from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
@@ -53,8 +54,12 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert loss["x_title"].startswith("head setting tried") and len(loss["value"]["data"]) > 2
     assert len(acc["value"]["data"]) > 1
     # the Results step (the browser runs it after training succeeds)
-    results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _, reliability = client.predict(
-        api_name="/results")
+    (results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _, reliability, feature_map,
+     map_note) = client.predict(api_name="/results")
+    # what the model sees: a map of all 96 images (the pretrained half; no comparison was run)
+    assert feature_map["visible"] is True and "t-SNE" in map_note
+    with Image.open(feature_map["value"]) as picture:
+        assert picture.width == 432
     assert "5-fold cross-validation on all 96 images" in results and "Confidences were" in results
     assert {row[2] for row in reliability["value"]["data"]} >= {"perfectly calibrated"}  # a component update
     # what the "not sure" threshold means, measured on the same out-of-fold answers

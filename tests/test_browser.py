@@ -26,7 +26,29 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 expect.set_options(timeout=60_000)  # the default 5 s is too short for a 2-core CI machine
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+        "--disable-sync", "--no-first-run", "--disable-quic",
+        # a fake camera, allowed without asking, that films one of the test pictures (see below)
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+CAMERA_PICTURE = TEST_IMAGES / "animal_dolphin.png"
+
+
+def _camera_video(picture, dest, size=(640, 480), frames=2):
+    """A raw video (YUV4MPEG2, 4:2:0) of ``picture`` on white, for Chromium's fake camera."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(picture) as img:
+        img = img.convert("RGBA")
+        img.thumbnail(size)
+    frame = Image.new("RGBA", size, "white")
+    frame.alpha_composite(img, ((size[0] - img.width) // 2, (size[1] - img.height) // 2))
+    ycc = np.asarray(frame.convert("RGB").convert("YCbCr"))
+    planes = [ycc[..., 0], ycc[::2, ::2, 1], ycc[::2, ::2, 2]]
+    with open(dest, "wb") as f:
+        f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + b"".join(p.tobytes() for p in planes))
+    return dest
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +69,13 @@ def app_url():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module (playwright's sync API allows one instance per thread)."""
+def browser(tmp_path_factory):
+    """One Chromium for the module (playwright's sync API allows one instance per thread). Its
+    camera films CAMERA_PICTURE."""
+    video = _camera_video(CAMERA_PICTURE, tmp_path_factory.mktemp("camera") / "camera.y4m")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=ARGS + [f"--use-file-for-fake-video-capture={video}"])
         yield browser
         browser.close()
 
@@ -76,6 +101,30 @@ def _wait_for_images(page, selector):
         arg=selector, timeout=30_000)
     if images:
         images[0].scroll_into_view_if_needed()  # back to the first, as a person would see it
+
+
+def _click_map_dot(page):
+    """Click the first dot of the map's left half, found by its colour in the picture's pixels
+    (the first class's colour), where the browser shows it."""
+    found = page.evaluate("""() => {
+        const img = document.querySelector('#feature-map img');
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        for (let y = 40; y < 430; y++) for (let x = 20; x < 410; x++) {
+            const i = 4 * (y * c.width + x);
+            const near = Math.abs(d[i] - 78) + Math.abs(d[i + 1] - 121) + Math.abs(d[i + 2] - 167) < 24;
+            if (near) return [x + 2, y + 3, c.width, c.height];
+        }
+        return null; }""")
+    assert found, "no dot of the first class on the map"
+    x, y, width, height = found
+    img = page.locator("#feature-map img")
+    box = img.bounding_box()
+    scale = min(box["width"] / width, box["height"] / height, 1)  # scaled to fit, centred
+    pad_x, pad_y = (box["width"] - width * scale) / 2, (box["height"] - height * scale) / 2
+    img.click(position={"x": pad_x + x * scale, "y": pad_y + y * scale})
 
 
 def _tab(page, name):
@@ -160,6 +209,34 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     _wait_for_images(page, "#confusion img")
     _wait_for_images(page, "#mistakes img")
     shot("05-results")
+    # what the model sees: a map of the images; a click on a dot shows that image
+    _wait_for_images(page, "#feature-map img")
+    expect(page.locator("#map-note")).to_contain_text("Compare with training from scratch")
+    _click_map_dot(page)
+    expect(page.locator("#map-pick-note")).to_contain_text("class animal")
+    _wait_for_images(page, "#map-pick img")
+    page.locator("#feature-map").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "05e-feature-map.png"))
+    # Pretrained vs from scratch on one seconds axis; then the map beside the random-weight one.
+    _tab(page, "3. Train")
+    page.locator("#compare-btn").click()
+    expect(page.locator("#compare-plot img")).to_be_visible()  # drawn while the runs go
+    expect(page.locator("#stop-btn")).to_be_enabled()
+    shot("12-compare-running")
+    note = page.locator("#compare-note")
+    expect(note).to_contain_text(re.compile(r"Pretrained: \d+% after \d+ s; from scratch: \d+% after \d+ s"),
+                                 timeout=300_000)
+    expect(note).to_contain_text("same 24 held-out images")
+    expect(page.locator("#compare-btn")).to_be_enabled()
+    _wait_for_images(page, "#compare-plot img")
+    page.locator("#compare-plot").scroll_into_view_if_needed()
+    shot("12-compare-with-scratch")
+    _tab(page, "4. Results")
+    page.wait_for_function("() => document.querySelector('#feature-map img').naturalWidth > 800")
+    expect(page.locator("#map-note")).not_to_contain_text("Compare with training from scratch")
+    page.locator("#feature-map").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "12b-map-pretrained-vs-random.png"))
+
     # a click on the (bug, bug) cell of the matrix shows the bugs it recognised
     _click_cell(page, EXAMPLE_LABELS, "bug", "bug")
     expect(page.locator("#cell-note")).to_contain_text("of 'bug' were correctly recognised")
@@ -252,21 +329,8 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     _wait_for_images(page, "#confusion img")
     shot("11-loaded-model-results")
 
-    # Pretrained vs from scratch on one seconds axis, the explainer, and "would more images help?".
+    # the explainer, and "would more images help?"
     _tab(page, "3. Train")
-    page.locator("#continue-loaded input").uncheck()
-    page.locator("#compare-btn").click()
-    expect(page.locator("#compare-plot img")).to_be_visible()  # drawn while the runs go
-    expect(page.locator("#stop-btn")).to_be_enabled()
-    shot("12-compare-running")
-    note = page.locator("#compare-note")
-    expect(note).to_contain_text(re.compile(r"Pretrained: \d+% after \d+ s; from scratch: \d+% after \d+ s"),
-                                 timeout=300_000)
-    expect(note).to_contain_text("same 24 held-out images")
-    expect(page.locator("#compare-btn")).to_be_enabled()
-    _wait_for_images(page, "#compare-plot img")
-    page.locator("#compare-plot").scroll_into_view_if_needed()
-    shot("12-compare-with-scratch")
     page.get_by_text("What is happening?").click()
     _wait_for_images(page, "#explainer-diagram img")
     shot("12-explainer")
@@ -395,6 +459,44 @@ def test_one_click_on_the_first_page_trains_the_example_and_opens_the_results(ap
     (artifacts / "demo-seconds.txt").write_text(f"{seconds:.1f}\n")
     _tab(page, "1. Your images")  # the example's images are the current ones
     expect(page.locator("#data-summary")).to_contain_text("96 images in 6 classes")
+    context.close()
+
+
+def test_webcam_pictures_join_a_class_and_get_classified(app_url, browser, artifacts):
+    """The webcam, through Chromium's fake camera filming a dolphin drawing: a snapshot joins a
+    class in step 1, and a snapshot is classified in the Test step."""
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, permissions=["camera"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+    expect(page.locator("#demo-btn")).to_be_visible()
+    page.locator("#demo-btn").click()  # a model to test with
+    expect(page.locator("#results-summary")).to_contain_text("right", timeout=300_000)
+
+    _tab(page, "1. Your images")
+    page.locator("#class-name textarea, #class-name input").first.fill("dolphins")
+    snapshot = page.locator("#class-snapshot")
+    snapshot.get_by_text("Click to Access Webcam").click()
+    expect(snapshot.locator("video")).to_be_visible()
+    snapshot.get_by_label("capture photo").click()
+    _wait_for_images(page, "#class-snapshot img[src]")
+    page.screenshot(path=str(artifacts / "17-webcam-snapshot.png"), full_page=True)
+    page.locator("#add-images").click()
+    expect(page.locator("#classes-table")).to_contain_text("dolphins")
+    expect(page.locator("#classes-table tbody")).to_contain_text("1")
+    page.screenshot(path=str(artifacts / "17-webcam-class.png"), full_page=True)
+
+    _tab(page, "5. Test")
+    test = page.locator("#test-image")
+    test.get_by_label("Capture from camera").click()
+    test.get_by_text("Click to Access Webcam").click()
+    expect(test.locator("video")).to_be_visible()
+    test.get_by_label("capture photo").click()
+    # the example's model calls the filmed dolphin an animal
+    expect(page.locator("#verdict")).to_contain_text("animal", timeout=60_000)
+    expect(page.locator("#prediction")).to_contain_text("%")
+    _wait_for_images(page, "#test-heat img")
+    page.screenshot(path=str(artifacts / "17-webcam-test.png"), full_page=True)
     context.close()
 
 

@@ -10,7 +10,12 @@ import pytest
 from conftest import EXAMPLE
 from PIL import Image
 
+import numpy as np
+
 from transfer_gui.engine.comparison import COMPARE_SECONDS, compare_with_scratch
+from transfer_gui.engine.feature_map import MAP_MAX_IMAGES, FeatureMap, map_picture, map_sample, trained_maps
+from transfer_gui.engine.training import train
+from transfer_gui.engine.workflow import finish
 from transfer_gui.engine.learning_curve import CurvePoint, learning_curve, slope_sentence, subsample
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.data import split_dataset
@@ -46,6 +51,38 @@ def test_pretrained_climbs_and_scratch_barely_moves_both_from_0_s_with_a_curve_e
     assert picture.labels == {"pretrained": f"{pre[-1].accuracy:.0%} after {pre[-1].seconds:.0f} s",
                               "from scratch": f"{scratch[-1].accuracy:.0%} after {scratch[-1].seconds:.0f} s"}
     assert picture.x_max >= scratch[-1].seconds
+
+    # before its first step the random network read the map's images: beside the trained model's
+    # map, the same images through random weights
+    indices, random_features = comparison.random_features
+    assert indices == map_sample(96, 0) == list(range(96)) and random_features.shape == (96, 1280)
+    assert comparison.fingerprint == example_dataset.fingerprint()
+    trained = finish(train(example_dataset, TrainConfig(seed=0)), example_dataset)
+    pretrained_map, random_map = trained_maps(trained, example_dataset, random_features=comparison.random_features)
+    for fmap in (pretrained_map, random_map):
+        assert fmap.indices == list(range(96)) and fmap.xy.shape == (96, 2) and fmap.n_total == 96
+        assert fmap.true == [item.label for item in example_dataset.items]
+    # every image has an answer from a model that had not learned from it; mistakes are those
+    assert pretrained_map.mistakes == len(trained.evaluation.mistakes) > 0
+    assert random_map.predicted == [None] * 96 and random_map.mistakes == 0
+    # measured: of each image's 5 nearest on the map, 58 % share its class with pretrained
+    # features, 20 % with random ones (guessing: 17 %)
+    assert pretrained_map.neighbours >= random_map.neighbours + 0.2, (pretrained_map.neighbours,
+                                                                       random_map.neighbours)
+    drawn = map_picture([pretrained_map, random_map], example_dataset.labels)
+    assert drawn.image.width > 2 * 400 and [len(p) for p in drawn.points] == [96, 96]
+    x, y = drawn.points[1][7]
+    assert drawn.point_at(x + 2, y - 2) == (1, 7)  # a click on a dot picks its image
+    assert drawn.point_at(1, 1) is None
+
+
+def test_a_large_set_is_mapped_from_a_stated_seeded_sample():
+    sample = map_sample(MAP_MAX_IMAGES + 250, seed=3)
+    assert len(sample) == MAP_MAX_IMAGES == len(set(sample)) and sample == sorted(sample)
+    assert sample == map_sample(MAP_MAX_IMAGES + 250, seed=3) != map_sample(MAP_MAX_IMAGES + 250, seed=4)
+    assert map_sample(10, seed=3) == list(range(10))
+    fmap = FeatureMap("x", [0, 1], np.zeros((2, 2)), ["a", "b"], [None, None], 0.0, MAP_MAX_IMAGES + 250)
+    assert map_picture([fmap], ["a", "b"]).notes[0][0] == f"a random 2 of {MAP_MAX_IMAGES + 250} images"
 
 
 def test_learning_curve_points_fractions_and_sentence(example_dataset):

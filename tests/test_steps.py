@@ -201,7 +201,7 @@ def trained(h):
 
 def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
     ev = trained.evaluation
-    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability = h.results.view(trained)
+    summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability, *_ = h.results.view(trained)
     assert f"About {ev.accuracy:.0%} right" in summary and "macro-F1" in summary and "Wilson" in summary
     assert "5-fold cross-validation on all 96 images" in summary and ev.n_images == 96
     assert "Confidences were" in summary and "No checked image is a copy" in summary
@@ -233,6 +233,22 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
             assert len(gallery) == ev.confusion[i][j] and f"**{len(gallery)} checked image" in note
     # outside the grid: nothing changes
     assert h.results.select_cell(trained, gr.SelectData(None, {"index": [1, 1], "value": None})) == (gr.skip(),) * 4
+    # what the model sees: every image on the map, from the features the training left in the
+    # session's cache; a click on a dot shows that image and the answer it got out of fold
+    view = h.results.view(trained)
+    assert view.feature_map["visible"] is True and "Compare with training from scratch" in view.map_note
+    picture = trained.feature_map
+    assert view.feature_map["value"] is picture.image and len(picture.maps) == 1
+    fmap = picture.maps[0]
+    assert fmap.title == "pretrained weights" and fmap.indices == list(range(96))
+    said = {trained.dataset.items[i].rel: r.predicted_label
+            for i, r in zip(trained.result.validation.indices, ev.images)}
+    wrong = next(k for k, (t, p) in enumerate(zip(fmap.true, fmap.predicted)) if p != t)
+    item = trained.dataset.items[fmap.indices[wrong]]
+    x, y = picture.points[0][wrong]
+    image, note = h.results.select_point(trained, gr.SelectData(None, {"index": [x, y], "value": None}))
+    assert image["value"] == str(item.path) and f"class **{item.label}**" in note
+    assert f"answered **{said[item.rel]}**" in note and said[item.rel] != item.label
     # mistakes: top losses first; with heat maps, each is an overlay of the picture's size
     assert len(mistakes) == len(ev.mistakes)
     heat = h.results.mistakes_view(trained, True)

@@ -154,7 +154,7 @@ class DataStep:
             dest = folder / f"{len(added):04d}_snapshot.png"
             load_image(snapshot).save(dest)
             added.append(dest)
-        gr.Info(f"'{name}' now has {len(added)} images.")
+        gr.Info(f"'{name}' now has {len(added)} image{'s' if len(added) != 1 else ''}.")
         return ClassesView(self.classes_table(session), None, None, session)
 
     def clear_classes(self, session: Session) -> tuple[pd.DataFrame, Session]:

@@ -13,7 +13,7 @@ from .download_step import DownloadView, ExportView
 from .hosting import CACHE_TTL_S, ZERO_GPU_SECONDS, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
 from .predict_step import BatchView, Verdict
-from .results_step import NO_RESULTS, CellPick, CellView, ResultsView
+from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
 from .server import ROOT, TEST_IMAGES, Server
 from .train_step import MODE_CHOICES, CompareUpdate, CurveUpdate, FailureView, TrainUpdate
 from .texts import COMPARE_INTRO, CURVE_INTRO, DEMO_BUTTON, EXPLAINER, INTRO
@@ -201,6 +201,15 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         cell_gallery = gr.Gallery(label="Images in this cell (predicted class, confidence)",
                                                   columns=5, height=320, object_fit="contain",
                                                   elem_id="cell-gallery")
+                gr.Markdown("**What the model sees**: every image on one map, placed by the model's features.")
+                map_note = gr.Markdown(elem_id="map-note")
+                with gr.Row():
+                    feature_map = gr.Image(show_label=False, type="pil", interactive=False, elem_id="feature-map",
+                                           visible=False, buttons=["download", "fullscreen"], scale=3, format="png")
+                    with gr.Column(scale=1):
+                        map_pick = gr.Image(label="The image you clicked", interactive=False, visible=False,
+                                            height=240, elem_id="map-pick")
+                        map_pick_note = gr.Markdown(elem_id="map-pick-note")
                 gr.Markdown("**Can you trust its confidence?** Each point groups answers given with about the "
                             "same confidence (3 answers or more) and shows how often they were right; on the "
                             "diagonal, \"80 %\" means right 80 % of the time.")
@@ -281,7 +290,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                                checks=checks_md, check_images=check_images, train_button=train_btn, session=state)
         results_parts = dict(summary=results, per_class=per_class, confusion=confusion, cell_true=cell_true,
                              cell_pred=cell_pred, cell_note=cell_note, cell_gallery=cell_gallery, mistakes=mistakes,
-                             show_heat=show_heat, reliability=reliability)
+                             show_heat=show_heat, reliability=reliability, feature_map=feature_map, map_note=map_note)
         results_outputs = outputs(ResultsView, **results_parts)
         download_outputs = outputs(DownloadView, card=card_md, export_status=export_status,
                                    export_download=export_download)
@@ -350,7 +359,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         api_name="curve")
         compare_btn.click(h.event(tr.compare), [state, model, custom_model, weights_file, seed],
                           outputs(CompareUpdate, status=compare_note, plot=compare_plot, compare_button=compare_btn,
-                                  stop_button=stop_btn, session=state),
+                                  stop_button=stop_btn, feature_map=feature_map, map_note=map_note, session=state),
                           show_progress_on=[compare_note], concurrency_limit=slots, concurrency_id="training",
                           api_name="compare")
         cell_true.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_visibility="private")
@@ -358,6 +367,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         confusion.select(r.select_cell, [state],
                          outputs(CellPick, true_label=cell_true, predicted=cell_pred, note=cell_note,
                                  gallery=cell_gallery), api_visibility="private")
+        feature_map.select(r.select_point, [state], outputs(MapPick, image=map_pick, note=map_pick_note),
+                           api_visibility="private")
         show_heat.input(h.event(r.mistakes_view), [state, show_heat], [mistakes], show_progress_on=[mistakes],
                         api_name="mistakes")
         test_image.change(h.event(te.predict), [state, test_image, threshold], predict_outputs,

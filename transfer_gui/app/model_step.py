@@ -43,6 +43,8 @@ class EvaluatedView(NamedTuple):
     mistakes: list
     show_heat: bool
     reliability: Any
+    feature_map: Any
+    map_note: str
 
 
 def model_choices() -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from .views import OK, PER_CLASS_COLUMNS, WARN
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["ResultsStep", "ResultsView", "CellView", "CellPick", "NO_RESULTS"]
+__all__ = ["ResultsStep", "ResultsView", "CellView", "CellPick", "MapPick", "NO_RESULTS"]
 
 NO_RESULTS = "Train a model (step 3) to see how it does on the images it did not learn from."
 _MIN_BIN_ANSWERS = 3  # reliability chart: confidence bins with fewer answers are left out
@@ -37,6 +37,15 @@ class ResultsView(NamedTuple):
     mistakes: list
     show_heat: bool
     reliability: Any
+    feature_map: Any
+    map_note: str
+
+
+class MapPick(NamedTuple):
+    """A click on the map of what the model sees: that image, and what it is."""
+
+    image: Any
+    note: str
 
 
 class CellView(NamedTuple):
@@ -68,7 +77,7 @@ class ResultsStep:
         if ev is None:
             picker = gr.Dropdown(choices=[], value=None)
             return ResultsView(NO_RESULTS, None, None, picker, picker, "", [], [], False,
-                               gr.update(value=None, visible=False))
+                               gr.update(value=None, visible=False), *cls.map_view(session))
         correct = round(ev.accuracy * ev.n_images)
         trained = session.trained
         if trained is None:  # an uploaded model, evaluated on every image of step 1
@@ -106,7 +115,52 @@ class ResultsStep:
                            gr.Dropdown(choices=ev.labels, value=true_label),
                            gr.Dropdown(choices=ev.labels, value=predicted),
                            *cls.cell_view(session, true_label, predicted), cls.mistakes_view(session, False), False,
-                           cls._reliability(session))
+                           cls._reliability(session), *cls.map_view(session))
+
+    @staticmethod
+    def map_view(session: Session) -> tuple[Any, str]:
+        """(the map of what the model sees, its note): the trained model's images on the map of
+        their features, and beside it the same images through random weights once a comparison
+        has read them. Hidden without a trained model."""
+        from ..engine.feature_map import map_picture, trained_maps
+
+        trained, dataset = session.trained, session.dataset
+        if trained is None or dataset is None:
+            session.feature_map = None
+            return gr.update(value=None, visible=False), ""
+        comparison = session.comparison
+        random_features = None
+        if (comparison is not None and comparison.random_features is not None
+                and comparison.fingerprint == dataset.fingerprint() and comparison.model == trained.result.config.model):
+            random_features = comparison.random_features
+        maps = trained_maps(trained, dataset, session.cache, random_features)
+        session.feature_map = map_picture(maps, dataset.labels)
+        note = ("Each dot is one of your images, placed by what the model's features say about it (t-SNE: "
+                "images the features find alike land close together; your labels only colour the dots). "
+                "Click a dot to see its image.")
+        if len(maps) == 1:
+            note += (" Press *Compare with training from scratch* in step 3 to see, beside it, the same images "
+                     "through random weights.")
+        return gr.update(value=session.feature_map.image, visible=True), note
+
+    @staticmethod
+    def select_point(session: Session, evt: gr.SelectData) -> MapPick:
+        """A click on the map: the image of the nearest dot, with its class and the answer it got."""
+        picture = session.feature_map if isinstance(session, Session) else None
+        if picture is None or session.dataset is None or not isinstance(evt.index, (list, tuple)):
+            return MapPick(gr.skip(), gr.skip())
+        found = picture.point_at(*evt.index)
+        if found is None:
+            return MapPick(gr.skip(), "No image right there: click on a dot.")
+        k, index = found
+        fmap = picture.maps[k]
+        item = session.dataset.items[index]
+        said = fmap.predicted[fmap.indices.index(index)]
+        note = f"**{item.rel}** · class **{item.label}**"
+        if said is not None:
+            note += (f" · answered **{said}** by a model that had not learned from it" if said != item.label
+                     else " · answered right by a model that had not learned from it")
+        return MapPick(gr.update(value=str(item.path), visible=True), note)
 
     @staticmethod
     def _reliability(session: Session):

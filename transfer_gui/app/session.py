@@ -24,9 +24,11 @@ from ..engine.errors import UserInputError
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see server.py
     from ..engine.calibration import Calibration
+    from ..engine.comparison import Comparison
     from ..engine.data import ImageDataset
     from ..engine.evaluation import EvalReport
     from ..engine.inference import Predictor
+    from ..engine.feature_map import MapPicture
     from ..engine.features import FeatureCache
     from ..engine.training import TrainResult
     from ..engine.workflow import SavedModel, TrainedModel
@@ -74,6 +76,9 @@ class Session:
         result, predictor, evaluation, calibration: the current model's parts (from ``trained``, or
             from an uploaded model: its predictor, and its evaluation on the images of step 1).
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
+        comparison: the last pretrained-vs-scratch comparison (its random-weight features feed
+            the map of what the model sees), or None.
+        feature_map: the map picture on show in the Results step (to turn a click into an image).
         bundle_zip: the downloadable bundle of the current model (trained or loaded).
         bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
         loaded: a model the user uploaded, or None. It stays the current model until a new
@@ -116,6 +121,8 @@ class Session:
         self.evaluation: EvalReport | None = None
         self.calibration: Calibration | None = None
         self.heat_cache: dict[tuple[str, str], object] = {}
+        self.comparison: Comparison | None = None
+        self.feature_map: MapPicture | None = None
         self.bundle_zip: Path | None = None
         self.bundle_folder: Path | None = None
         self.loaded: SavedModel | None = None
@@ -254,7 +261,7 @@ class Session:
 
     def use_evaluation(self, evaluation: EvalReport) -> None:
         """The current model was measured on new images: those figures are the ones shown."""
-        self.trained = self.result = self.calibration = None
+        self.trained = self.result = self.calibration = self.feature_map = None
         self.evaluation = evaluation
         self.heat_cache = {}
 
@@ -267,6 +274,7 @@ class Session:
         self.bundle_folder = loaded.folder if loaded else None
         self.bundle_zip = loaded.zip_path if loaded else None
         self.heat_cache = {}
+        self.feature_map = None
 
     def close(self, wait_s: float = 30) -> None:
         """Stop any training and delete this session's files. Safe to call more than once.

@@ -68,6 +68,8 @@ class CompareUpdate(NamedTuple):
     plot: Any
     compare_button: gr.Button
     stop_button: gr.Button
+    feature_map: Any  # the Results step's map gains its random-weight half at the end
+    map_note: str
     session: Session
 
 
@@ -297,9 +299,9 @@ class TrainStep:
         waiting = turn(self.server, session, "The comparison")
         try:
             for line in waiting:
-                yield CompareUpdate(line, gr.skip(), *running, session)
+                yield CompareUpdate(line, gr.skip(), *running, gr.skip(), gr.skip(), session)
         except GaveUp:
-            yield CompareUpdate("Stopped before it started.", gr.skip(), *idle, session)
+            yield CompareUpdate("Stopped before it started.", gr.skip(), *idle, gr.skip(), gr.skip(), session)
             return
         finally:
             waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
@@ -315,7 +317,8 @@ class TrainStep:
                     what = ("pretrained: reading the images and fitting the new head"
                             if found.running == "pretrained" else "from scratch: training the whole network")
                     yield CompareUpdate(f"**Training {what}...** {found.sentence()}",
-                                        gr.update(value=found.picture().image, visible=True), *running, session)
+                                        gr.update(value=found.picture().image, visible=True), *running, gr.skip(),
+                                        gr.skip(), session)
         finally:
             done(self.server, session)
         if found is None or session.closed:
@@ -327,7 +330,9 @@ class TrainStep:
             note = f"**{clock.sentence()}**  \n" + note
         elif found.stopped:
             note = "**Stopped.** " + note
-        yield CompareUpdate(note, gr.update(value=found.picture().image, visible=True), *idle, session)
+        session.comparison = found
+        yield CompareUpdate(note, gr.update(value=found.picture().image, visible=True), *idle,
+                            *self.server.results.map_view(session), session)
 
     @staticmethod
     def after_failure(session: Session) -> FailureView:

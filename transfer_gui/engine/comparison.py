@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import ImageDataset, split_dataset
 from .distributed import pick_device
+from .feature_map import map_sample
 from .features import extract_features, make_loader
 from .figures import ComparePicture, compare_picture
 from .finetune import _param_groups, scores
@@ -96,6 +97,9 @@ class Comparison:
         points: per run ("pretrained", "scratch"), its checks in time order.
         running: the run in progress, or None when both have ended.
         stopped: the user stopped the comparison before both runs used their budget.
+        fingerprint: the dataset's fingerprint (what the random features belong to).
+        random_features: (dataset indices, their pooled features) through the random-weight
+            network before its first step: the images of ``feature_map.map_sample``.
     """
 
     model: str
@@ -106,6 +110,8 @@ class Comparison:
     points: dict[str, list[ComparePoint]] = field(default_factory=lambda: {run: [] for run in RUNS})
     running: str | None = RUNS[0]
     stopped: bool = False
+    fingerprint: str = ""
+    random_features: tuple[list[int], torch.Tensor] | None = None
 
     def final(self, run: str) -> ComparePoint | None:
         """The run's last check, or None before its first."""
@@ -222,9 +228,11 @@ def _pretrained_run(dataset: ImageDataset, train_idx: list[int], checked: list[i
 
 
 def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int], config: TrainConfig,
-                 seconds: float, stop: threading.Event, device: torch.device) -> Iterator[ComparePoint]:
+                 seconds: float, stop: threading.Event, device: torch.device, comparison: Comparison
+                 ) -> Iterator[ComparePoint]:
     """The whole network from random weights for ``seconds`` of training, checked before the
-    first step and after every tenth of the budget (and when it ends)."""
+    first step and after every tenth of the budget (and when it ends). Before the first step it
+    also reads the map's images (``comparison.random_features``), off the clock like a check."""
     torch.manual_seed(config.seed)  # the random network starts the same each time
     loaded = create_model(config.model, len(dataset.labels), pretrained=False)
     paths = fast_paths(device, config.precision)
@@ -259,6 +267,11 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
         model.train()
         return _scores(torch.cat(out), check_y)
 
+    sample = map_sample(len(dataset.items), config.seed)
+    model.eval()
+    sample_loader = make_loader(dataset, sample, eval_transform(data_config), paths.batch, False, config.seed)
+    *_, (_, random_features) = extract_features(model, sample_loader, device, paths)
+    comparison.random_features = (sample, random_features)
     trained, steps = 0.0, 0
     yield ComparePoint(0.0, 0, *check())
     next_check = seconds / CHECKS
@@ -308,7 +321,7 @@ def compare_with_scratch(dataset: ImageDataset, config: TrainConfig, seconds: fl
     checked = _checked(dataset, list(split.val), config.seed)
     counts = torch.bincount(torch.tensor([dataset.targets[i] for i in checked]), minlength=len(dataset.labels))
     comparison = Comparison(config.model, seconds, len(split.train), len(checked),
-                            counts.max().item() / max(1, len(checked)))
+                            counts.max().item() / max(1, len(checked)), fingerprint=dataset.fingerprint())
     device = pick_device(config.device)
     train = list(split.train)
     for run in RUNS:
@@ -320,7 +333,7 @@ def compare_with_scratch(dataset: ImageDataset, config: TrainConfig, seconds: fl
             points = _pretrained_run(dataset, train, checked, config, stop, device)
         else:
             budget = max(seconds, comparison.final("pretrained").seconds if comparison.points["pretrained"] else 0)
-            points = _scratch_run(dataset, train, checked, config, budget, stop, device)
+            points = _scratch_run(dataset, train, checked, config, budget, stop, device, comparison)
         for point in points:
             comparison.points[run].append(point)
             _logger.info("Compare %s: %.1f s, %d steps, accuracy %.3f", run, point.seconds, point.steps,

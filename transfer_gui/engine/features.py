@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .config import TrainConfig
 from .data import ImageDataset
 from .distributed import distributed_rank, gather_shards
 from .progress import Run
@@ -21,7 +22,7 @@ from .speed import FastPaths, autocast, fast_paths
 from .transforms import TorchImages, eval_transform
 from .weights import LoadedModel
 
-__all__ = ["FeatureCache", "pooled_features", "extract_features", "make_loader", "cached_features"]
+__all__ = ["FeatureCache", "pooled_features", "extract_features", "make_loader", "feature_key", "cached_features"]
 
 
 class FeatureCache:
@@ -98,12 +99,18 @@ def make_loader(dataset: ImageDataset, indices: list[int], transform, batch_size
                                        num_workers=0)
 
 
+def feature_key(model_name: str, source: str, config: TrainConfig, data_config: dict, dataset: ImageDataset
+                ) -> tuple:
+    """The FeatureCache key of every image's features through one frozen backbone."""
+    return (model_name, source, str(config.weights_file), str(config.init_bundle), config.pretrained,
+            tuple(sorted((k, str(v)) for k, v in data_config.items())), dataset.fingerprint())
+
+
 def cached_features(run: Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
                      device: torch.device):
     """Features of every image through the frozen backbone, from the cache when possible."""
     cfg = run.config
-    key = (loaded.name, loaded.source, str(cfg.weights_file), str(cfg.init_bundle), cfg.pretrained,
-           tuple(sorted((k, str(v)) for k, v in data_config.items())), run.dataset.fingerprint())
+    key = feature_key(loaded.name, loaded.source, cfg, data_config, run.dataset)
     cached = run.cache.get(key) if run.cache is not None else None
     if cached is not None:
         yield run.event("features", 0, 0, len(cached), len(cached), eta_s=None,
