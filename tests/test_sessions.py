@@ -26,7 +26,7 @@ from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
 
 MODEL = "tf_efficientnet_lite0.in1k"
-TRAIN_ARGS = [MODEL, "", None, "quick", 0, 0, 0.25, 0, False, False]
+TRAIN_ARGS = [MODEL, "", None, "quick", 0, 0, 0.25, 0, False]
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_one_user_flooding_the_queue_is_refused_while_others_are_served(server, 
     url, h = server
     flooder = Client(url, verbose=False)
     flooder.predict(api_name="/use_example")
-    finetune = [MODEL, "", None, "finetune", 30, 0, 0.25, 0, False, False]
+    finetune = [MODEL, "", None, "finetune", 30, 0, 0.25, 0, False]
     jobs = [flooder.submit(*finetune, api_name="/train") for _ in range(12)]
     deadline = time.monotonic() + 120
     while h.slots.busy()[0] == 0 and time.monotonic() < deadline:  # its first training has started
