@@ -66,8 +66,10 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert client.predict(0.6, api_name="/not_sure_meaning").startswith("On your images")
     assert confusion.endswith(".png") or confusion.endswith(".webp")
     assert len(per_class["data"]) == 6
-    verdict, pred, heat, heat_note = client.predict(handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), 0.0,
-                                                    api_name="/predict")
+    verdict, pred, heat, heat_note, file_under = client.predict(
+        handle_file(str(TEST_IMAGES / "vehicle_hummer_01.png")), 0.0, api_name="/predict")
+    # "Wrong? File it under" offers the model's classes
+    assert [c[0] for c in file_under["choices"]] == sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
     assert pred["label"] in verdict and heat and "where the model found" in heat_note
     labels = [c["label"] for c in pred["confidences"]]
     assert set(labels) < {p.name for p in EXAMPLE.iterdir()} and len(labels) == 5  # the top 5 shown

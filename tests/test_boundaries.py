@@ -90,6 +90,7 @@ def test_event_outputs_are_wired_by_field_name_and_a_missing_component_is_refuse
     from transfer_gui.app.predict_step import Verdict
     from transfer_gui.app.views import outputs
 
-    assert outputs(Verdict, heat="h", verdict="v", heat_note="n", confidences="c") == ["v", "c", "h", "n"]
+    assert outputs(Verdict, heat="h", verdict="v", heat_note="n", confidences="c", file_under="f") == [
+        "v", "c", "h", "n", "f"]
     with pytest.raises(TypeError, match=r"no component for \['heat_note'\]; no field for \['caption'\]"):
-        outputs(Verdict, heat="h", verdict="v", confidences="c", caption="x")
+        outputs(Verdict, heat="h", verdict="v", confidences="c", caption="x", file_under="f")

@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from conftest import EXAMPLE, TEST_IMAGES
+from conftest import EXAMPLE, TEST_IMAGES, zip_folder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
@@ -497,6 +497,77 @@ def test_webcam_pictures_join_a_class_and_get_classified(app_url, browser, artif
     expect(page.locator("#prediction")).to_contain_text("%")
     _wait_for_images(page, "#test-heat img")
     page.screenshot(path=str(artifacts / "17-webcam-test.png"), full_page=True)
+    context.close()
+
+
+def test_sorting_a_pile_asks_least_certain_first_retrains_and_gives_a_sorted_zip(app_url, browser, artifacts,
+                                                                                 tmp_path):
+    """Step 7 as a person uses it: 4 labelled pictures per class, a Quick training, then a pile of
+    72 unlabelled ones. The person answers (accepting right suggestions, correcting wrong ones,
+    skipping one); after 10 answers the head retrains; then "accept them all" and the zip."""
+    labelled, pile, truth = tmp_path / "labelled", tmp_path / "pile", {}
+    pile.mkdir()
+    for folder in sorted(p for p in EXAMPLE.iterdir() if p.is_dir()):
+        files = sorted(folder.glob("*.png"))
+        (labelled / folder.name).mkdir(parents=True)
+        for f in files[:4]:
+            shutil.copy(f, labelled / folder.name / f.name)
+        for f in files[4:]:
+            dest = pile / f"photo_{len(truth):03d}.png"
+            shutil.copy(f, dest)
+            truth[dest.name] = folder.name
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app_url)
+    page.locator("#zip-upload input[type=file]").set_input_files(str(zip_folder(labelled, tmp_path / "l.zip")))
+    expect(page.locator("#data-summary")).to_contain_text("24 images in 6 classes")
+    _tab(page, "3. Train")
+    page.locator("#train-btn").click()
+    expect(page.locator("#train-status")).to_contain_text("Done.", timeout=240_000)
+
+    _tab(page, "7. Sort a pile")
+    page.locator("#pile-upload input[type=file]").set_input_files([str(p) for p in sorted(pile.glob("*.png"))])
+    status, question = page.locator("#pile-status"), page.locator("#pile-question")
+    expect(status).to_contain_text("72 pictures to sort", timeout=120_000)
+    _wait_for_images(page, "#pile-current img")
+    _wait_for_images(page, "#pile-queue img")
+    page.screenshot(path=str(artifacts / "18-sort-start.png"), full_page=True)
+    answered, corrected, skipped = 0, 0, False
+    while answered < 10:
+        expect(question).to_contain_text(re.compile(r"photo_\d+\.png"))
+        text = question.inner_text()
+        name = re.search(r"photo_\d+\.png", text).group(0)
+        suggested = re.search(r"Is it (.+?)\?", text).group(1).strip()
+        if not skipped and answered == 3:
+            page.locator("#pile-skip").click()
+            skipped = True
+        elif suggested == truth[name]:
+            page.locator("#pile-accept").click()
+            answered += 1
+        else:
+            page.locator("#pile-other").get_by_label(truth[name], exact=True).check()
+            answered, corrected = answered + 1, corrected + 1
+        expect(question).not_to_contain_text(name)  # the next picture is asked about
+    expect(status).to_contain_text("Retrained on 34 labelled pictures", timeout=120_000)
+    expect(status).to_contain_text(f"{corrected} of 10")  # the round's corrections
+    expect(status).to_contain_text("Model now: About")
+    page.screenshot(path=str(artifacts / "18-sort-retrained.png"), full_page=True)
+    page.locator("#pile-accept-all").click()
+    expect(status).to_contain_text("Accepted")
+    page.locator("#pile-pack").click()
+    expect(page.locator("#pile-download")).to_be_enabled()
+    with page.expect_download() as info:
+        page.locator("#pile-download").click()
+    saved = tmp_path / "sorted.zip"
+    info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        names = zf.namelist()
+        rows = zf.read("labels.csv").decode().splitlines()
+    folders = {n.split("/")[0] for n in names if n != "labels.csv"}
+    assert folders <= set(truth.values()) and len(rows) == len(names)  # a header and a row per picture
+    assert sum(",you" in r for r in rows) >= 24 + corrected
+    page.screenshot(path=str(artifacts / "18-sort-done.png"), full_page=True)
     context.close()
 
 

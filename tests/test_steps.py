@@ -87,7 +87,8 @@ def test_train_before_data_and_predict_before_training_explain_why(h, session):
         next(h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
     with pytest.raises(gr.Error, match="Train a model first"):
         h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
-    assert h.test.predict(session, None) == ("", None, None, "")
+    empty = h.test.predict(session, None)
+    assert empty[:4] == ("", None, None, "") and empty.file_under.interactive is False
     with pytest.raises(gr.Error, match="Train a model first"):
         h.test.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
 
@@ -108,7 +109,7 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     assert session.bundle_zip.name == "trained-model.zip" and session.bundle_zip.is_file()
     assert download.value["orig_name"] == "trained-model.zip" and download.interactive
     assert "estimated by 5-fold cross-validation" in h.results.view(session)[0]
-    verdict, label, heat, _ = h.test.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
+    verdict, label, heat, *_ = h.test.predict(session, Image.open(TEST_IMAGES / "vehicle_hummer_01.png"), 0.0)
     assert set(label) == set(session.dataset.labels) and abs(sum(label.values()) - 1) < 0.02
     assert max(label, key=label.get) in verdict and heat.size == (192, 178)
 
@@ -258,11 +259,11 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
 
 def test_not_sure_below_the_threshold_shows_the_candidates(h, trained):
     image = Image.open(TEST_IMAGES / "fruit_lemon_wedge_ganson.png")
-    verdict, label, _, _ = h.test.predict(trained, image, 1.0)
+    verdict, label, *_ = h.test.predict(trained, image, 1.0)
     assert verdict.startswith("### Not sure") and "Top candidates" in verdict
     top = max(label, key=label.get)
     assert top in verdict
-    verdict, _, _, note = h.test.predict(trained, image, 0.0)
+    verdict, _, _, note, _ = h.test.predict(trained, image, 0.0)
     assert verdict.startswith(f"### {top}") and f"evidence for '{top}'" in note
     # what the threshold means, counted on the 96 out-of-fold answers
     meaning = trained.trained.threshold(0.6)

@@ -1,6 +1,7 @@
-"""The command line: ``python -m transfer_gui models | train | evaluate | predict | export | push | compare | curve``.
+"""The command line: ``python -m transfer_gui models | train | evaluate | predict | suggest | export | push | compare
+| curve``.
 
-This interface is a contract: results go to stdout as JSON (or CSV for ``predict --csv``),
+This interface is a contract: results go to stdout as JSON (or CSV for ``predict``/``suggest --csv``),
 progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
 """
 
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.0,
                    help='answer "not sure" below this confidence, 0-1 (default 0: always answer)')
     p.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
+    g = sub.add_parser("suggest", help="suggest a class for unlabelled pictures, least certain first")
+    g.add_argument("bundle", help="bundle folder or .zip")
+    g.add_argument("paths", nargs="+", help="unlabelled images, folders of images, or .zip files")
+    g.add_argument("--top-k", type=int, default=3, help="how many likeliest classes to list (default 3)")
+    g.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
     x = sub.add_parser("export", help="export a bundle to TorchScript and ONNX (preprocessing inside) "
                                       "and check each file against the bundle")
     x.add_argument("bundle", help="bundle folder or .zip")
@@ -269,6 +275,30 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+    from .engine.batch import iter_image_files, write_csv
+    from .engine.labelling import suggestion_rows
+    from .engine.workflow import open_model
+
+    if args.top_k < 2:
+        raise UserInputError("--top-k must be at least 2 (the order compares the two likeliest classes).")
+    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
+        predictor = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).predictor
+        skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
+        images = iter_image_files([(raw, Path(raw)) for raw in args.paths], Path(tmp), skip)
+        rows = suggestion_rows(predictor, images, args.top_k, skip)
+        if not rows:
+            raise UserInputError("No readable images were found in the given paths.")
+        if args.csv_path:
+            write_csv(rows, args.csv_path)
+        else:
+            for row in rows:
+                _out(row)
+    _err(f"{len(rows)} suggestion(s), least certain first (smallest margin between the two likeliest classes)"
+         + (f"; rows written to {args.csv_path}" if args.csv_path else ""))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.images import IMAGE_EXTENSIONS
     from .engine.batch import iter_image_files
@@ -351,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-                "export": _cmd_export, "push": _cmd_push, "compare": _cmd_compare, "curve": _cmd_curve}
+                "export": _cmd_export, "push": _cmd_push, "compare": _cmd_compare, "curve": _cmd_curve,
+                "suggest": _cmd_suggest}
     try:
         return commands[args.command](args, Settings.from_env())
     except UserInputError as exc:

@@ -116,6 +116,8 @@ class DataStep:
     def _use(self, session: Session, dataset) -> DataView:
         session.dataset = dataset
         session.reset_model()
+        # new images: a pile sorted into the old classes, and pictures filed under them, go too
+        session.pile, session.filed, session.sorted_zip, session.comparison = None, {}, None, None
         return self.view(session)
 
     @staticmethod

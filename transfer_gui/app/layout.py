@@ -15,6 +15,8 @@ from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choice
 from .predict_step import BatchView, Verdict
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
 from .server import ROOT, TEST_IMAGES, Server
+from .sort_layout import sort_tab
+from .sort_step import FiledView
 from .train_step import MODE_CHOICES, CompareUpdate, CurveUpdate, FailureView, TrainUpdate
 from .texts import COMPARE_INTRO, CURVE_INTRO, DEMO_BUTTON, EXPLAINER, INTRO
 from .views import BATCH_COLUMNS, COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, image_extensions, outputs
@@ -243,6 +245,10 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                         heat = gr.Image(label="Where the model looked", type="pil", interactive=False,
                                         elem_id="test-heat")
                         heat_note = gr.Markdown(elem_id="heat-note")
+                        file_under = gr.Radio(label="Wrong? File this picture under the right class (it joins "
+                                              "the training data)", choices=[], interactive=False,
+                                              elem_id="file-under")
+                        filed_note = gr.Markdown(elem_id="filed-note")
                 gr.Markdown("**Many pictures at once**: choose pictures or .zip files; get a table and a CSV "
                             "(the same rows as `python -m transfer_gui predict --csv`).")
                 with gr.Row():
@@ -284,6 +290,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     push_status = gr.Markdown(elem_id="push-status")
                 with gr.Accordion("Model card (README.md in the .zip)", open=False):
                     card_md = gr.Markdown(elem_id="model-card-preview")
+            sort_tab(h, state, slots, download_btn)
 
         # --- wiring: each event's outputs by the names of the fields its function returns -----------
         data_outputs = outputs(DataView, summary=data_summary, counts=counts, gallery=gallery, skipped=skipped,
@@ -295,7 +302,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         download_outputs = outputs(DownloadView, card=card_md, export_status=export_status,
                                    export_download=export_download)
         cell_outputs = outputs(CellView, note=cell_note, gallery=cell_gallery)
-        predict_outputs = outputs(Verdict, verdict=verdict, confidences=prediction, heat=heat, heat_note=heat_note)
+        predict_outputs = outputs(Verdict, verdict=verdict, confidences=prediction, heat=heat, heat_note=heat_note,
+                                  file_under=file_under)
         d, m, tr, r, te, dl = h.data, h.model, h.training, h.results, h.test, h.download
         demo.load(h.event(h.on_load), [state], [state], queue=False, api_visibility="private")
         demo.load(h.event(d.classes_table), [state], [classes_table], queue=False, api_visibility="private")
@@ -377,6 +385,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                          trigger_mode="always_last", show_progress_on=[verdict], api_visibility="private")
         threshold.change(h.event(r.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
                          api_name="not_sure_meaning")
+        file_under.input(h.event(h.sort.file_test_picture), [state, test_image, file_under],
+                         outputs(FiledView, note=filed_note, choice=file_under), api_name="file_under")
         batch_btn.click(h.event(te.batch_predict), [state, batch_files, threshold],
                         outputs(BatchView, summary=batch_note, table=batch_table, csv_button=batch_csv),
                         show_progress_on=[batch_note], api_name="batch_predict")

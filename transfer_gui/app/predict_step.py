@@ -28,6 +28,7 @@ class Verdict(NamedTuple):
     confidences: dict | None  # every label with its probability, for gr.Label
     heat: Any
     heat_note: str
+    file_under: Any  # "Wrong? File it under": the model's classes
 
 
 class BatchView(NamedTuple):
@@ -52,7 +53,7 @@ class PredictStep:
         from ..engine.images import IMAGE_READ_ERRORS, load_image, read_failure
 
         if image is None:
-            return Verdict("", None, None, "")
+            return Verdict("", None, None, "", gr.Radio(choices=[], value=None, interactive=False))
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
         try:
@@ -71,7 +72,8 @@ class PredictStep:
                        f"{threshold:.0%} threshold. Top candidates: {top}.")
         else:
             verdict = f"### {label}\n{confidence:.0%} sure."
-        return Verdict(verdict, dict(ranked), hm.overlay(), hm.caption())
+        return Verdict(verdict, dict(ranked), hm.overlay(), hm.caption(),
+                       gr.Radio(choices=list(predictor.labels), value=None, interactive=True))
 
     @user_errors
     def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5) -> BatchView:

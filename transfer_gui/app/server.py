@@ -34,6 +34,7 @@ from .results_step import ResultsStep
 from .registry import SessionRegistry
 from .session import Session, folder_bytes
 from .slots import TrainingSlots
+from .sort_step import SortStep
 from .train_step import TrainStep
 
 __all__ = ["Server", "preload_engine", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
@@ -125,6 +126,7 @@ class Server:
         self.results = ResultsStep(self)
         self.test = PredictStep(self)
         self.download = DownloadStep(self)
+        self.sort = SortStep(self)
 
     def new_session(self) -> Session:
         """A fresh Session in this server's folder, under the server's disk budget."""

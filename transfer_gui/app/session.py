@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; se
     from ..engine.data import ImageDataset
     from ..engine.evaluation import EvalReport
     from ..engine.inference import Predictor
+    from ..engine.labelling import Pile
     from ..engine.feature_map import MapPicture
     from ..engine.features import FeatureCache
     from ..engine.training import TrainResult
@@ -79,6 +80,9 @@ class Session:
         comparison: the last pretrained-vs-scratch comparison (its random-weight features feed
             the map of what the model sees), or None.
         feature_map: the map picture on show in the Results step (to turn a click into an image).
+        pile: unlabelled pictures being sorted (step 7), with the decisions so far, or None.
+        filed: test pictures filed under a class (step 5), by class: they join the next training.
+        sorted_zip: the last zip of sorted pictures (step 7), or None.
         bundle_zip: the downloadable bundle of the current model (trained or loaded).
         bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
         loaded: a model the user uploaded, or None. It stays the current model until a new
@@ -122,6 +126,9 @@ class Session:
         self.calibration: Calibration | None = None
         self.heat_cache: dict[tuple[str, str], object] = {}
         self.comparison: Comparison | None = None
+        self.pile: Pile | None = None
+        self.filed: dict[str, list[Path]] = {}
+        self.sorted_zip: Path | None = None
         self.feature_map: MapPicture | None = None
         self.bundle_zip: Path | None = None
         self.bundle_folder: Path | None = None

@@ -1,6 +1,6 @@
 """The page's longer texts: what a first-time visitor reads."""
 
-__all__ = ["INTRO", "DEMO_BUTTON", "EXPLAINER", "CURVE_INTRO", "COMPARE_INTRO"]
+__all__ = ["INTRO", "DEMO_BUTTON", "EXPLAINER", "CURVE_INTRO", "COMPARE_INTRO", "SORT_INTRO"]
 
 INTRO = """# Transfer Learning Studio
 Teach a computer to recognise **your own pictures** in three steps: give it a few labelled images,
@@ -33,3 +33,8 @@ CURVE_INTRO = ("**Would more images help?** Train Quick on 25 %, 50 %, 75 % and 
 COMPARE_INTRO = ("**Why does it work with so few images?** Train the same model twice on your images: once "
                  "starting from what it learned on millions of images, once from random weights (about 30 seconds "
                  "on a laptop), and watch both learn.")
+
+SORT_INTRO = ("**Sort a pile of unsorted pictures.** Label a few per class in step 1 and train (Quick is enough). "
+              "Then upload the pile here: the model suggests a class for every picture and asks about the one it "
+              "is least sure of first. Say yes, pick the right class, or skip. Every 10 answers it learns from "
+              "them and suggests again. Take the sorted pictures away as a zip, one folder per class.")

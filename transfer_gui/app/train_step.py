@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..engine.catalog import DEFAULT_MODEL
 from ..engine.config import TrainConfig
-from .errors import user_errors
+from .errors import refuse_while_training, user_errors
 from .jobs import Budget, GaveUp, check_model, done, turn
 from .session import Session
 from .views import fmt_s
@@ -144,8 +144,14 @@ class TrainStep:
               mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
               continue_loaded: bool = False) -> Iterator[TrainUpdate]:
         """Train with live updates; ``ResultsStep.view`` then fills the Results step."""
+        from .sort_step import merged_dataset
+
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
+        added = merged_dataset(self.server, session)  # pictures sorted in step 7 or filed in step 5
+        if added is not None:
+            refuse_while_training(session, "Training with the newly labelled pictures")
+            session.dataset = added
         base = session.loaded if continue_loaded else None
         config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base)
         if base is None:
