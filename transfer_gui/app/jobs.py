@@ -9,7 +9,7 @@ time limit the way the Stop button does (the best model so far is kept).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Generator, Iterator, TypeVar
 
 import gradio as gr
 
@@ -25,7 +25,9 @@ from .slots import AlreadyInLineError
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Budget", "GaveUp", "turn", "done", "check_model"]
+__all__ = ["Budget", "GaveUp", "turn", "waited", "done", "check_model"]
+
+T = TypeVar("T")
 
 _WAIT_FOR_STOPPED_S = 60  # how long a new run waits for a stopped one to finish its last step
 
@@ -89,6 +91,21 @@ def turn(server: Server, session: Session, what: str) -> Iterator[str]:
     except BaseException:
         done(server, session)
         raise
+
+
+def waited(server: Server, session: Session, what: str, update: Callable[[str], T]) -> Generator[T, None, bool]:
+    """``turn`` as an event's updates: each waiting line becomes ``update(line)``. Returns True
+    when the turn came (the caller runs its job, then calls ``done``), False when Stop or a
+    closed tab ended the wait."""
+    waiting = turn(server, session, what)
+    try:
+        for line in waiting:
+            yield update(line)
+    except GaveUp:
+        return False
+    finally:
+        waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
+    return True
 
 
 def done(server: Server, session: Session) -> None:

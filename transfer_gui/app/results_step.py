@@ -130,8 +130,8 @@ class ResultsStep:
             return gr.update(value=None, visible=False), ""
         comparison = session.comparison
         random_features = None
-        if (comparison is not None and comparison.random_features is not None
-                and comparison.fingerprint == dataset.fingerprint() and comparison.model == trained.result.config.model):
+        same = comparison is not None and comparison.fingerprint == dataset.fingerprint()
+        if same and comparison.random_features is not None and comparison.model == trained.result.config.model:
             random_features = comparison.random_features
         maps = trained_maps(trained, dataset, session.cache, random_features)
         session.feature_map = map_picture(maps, dataset.labels)

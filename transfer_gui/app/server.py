@@ -73,7 +73,8 @@ def preload_engine() -> threading.Thread:
     """
     def load() -> None:
         start = time.perf_counter()
-        from ..engine import batch, bundle, comparison, data, explain, export, inference, learning_curve, workflow  # noqa: F401,E501
+        from ..engine import batch, bundle, comparison, data, explain, export, inference  # noqa: F401
+        from ..engine import learning_curve, workflow  # noqa: F401
         import sklearn.manifold  # noqa: F401  (the map's t-SNE: 2 s to import, better before the first map)
 
         _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)

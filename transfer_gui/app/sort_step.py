@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 import gradio as gr
 
 from .errors import refuse_while_training, user_errors
-from .jobs import Budget, GaveUp, done, turn
+from .jobs import Budget, done, waited
 from .session import Session
 from .views import fmt_s
 
@@ -82,8 +82,8 @@ def merged_dataset(server: Server, session: Session) -> ImageDataset | None:
     if not new:
         return None
     root = Path(os.path.commonpath(list(known)))
-    return scan_files({label: list(paths) for label, paths in files.items()}, root=root if root.is_dir() else root.parent,
-                      limits=server.limits.archive)
+    return scan_files({label: list(paths) for label, paths in files.items()},
+                      root=root if root.is_dir() else root.parent, limits=server.limits.archive)
 
 
 class SortStep:
@@ -256,15 +256,9 @@ class SortStep:
             yield unchanged
             return
         config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None)
-        waiting = turn(self.server, session, "Retraining")
-        try:
-            for line in waiting:
-                yield self.view(session, line)
-        except GaveUp:
+        if not (yield from waited(self.server, session, "Retraining", lambda line: self.view(session, line))):
             yield self.view(session, "Stopped before retraining.")
             return
-        finally:
-            waiting.close()
         try:
             clock = Budget(self.server.limits.train_seconds, session)
             session.dataset = dataset

@@ -13,7 +13,7 @@ import pandas as pd
 from ..engine.catalog import DEFAULT_MODEL
 from ..engine.config import TrainConfig
 from .errors import refuse_while_training, user_errors
-from .jobs import Budget, GaveUp, check_model, done, turn
+from .jobs import Budget, check_model, done, waited
 from .session import Session
 from .views import fmt_s
 
@@ -157,16 +157,11 @@ class TrainStep:
         if base is None:
             check_model(self.server.limits, session, config)
         rows: list[dict] = []
-        waiting = turn(self.server, session, "A training")
-        try:
-            for line in waiting:
-                yield TrainUpdate(line, *_plots(rows), *_buttons(running=True), session)
-        except GaveUp:
+        if not (yield from waited(self.server, session, "A training",
+                                  lambda line: TrainUpdate(line, *_plots(rows), *_buttons(running=True), session))):
             yield TrainUpdate("**Stopped before it started.** Press Train to try again.", *_plots(rows),
                               *_buttons(running=False), session)
             return
-        finally:
-            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
         try:
             yield from self._run(session, config, rows)
         finally:
@@ -261,15 +256,10 @@ class TrainStep:
             raise gr.Error("Load some images first (step 1).")
         config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
         check_model(self.server.limits, session, config)
-        waiting = turn(self.server, session, "A learning curve")
-        try:
-            for line in waiting:
-                yield CurveUpdate(line, gr.skip(), session)
-        except GaveUp:
+        if not (yield from waited(self.server, session, "A learning curve",
+                                  lambda line: CurveUpdate(line, gr.skip(), session))):
             yield CurveUpdate("Stopped before it started.", gr.skip(), session)
             return
-        finally:
-            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
         try:
             found = None
             clock = Budget(self.server.limits.train_seconds, session)
@@ -302,15 +292,12 @@ class TrainStep:
         check_model(self.server.limits, session, config)
         running = (gr.Button(interactive=False), gr.Button(interactive=True))
         idle = (gr.Button(interactive=True), gr.Button(interactive=False))
-        waiting = turn(self.server, session, "The comparison")
-        try:
-            for line in waiting:
-                yield CompareUpdate(line, gr.skip(), *running, gr.skip(), gr.skip(), session)
-        except GaveUp:
+        def waiting(line: str) -> CompareUpdate:
+            return CompareUpdate(line, gr.skip(), *running, gr.skip(), gr.skip(), session)
+
+        if not (yield from waited(self.server, session, "The comparison", waiting)):
             yield CompareUpdate("Stopped before it started.", gr.skip(), *idle, gr.skip(), gr.skip(), session)
             return
-        finally:
-            waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
         found = None
         try:
             clock = Budget(self.server.limits.train_seconds, session)

@@ -172,6 +172,28 @@ class CurvePicture:
 _CURVE_BLUE, _BAND_BLUE = (37, 99, 235), (191, 212, 250)
 
 
+def _accuracy_axes(img: Image.Image, left: int, right: int, top: int, bottom: int, x_title: str,
+                   ticks: Sequence[tuple[float, str]]) -> None:
+    """The frame the accuracy plots share: a grid from 0 to 100 % with its title written upwards,
+    and the x axis with its ticks (pixel x, text) and its title."""
+    draw = ImageDraw.Draw(img)
+    width, height = img.size
+    font, small = _font(14), _font(12)
+    for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + (1 - level) * (height - top - bottom)
+        draw.line([(left, y), (width - right, y)], fill=(230, 230, 230))
+        draw.text((left - 8, y), f"{level:.0%}", fill=(90, 90, 90), font=small, anchor="rm")
+    for x, text in ticks:
+        draw.line([(x, height - bottom), (x, height - bottom + 5)], fill=(90, 90, 90))
+        draw.text((x, height - bottom + 8), text, fill="black", font=small, anchor="mt")
+    draw.line([(left, height - bottom), (width - right, height - bottom)], fill=(90, 90, 90))
+    draw.text(((left + width - right) / 2, height - 8), x_title, fill=(90, 90, 90), font=font, anchor="md")
+    axis = Image.new("RGB", (height - top - bottom, 20), "white")
+    ImageDraw.Draw(axis).text(((height - top - bottom) / 2, 10), "accuracy on held-out images", fill=(90, 90, 90),
+                              font=small, anchor="mm")
+    img.paste(axis.rotate(90, expand=True), (4, top))
+
+
 def curve_picture(sizes: Sequence[float], tries: Sequence[Sequence[float]], width: int = 720,
                   height: int = 340) -> CurvePicture:
     """Draw accuracy against training images per class: the mean of the tries as a line with its
@@ -185,7 +207,7 @@ def curve_picture(sizes: Sequence[float], tries: Sequence[Sequence[float]], widt
     ticks = [int(round(s)) for s in sizes]
     mean = [float(np.mean(t)) for t in tries]
     low, high = [float(min(t)) for t in tries], [float(max(t)) for t in tries]
-    font, small = _font(14), _font(12)
+    small = _font(12)
     left, right, top, bottom = 64, 24, 40, 52
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
@@ -197,26 +219,14 @@ def curve_picture(sizes: Sequence[float], tries: Sequence[Sequence[float]], widt
     def y_of(accuracy: float) -> float:
         return top + (1 - accuracy) * (height - top - bottom)
 
-    for level in (0.0, 0.25, 0.5, 0.75, 1.0):  # the accuracy grid
-        y = y_of(level)
-        draw.line([(left, y), (width - right, y)], fill=(230, 230, 230))
-        draw.text((left - 8, y), f"{level:.0%}", fill=(90, 90, 90), font=small, anchor="rm")
     xs = [x_of(s) for s in sizes]
+    _accuracy_axes(img, left, right, top, bottom, "training images per class", list(zip(xs, map(str, ticks))))
     draw.polygon([(x, y_of(h)) for x, h in zip(xs, high)] + [(x, y_of(lo)) for x, lo in zip(xs[::-1], low[::-1])],
                  fill=_BAND_BLUE)
     draw.line([(x, y_of(m)) for x, m in zip(xs, mean)], fill=_CURVE_BLUE, width=3)
-    for x, m, tick in zip(xs, mean, ticks):
+    for x, m in zip(xs, mean):
         draw.ellipse([x - 4, y_of(m) - 4, x + 4, y_of(m) + 4], fill=_CURVE_BLUE)
         draw.text((x, y_of(m) - 8), f"{m:.0%}", fill=_CURVE_BLUE, font=small, anchor="md")
-        draw.line([(x, height - bottom), (x, height - bottom + 5)], fill=(90, 90, 90))
-        draw.text((x, height - bottom + 8), str(tick), fill="black", font=small, anchor="mt")
-    draw.line([(left, height - bottom), (width - right, height - bottom)], fill=(90, 90, 90))
-    draw.text(((left + width - right) / 2, height - 8), "training images per class", fill=(90, 90, 90), font=font,
-              anchor="md")
-    axis = Image.new("RGB", (height - top - bottom, 20), "white")
-    ImageDraw.Draw(axis).text(((height - top - bottom) / 2, 10), "accuracy on held-out images", fill=(90, 90, 90),
-                              font=small, anchor="mm")
-    img.paste(axis.rotate(90, expand=True), (4, top))
     # the legend, top left inside the plot
     draw.line([(left + 12, 16), (left + 36, 16)], fill=_CURVE_BLUE, width=3)
     draw.text((left + 42, 16), "mean of the tries", fill="black", font=small, anchor="lm")
@@ -279,24 +289,9 @@ def compare_picture(series: dict[str, Sequence[tuple[float, float]]], chance: fl
     def y_of(accuracy: float) -> float:
         return top + (1 - accuracy) * (height - top - bottom)
 
-    for level in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = y_of(level)
-        draw.line([(left, y), (width - right, y)], fill=(230, 230, 230))
-        draw.text((left - 8, y), f"{level:.0%}", fill=(90, 90, 90), font=small, anchor="rm")
     step = _nice_step(x_max)
-    tick = 0.0
-    while tick <= x_max + 1e-9:
-        x = x_of(tick)
-        draw.line([(x, height - bottom), (x, height - bottom + 5)], fill=(90, 90, 90))
-        draw.text((x, height - bottom + 8), f"{tick:g} s", fill="black", font=small, anchor="mt")
-        tick += step
-    draw.line([(left, height - bottom), (width - right, height - bottom)], fill=(90, 90, 90))
-    draw.text(((left + width - right) / 2, height - 8), "seconds of training", fill=(90, 90, 90), font=font,
-              anchor="md")
-    axis = Image.new("RGB", (height - top - bottom, 20), "white")
-    ImageDraw.Draw(axis).text(((height - top - bottom) / 2, 10), "accuracy on held-out images", fill=(90, 90, 90),
-                              font=small, anchor="mm")
-    img.paste(axis.rotate(90, expand=True), (4, top))
+    seconds = [k * step for k in range(int(x_max / step + 1e-9) + 1)]
+    _accuracy_axes(img, left, right, top, bottom, "seconds of training", [(x_of(t), f"{t:g} s") for t in seconds])
     y = y_of(chance)  # what guessing gets, dashed
     for x in range(left, width - right, 12):
         draw.line([(x, y), (min(x + 6, width - right), y)], fill=(120, 120, 120), width=1)
