@@ -82,7 +82,8 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app_url, browser):
-    context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1360, "height": 1000}, accept_downloads=True,
+                                  permissions=["camera"])
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(app_url)
@@ -275,6 +276,28 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#batch-table")).to_contain_text("vehicle_hummer_01.png")
     expect(page.locator("#batch-table")).to_contain_text("vehicle")
     shot("05d-batch")
+    # The webcam (Chromium's fake camera films a dolphin drawing): a snapshot classified here, and
+    # a snapshot added to a new class in step 1.
+    test = page.locator("#test-image")
+    test.get_by_label("Capture from camera").click()
+    test.get_by_text("Click to Access Webcam").click()
+    expect(test.locator("video")).to_be_visible()
+    test.get_by_label("capture photo").click()
+    expect(page.locator("#verdict")).to_contain_text("animal", timeout=60_000)  # the filmed dolphin
+    _wait_for_images(page, "#test-heat img")
+    shot("17-webcam-test")
+    _tab(page, "1. Your images")
+    page.locator("#class-name textarea, #class-name input").first.fill("dolphins")
+    snapshot = page.locator("#class-snapshot")
+    snapshot.get_by_text("Click to Access Webcam").click()
+    expect(snapshot.locator("video")).to_be_visible()
+    snapshot.get_by_label("capture photo").click()
+    _wait_for_images(page, "#class-snapshot img[src]")
+    shot("17-webcam-snapshot")
+    page.locator("#add-images").click()
+    expect(page.locator("#classes-table")).to_contain_text("dolphins")
+    expect(page.locator("#classes-table tbody")).to_contain_text("1")
+    shot("17-webcam-class")
 
     # A longer fine-tune, stopped by the user: the quick model, trained on every image, is kept.
     _tab(page, "3. Train")
@@ -459,44 +482,6 @@ def test_one_click_on_the_first_page_trains_the_example_and_opens_the_results(ap
     (artifacts / "demo-seconds.txt").write_text(f"{seconds:.1f}\n")
     _tab(page, "1. Your images")  # the example's images are the current ones
     expect(page.locator("#data-summary")).to_contain_text("96 images in 6 classes")
-    context.close()
-
-
-def test_webcam_pictures_join_a_class_and_get_classified(app_url, browser, artifacts):
-    """The webcam, through Chromium's fake camera filming a dolphin drawing: a snapshot joins a
-    class in step 1, and a snapshot is classified in the Test step."""
-    context = browser.new_context(viewport={"width": 1360, "height": 1000}, permissions=["camera"])
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(app_url)
-    expect(page.locator("#demo-btn")).to_be_visible()
-    page.locator("#demo-btn").click()  # a model to test with
-    expect(page.locator("#results-summary")).to_contain_text("right", timeout=300_000)
-
-    _tab(page, "1. Your images")
-    page.locator("#class-name textarea, #class-name input").first.fill("dolphins")
-    snapshot = page.locator("#class-snapshot")
-    snapshot.get_by_text("Click to Access Webcam").click()
-    expect(snapshot.locator("video")).to_be_visible()
-    snapshot.get_by_label("capture photo").click()
-    _wait_for_images(page, "#class-snapshot img[src]")
-    page.screenshot(path=str(artifacts / "17-webcam-snapshot.png"), full_page=True)
-    page.locator("#add-images").click()
-    expect(page.locator("#classes-table")).to_contain_text("dolphins")
-    expect(page.locator("#classes-table tbody")).to_contain_text("1")
-    page.screenshot(path=str(artifacts / "17-webcam-class.png"), full_page=True)
-
-    _tab(page, "5. Test")
-    test = page.locator("#test-image")
-    test.get_by_label("Capture from camera").click()
-    test.get_by_text("Click to Access Webcam").click()
-    expect(test.locator("video")).to_be_visible()
-    test.get_by_label("capture photo").click()
-    # the example's model calls the filmed dolphin an animal
-    expect(page.locator("#verdict")).to_contain_text("animal", timeout=60_000)
-    expect(page.locator("#prediction")).to_contain_text("%")
-    _wait_for_images(page, "#test-heat img")
-    page.screenshot(path=str(artifacts / "17-webcam-test.png"), full_page=True)
     context.close()
 
 
