@@ -23,9 +23,11 @@ from .session import Session
 from .slots import AlreadyInLineError
 
 if TYPE_CHECKING:
+    from ..engine.training import TrainResult
+    from ..engine.workflow import TrainedModel
     from .server import Server
 
-__all__ = ["Budget", "GaveUp", "turn", "waited", "done", "check_model"]
+__all__ = ["Budget", "GaveUp", "turn", "waited", "keep_trained", "done", "check_model"]
 
 T = TypeVar("T")
 
@@ -106,6 +108,19 @@ def waited(server: Server, session: Session, what: str, update: Callable[[str], 
     finally:
         waiting.close()  # gave up while waiting (a closed tab): its place in the line is freed now
     return True
+
+
+def keep_trained(server: Server, session: Session, result: TrainResult) -> TrainedModel:
+    """A finished training on ``session.dataset`` becomes the session's model: measured, saved as
+    a bundle and its zip in the session's folder (the previous bundle folder goes)."""
+    from ..engine.workflow import finish_training
+
+    folder = session.new_folder("bundle")
+    trained = finish_training(result, session.dataset, folder / "model", device=server.device,
+                              zip_path=folder / "trained-model.zip")
+    session.use_trained(trained)
+    session.keep_folder("bundle", folder)
+    return trained
 
 
 def done(server: Server, session: Session) -> None:

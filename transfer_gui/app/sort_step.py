@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 import gradio as gr
 
 from .errors import refuse_while_training, user_errors
-from .jobs import Budget, done, waited
+from .jobs import Budget, done, keep_trained, waited
 from .session import Session
 from .views import fmt_s
 
@@ -234,7 +234,6 @@ class SortStep:
         """Train Quick again on the images of step 1 plus every picture sorted so far, then ask
         about the rest again. Without ``force`` only once ``RETRAIN_EVERY`` decisions are new."""
         from ..engine.training import fit
-        from ..engine.workflow import finish_training
 
         # Not due: one update that changes nothing (a generator that yields nothing leaves the
         # page's progress timer running).
@@ -273,11 +272,7 @@ class SortStep:
             if result is None or result.validation is None:
                 yield self.view(session, "**Retraining stopped before a model was trained.** Sort on and retrain.")
                 return
-            folder = session.new_folder("bundle")
-            trained = finish_training(result, dataset, folder / "model", device=self.server.device,
-                                      zip_path=folder / "trained-model.zip")
-            session.use_trained(trained)
-            session.keep_folder("bundle", folder)
+            keep_trained(self.server, session, result)
             pile.round += 1
             pile.suggest(session.predictor)
         finally:

@@ -13,7 +13,7 @@ import pandas as pd
 from ..engine.catalog import DEFAULT_MODEL
 from ..engine.config import TrainConfig
 from .errors import refuse_while_training, user_errors
-from .jobs import Budget, check_model, done, waited
+from .jobs import Budget, check_model, done, keep_trained, waited
 from .session import Session
 from .views import fmt_s
 
@@ -174,7 +174,6 @@ class TrainStep:
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict]) -> Iterator[TrainUpdate]:
         from ..engine.training import fit
-        from ..engine.workflow import finish_training
 
         session.reset_model()
         clock = Budget(self.server.limits.train_seconds, session)
@@ -229,11 +228,7 @@ class TrainStep:
                           *_plots(rows, x_title), *busy, session)
         if session.closed:
             return
-        folder = session.new_folder("bundle")
-        trained = finish_training(result, session.dataset, folder / "model", device=self.server.device,
-                                  zip_path=folder / "trained-model.zip")
-        session.use_trained(trained)
-        session.keep_folder("bundle", folder)
+        trained = keep_trained(self.server, session, result)
         what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
         status = (f"**{what}.** **{trained.estimate.sentence()}** (details in step 4). {trained.estimate.note} "
                   f"Trained in {fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
@@ -245,6 +240,15 @@ class TrainStep:
         yield TrainUpdate(status, *_plots(rows, x_title), *_buttons(running=False, bundle_zip=trained.zip_path),
                           session)
 
+    def _quick_config(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
+                      seed: float) -> TrainConfig:
+        """The Quick configuration of the form's model, checked against this server's limits."""
+        if session.dataset is None:
+            raise gr.Error("Load some images first (step 1).")
+        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
+        check_model(self.server.limits, session, config)
+        return config
+
     @user_errors
     def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
               seed: float) -> Iterator[CurveUpdate]:
@@ -252,10 +256,7 @@ class TrainStep:
         from ..engine.learning_curve import learning_curve
         from ..engine.figures import curve_picture
 
-        if session.dataset is None:
-            raise gr.Error("Load some images first (step 1).")
-        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
-        check_model(self.server.limits, session, config)
+        config = self._quick_config(session, model_choice, custom_model, weights_file, seed)
         if not (yield from waited(self.server, session, "A learning curve",
                                   lambda line: CurveUpdate(line, gr.skip(), session))):
             yield CurveUpdate("Stopped before it started.", gr.skip(), session)
@@ -286,10 +287,7 @@ class TrainStep:
         """Pretrained vs from scratch on the images of step 1, drawn live on one seconds axis."""
         from ..engine.comparison import compare_with_scratch
 
-        if session.dataset is None:
-            raise gr.Error("Load some images first (step 1).")
-        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
-        check_model(self.server.limits, session, config)
+        config = self._quick_config(session, model_choice, custom_model, weights_file, seed)
         running = (gr.Button(interactive=False), gr.Button(interactive=True))
         idle = (gr.Button(interactive=True), gr.Button(interactive=False))
         def waiting(line: str) -> CompareUpdate:
