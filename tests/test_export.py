@@ -112,6 +112,25 @@ def test_torchscript_and_onnx_match_the_app_on_real_images(trained, example_data
         assert np.abs(got - expected).max() <= 1e-3
 
 
+def test_exports_are_held_to_the_fp32_model_not_to_a_reduced_precision_answer(trained, example_dataset,
+                                                                              quick_result, tmp_path):
+    """A model answering in bf16 (as on a GPU) exports and passes: the check compares with the same
+    model in fp32 on the CPU, where the 1e-3 limit means something, not with the bf16 answers."""
+    predictor = trained[0]
+    bf16 = Predictor(predictor.model, predictor.labels, predictor.data_config, device="cpu",
+                     temperature=predictor.temperature, precision="bf16")
+    assert bf16.paths.autocast_dtype == torch.bfloat16 and predictor.reference() is predictor
+    reference = bf16.reference()
+    assert reference is not bf16 and reference.device.type == "cpu" and reference.paths.autocast_dtype is None
+    images = [example_dataset.items[i].path for i in quick_result.validation.indices[:8]]
+    # the bf16 answers differ from fp32 (on the GPU where this was found, by 6e-3: over the limit)
+    assert np.abs(bf16.probabilities(images) - predictor.probabilities(images)).max() > 0
+    assert np.array_equal(reference.probabilities(images), predictor.probabilities(images))
+    result = export_all(bf16, tmp_path / "x", images, formats=("onnx",))
+    assert result.passed, result.checks[0].sentence()
+    assert result.checks[0].max_abs_diff <= 1e-3
+
+
 def test_an_export_that_cannot_be_made_is_reported_not_raised(trained, tmp_path):
     predictor = trained[0]
     squash = Predictor(predictor.model, predictor.labels, {**predictor.data_config, "crop_mode": "squash"})

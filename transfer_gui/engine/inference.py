@@ -21,6 +21,7 @@ from torch import nn
 from .calibration import Calibration, fit_temperature
 from .data import ImageDataset
 from .transforms import eval_transform
+from .speed import autocast
 from .images import load_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
@@ -39,18 +40,21 @@ class Predictor:
         data_config: the timm data config (input size, interpolation, crop, mean, std).
         device: "auto", "cpu" or "cuda".
         temperature: logits are divided by this before the softmax (see ``calibrate``).
+        precision: "fp32" (the default), or "bf16"/"auto" for reduced-precision autocast where
+            the device has it (``speed.fast_paths``). Exports are always checked against
+            ``reference()``, an fp32 copy on the CPU, never against a reduced-precision answer.
     """
 
     def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, precision: str = "fp32"):
         from .speed import fast_paths, tune_process
         from .distributed import pick_device
 
         tune_process()
         self.device = pick_device(device)
-        # fp32 always (exports are checked against these numbers), but the batch size that the
-        # allocator handles best on this device
-        self.batch_size = fast_paths(self.device, "fp32").batch
+        self.precision = precision
+        self.paths = fast_paths(self.device, precision)
+        self.batch_size = self.paths.batch
         # A private copy: moving it to a device or memory format must not change the caller's
         # model (which a bundle may be saving from at the same time).
         self.model = copy.deepcopy(model).eval().to(self.device)
@@ -84,7 +88,7 @@ class Predictor:
         def flush() -> None:
             x = self.batch(batch)
             frozen = self._single_image_graph() if len(batch) == 1 else None
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device, self.paths):
                 out.append((frozen or self.model)(x).float().cpu().numpy())
             batch.clear()
 
@@ -106,7 +110,7 @@ class Predictor:
         model's within 1e-3 on a probe image (the parity check), and for any model it cannot
         handle it is simply not used.
         """
-        if self.device.type != "cpu" or self._frozen is False:
+        if self.device.type != "cpu" or self.paths.autocast_dtype is not None or self._frozen is False:
             return None
         if self._frozen is None:
             self._single_calls += 1
@@ -134,6 +138,18 @@ class Predictor:
             _logger.info("Frozen graph differs by %.2g from the model; not used", diff)
             return None
         return graph
+
+    def reference(self) -> "Predictor":
+        """This model in plain fp32 on the CPU: the numbers an export must reproduce.
+
+        A predictor on a GPU answers with TF32 convolutions (and with bf16 under ``precision``),
+        which differ from fp32 by a few 1e-3 in probability: the exported fp32 graphs are right,
+        the reduced-precision answer is not the one to hold them to. Returns itself when it
+        already is the reference.
+        """
+        if self.device.type == "cpu" and self.paths.autocast_dtype is None:
+            return self
+        return Predictor(self.model, self.labels, self.data_config, device="cpu", temperature=self.temperature)
 
     def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from ``logits()``' output."""
