@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="fine-tune epochs at most (default 12; quick fits its head to "
                                                "convergence and ignores it)")
     t.add_argument("--lr", type=float, help="fine-tune learning rate (default 1e-3)")
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="fine-tune batch size (default 16)")
     t.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction,
                    help="share of each class held out to judge fine-tuning, and on sets over 2,000 images "
                         "(default 0.25; quick cross-validates smaller sets instead)")
@@ -149,7 +150,12 @@ def _cmd_models(_: argparse.Namespace, settings: Settings) -> int:
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.distributed import start_distributed, stop_distributed
 
-    rank, world, device = start_distributed(args.device)
+    try:
+        rank, world, device = start_distributed(args.device)
+    except UserInputError:
+        if os.environ.get("RANK", "0") != "0":  # every process refuses the same way; rank 0 alone says why
+            return EXIT_USAGE
+        raise
     try:
         return _train(args, settings, rank, world, device)
     finally:
@@ -161,7 +167,7 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
     from .engine.training import fit
     from .engine.workflow import continuing, finish_training, open_model
 
-    config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr,
+    config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          val_fraction=args.val_fraction, seed=args.seed, device=device,
                          weights_file=args.weights_file, pretrained=not args.scratch)
     _check_out(Path(args.out), args.force)
