@@ -13,10 +13,12 @@ import torch
 
 from conftest import ROOT, write_shapes
 from transfer_gui.engine.config import TrainConfig
+from transfer_gui.engine.distributed import synced_batchnorm, too_many_processes
 from transfer_gui.engine.inference import Predictor
 from transfer_gui.engine.workflow import finish, open_model
 from transfer_gui.engine.speed import fast_paths
 from transfer_gui.engine.training import train
+from transfer_gui.engine.weights import create_model
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,20 @@ def test_fast_paths_keep_validation_accuracy_within_one_point(example_dataset, r
         assert fast_paths(torch.device("cpu"), "bf16").autocast_dtype == torch.bfloat16
 
 
-def test_fine_tune_fast_path_parity(example_dataset):
-    """Two fine-tune epochs on the example data, plain vs fast: the same validation accuracy."""
-    accs = {}
-    for precision in ("fp32", "auto"):
-        config = TrainConfig(mode="finetune", epochs=2, precision=precision)
-        accs[precision] = finish(train(example_dataset, config), example_dataset).evaluation.accuracy
-    assert abs(accs["auto"] - accs["fp32"]) <= 0.01, accs
+def test_fine_tune_fast_path_parity_and_loader_workers_see_the_same_pixels(example_dataset):
+    """Two fine-tune epochs on the example data: plain vs fast, the same validation accuracy; and
+    the fast path with 2 loader worker processes (as on a GPU; images decoded once up front and
+    shared with them) trains on exactly the pixels the in-line loader gives: the same losses."""
+    runs = {}
+    for name, precision, workers in (("fp32", "fp32", None), ("auto", "auto", 0), ("workers", "auto", 2)):
+        config = TrainConfig(mode="finetune", epochs=2, precision=precision, loader_workers=workers)
+        result = train(example_dataset, config)
+        runs[name] = (finish(result, example_dataset).evaluation.accuracy,
+                      [(r.phase, r.epoch, r.train_loss, r.val_loss) for r in result.history if r.phase == "finetune"])
+    assert abs(runs["auto"][0] - runs["fp32"][0]) <= 0.01, runs
+    assert len(runs["workers"][1]) >= 2
+    assert runs["workers"][1] == pytest.approx(runs["auto"][1], abs=1e-6), runs
+    assert runs["workers"][0] == runs["auto"][0]
 
 
 def test_two_processes_under_torchrun_match_one_process(tmp_path):
@@ -53,7 +62,8 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     # The built-in pretrained model, whose BatchNorm statistics stay frozen while fine-tuning. A
     # random-initialised one trains them on each process's own half batch (PyTorch's SyncBatchNorm
     # is GPU-only), so its losses differ by a few percent from one process: see the README.
-    common = ["train", str(data), "--mode", "finetune", "--epochs", "2", "--val-fraction", "0.2"]
+    # gloo on the CPU even where a GPU is present: two processes need two GPUs
+    common = ["train", str(data), "--mode", "finetune", "--epochs", "2", "--val-fraction", "0.2", "--device", "cpu"]
     single = subprocess.run([sys.executable, "-m", "transfer_gui", *common, "--out", str(tmp_path / "single")],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
@@ -85,6 +95,46 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     lb = open_model(tmp_path / "ddp").predictor.logits(images)
     assert (la.argmax(1) == lb.argmax(1)).all()
     np.testing.assert_allclose(la, lb, atol=1e-3)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_more_torchrun_processes_than_gpus_are_refused_in_one_line(cli, monkeypatch, tmp_path, rank):
+    """Two processes on a machine with fewer GPUs, a GPU asked for: refused before joining (no NCCL
+    crash), every process exits 2, and rank 0 alone says why and what to do."""
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank}.items():
+        monkeypatch.setenv(name, value)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    proc = cli("train", ROOT / "assets" / "example_dataset", "--device", "cuda", "--out", tmp_path / "m")
+    assert proc.returncode == 2 and proc.stdout == "" and not (tmp_path / "m").exists()
+    if rank == "1":
+        assert proc.stderr == ""
+        return
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: torchrun started 2 processes") and "--device cpu" in proc.stderr
+    assert ("has none" if gpus == 0 else f"has {gpus} GPU") in proc.stderr
+    assert too_many_processes(1, 1) is None and too_many_processes(8, 8) is None
+    assert "Start at most 1 (--nproc_per_node=1)" in too_many_processes(2, 1)
+
+
+def test_batchnorm_is_synced_in_a_copy_whose_weights_load_back():
+    """What training from scratch under torchrun on GPUs trains: the same network with every
+    BatchNorm synced across processes (timm's norm + activation layers kept whole)."""
+    model = create_model("tf_efficientnet_lite0.in1k", 6, pretrained=True).model
+    synced = synced_batchnorm(model)
+
+    def kinds(m: torch.nn.Module) -> list[str]:
+        return [type(x).__name__ for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+
+    assert kinds(model) and set(kinds(model)) == {"BatchNormAct2d"}  # the original is untouched
+    assert len(kinds(synced)) == len(kinds(model)) and set(kinds(synced)) == {"SyncBatchNormAct"}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert list(synced.state_dict()) == list(before)
+    with torch.no_grad():
+        for p in synced.parameters():
+            p.add_(1.0)
+    model.load_state_dict(synced.state_dict())
+    assert all(torch.equal(model.state_dict()[k], v + (1.0 if k in dict(model.named_parameters()) else 0))
+               for k, v in before.items() if v.is_floating_point())
 
 
 def test_single_image_fast_graph_gives_the_batch_answers(quick_result, example_dataset):

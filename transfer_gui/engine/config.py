@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when available, else CPU
     precision: str = "auto"  # auto: all fast paths (see speed.py); fp32: none (the reference); bf16
     progress_interval_s: float = 2.0  # mid-epoch progress at most this often (live plots)
+    loader_workers: int | None = None  # DataLoader worker processes; None: from the cores on a GPU, 0 on a CPU
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -57,6 +58,8 @@ class TrainConfig:
             raise UserInputError(f"The validation fraction must be between 0 and 1 (got {self.val_fraction}).")
         if self.batch_size < 1:
             raise UserInputError(f"The batch size must be at least 1 (got {self.batch_size}).")
+        if self.loader_workers is not None and not 0 <= self.loader_workers <= 64:
+            raise UserInputError(f"Loader workers must be between 0 and 64 (got {self.loader_workers}).")
         if self.precision not in PRECISIONS:
             raise UserInputError(f"Unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

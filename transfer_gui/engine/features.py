@@ -77,26 +77,30 @@ def extract_features(model: nn.Module, loader, device: torch.device, paths: Fast
             if paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, paths):
-                out.append(pooled_features(model, x).float().cpu())
+                # kept on the device until the end: a copy back per batch would make the CPU wait
+                # for the GPU every batch
+                out.append(pooled_features(model, x).float())
         done += len(x)
         yield done, None
-    yield done, torch.cat(out) if out else torch.empty(0)
+    yield done, torch.cat(out).cpu() if out else torch.empty(0)
 
 
 def make_loader(dataset: ImageDataset, indices: list[int], transform, batch_size: int, shuffle: bool,
-            seed: int, keep: str | None = None, shorter_side: int | None = None
+            seed: int, keep: str | None = None, shorter_side: int | None = None, paths: FastPaths | None = None
             ) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``dataset.items[indices]`` with their class ids (see ``TorchImages``)."""
+    """A DataLoader over ``dataset.items[indices]`` with their class ids (see ``TorchImages``),
+    loading as ``paths`` says (workers and pinned memory on a GPU; in-line when None)."""
     items = [dataset.items[i] for i in indices]
     all_targets = dataset.targets  # computed per call: take it once, not once per index
     targets = [all_targets[i] for i in indices]
     gen = torch.Generator().manual_seed(seed)
-    # num_workers=0: on a 2-core machine the model already uses both cores, and worker processes
-    # inside a web server thread cost more than decoding small images in-line. It also lets the
-    # dataset keep decoded images between epochs (workers would each keep their own copy).
-    return torch.utils.data.DataLoader(TorchImages(items, targets, transform, keep, shorter_side),
-                                       batch_size=batch_size, shuffle=shuffle, generator=gen,
-                                       num_workers=0)
+    images = TorchImages(items, targets, transform, keep, shorter_side)
+    kwargs = paths.loader_kwargs() if paths is not None else {"num_workers": 0}
+    if kwargs["num_workers"]:
+        images.preload(kwargs["num_workers"])  # before the workers start, so they share the images
+    # In-line on a CPU (see speed.py): the model already uses every core, and it lets the dataset
+    # keep decoded images between epochs in one copy.
+    return torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=shuffle, generator=gen, **kwargs)
 
 
 def feature_key(model_name: str, source: str, config: TrainConfig, data_config: dict, dataset: ImageDataset
@@ -120,7 +124,8 @@ def cached_features(run: Run, model: nn.Module, loaded: LoadedModel, data_config
     rank, world = distributed_rank()
     mine = list(range(rank, n_all, world))  # under torchrun each process reads its share
     n = len(mine)
-    loader = make_loader(run.dataset, mine, eval_transform(data_config), run.paths.batch, False, cfg.seed)
+    loader = make_loader(run.dataset, mine, eval_transform(data_config), run.paths.batch, False, cfg.seed,
+                         paths=run.paths)
     start, last = time.perf_counter(), 0.0
     features = None
     for done, feats in extract_features(model, loader, device, run.paths):

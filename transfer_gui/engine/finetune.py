@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .distributed import all_sum, distributed_rank, gather_shards
+from .distributed import all_sum, distributed_rank, gather_shards, synced_batchnorm
 from .features import make_loader
 from .progress import Run
 from .speed import FastPaths, autocast
-from .transforms import TorchImages, eval_transform, train_transform
+from .transforms import EpochKeys, TorchImages, eval_transform, train_transform
 
 __all__ = ["Outcome", "scores", "finetune"]
 
@@ -80,7 +80,7 @@ def _evaluate(model: nn.Module, loader, n: int, device: torch.device, paths: Fas
     out = []
     with torch.inference_mode():
         for x, _ in loader:
-            x = x.to(device)
+            x = x.to(device, non_blocking=True)
             if paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, paths):
@@ -116,19 +116,29 @@ def finetune(run: Run, model: nn.Module, head: nn.Linear, data_config: dict, dev
     # image's augmentation fixed by (seed, epoch, image) too, N processes compute what one does.
     sampler = torch.utils.data.DistributedSampler(train_images, num_replicas=world, rank=rank, shuffle=True,
                                                   seed=cfg.seed)
+    loading = run.paths.loader_kwargs()
+    if loading["num_workers"]:
+        train_images.preload(loading["num_workers"])  # decoded once, shared by the workers started below
+    # (epoch, index) keys: the workers augment each image for the epoch the sampler is in
     train_loader = torch.utils.data.DataLoader(train_images, batch_size=max(1, cfg.batch_size // world),
-                                               sampler=sampler, num_workers=0)
+                                               sampler=EpochKeys(sampler), **loading)
     val_loader = None
     if val_idx is not None:
         val_idx = list(val_idx)
         val_keep = "tensor" if len(val_idx) <= _MAX_KEPT_VAL_TENSORS else None
         val_loader = make_loader(run.dataset, val_idx[rank::world], eval_transform(data_config), run.paths.batch,
-                             False, cfg.seed, keep=val_keep)
+                                 False, cfg.seed, keep=val_keep, paths=run.paths)
         val_targets = torch.tensor([all_targets[i] for i in val_idx])
+    if world > 1 and device.type == "cuda" and not cfg.pretrained:
+        # from scratch, BatchNorm learns its statistics: over the whole step's batch, as one process
+        # would, not over each process's share. The caller gets the weights through the Outcome.
+        model = synced_batchnorm(model)
+        head = model.get_classifier()
     # DDP averages gradients over the processes after each backward (gloo on CPU, nccl on GPU)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     steps = len(train_loader)
-    opt = torch.optim.AdamW(_param_groups(model, head, cfg), lr=cfg.resolved_lr)
+    # one fused kernel for the whole update on a GPU, instead of a few per parameter tensor
+    opt = torch.optim.AdamW(_param_groups(model, head, cfg), lr=cfg.resolved_lr, fused=device.type == "cuda")
     sched = timm.scheduler.CosineLRScheduler(
         opt, t_initial=epochs * steps, lr_min=cfg.resolved_lr * 0.01,
         warmup_t=int(cfg.warmup_epochs * steps), warmup_lr_init=cfg.resolved_lr * 0.01,
@@ -144,13 +154,14 @@ def finetune(run: Run, model: nn.Module, head: nn.Linear, data_config: dict, dev
         if cfg.pretrained:  # a random backbone has no statistics worth keeping
             _set_norm_eval(model)
         sampler.set_epoch(epoch)
-        train_images.epoch = epoch
-        total, seen = 0.0, 0
+        # the loss summed on the device: reading it every step would make the CPU wait for the
+        # GPU each step instead of queueing the next one
+        running, seen = torch.zeros((), device=device), 0
         for step, (x, y) in enumerate(train_loader, start=1):
             if run.stop.is_set():
                 run.stopped = True
                 return best if val_idx is not None else None
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if run.paths.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, run.paths):
@@ -162,19 +173,19 @@ def finetune(run: Run, model: nn.Module, head: nn.Linear, data_config: dict, dev
             scaler.update()
             updates += 1
             sched.step_update(updates)
-            total += loss.item() * len(y)
+            running += loss.detach() * len(y)
             seen += len(y)
             now = time.perf_counter()
             if now - last_emit >= cfg.progress_interval_s and step < steps:
                 last_emit = now
                 per_step = (now - phase_start) / updates
-                yield run.event(phase, epoch - 1, epochs, step, steps, train_loss=total / seen,
+                yield run.event(phase, epoch - 1, epochs, step, steps, train_loss=running.item() / seen,
                                 eta_s=per_step * (epochs * steps - updates),
                                 message=f"{title}: epoch {epoch}/{epochs}, batch {step}/{steps}")
         if run.stop.is_set():
             run.stopped = True
             return best if val_idx is not None else None
-        total, seen = all_sum([total, seen], device)
+        total, seen = all_sum([running.item(), seen], device)
         last_emit = time.perf_counter()
         per_epoch = (last_emit - phase_start) / epoch
         if val_loader is None:  # a refit: nothing held out, every epoch runs

@@ -121,7 +121,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     given_split = split
     device = pick_device(config.device)
     tune_process()
-    run = Run(dataset, config, split, stop, cache, fast_paths(device, config.precision))
+    run = Run(dataset, config, split, stop, cache, fast_paths(device, config.precision, config.loader_workers))
     _logger.info("Training on %s: %s", device, run.paths.describe())
 
     what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model

@@ -7,6 +7,7 @@ transform with ``eval_transform``, so they see the same pixels.
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import timm.data
@@ -16,7 +17,7 @@ from PIL import Image
 from .data import ImageItem
 from .images import load_image
 
-__all__ = ["eval_transform", "train_transform", "TorchImages"]
+__all__ = ["eval_transform", "train_transform", "TorchImages", "EpochKeys"]
 
 
 def eval_transform(data_config: dict) -> Callable:
@@ -51,7 +52,12 @@ class TorchImages(torch.utils.data.Dataset):
 
     With ``seed``, the random augmentation of image ``i`` in epoch ``e`` depends only on
     (seed, e, i), not on which process or in which order images are read: a run split over
-    several processes then sees the same pixels as a single-process run.
+    several processes then sees the same pixels as a single-process run. A key may be the pair
+    ``(e, i)`` (see ``EpochKeys``): DataLoader workers hold their own copy of this object, so an
+    epoch set on it in the training loop would never reach them.
+
+    ``preload`` fills the kept store up front with a thread pool (decoding releases the GIL); worker
+    processes started afterwards share those images instead of each decoding its own copy.
     """
 
     def __init__(self, items: Sequence[ImageItem], targets: Sequence[int], transform: Callable,
@@ -76,28 +82,56 @@ class TorchImages(torch.utils.data.Dataset):
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
         return image
 
-    def __getitem__(self, i: int):
+    def _keepable(self, i: int):
         if self.keep == "tensor":
-            if i not in self._kept:
-                self._kept[i] = self.transform(load_image(self.items[i].path))
-            return self._kept[i], self.targets[i]
-        if self.keep == "decoded":
-            if i not in self._kept:
-                self._kept[i] = self._decoded(i)
-            return self._transform(self._kept[i], i), self.targets[i]
-        return self._transform(load_image(self.items[i].path), i), self.targets[i]
+            return self.transform(load_image(self.items[i].path))
+        return self._decoded(i)
 
-    def _transform(self, image: Image.Image, i: int) -> torch.Tensor:
+    def preload(self, threads: int) -> None:
+        """Decode (``keep="tensor"``: and transform) every image not kept yet, ``threads`` at once."""
+        todo = [i for i in range(len(self.items)) if i not in self._kept] if self.keep else []
+        if not todo:
+            return
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for i, kept in zip(todo, pool.map(self._keepable, todo)):
+                self._kept[i] = kept
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        if self.keep and i not in self._kept:
+            self._kept[i] = self._keepable(i)
+        if self.keep == "tensor":
+            return self._kept[i], self.targets[i]
+        image = self._kept[i] if self.keep else load_image(self.items[i].path)
+        return self._transform(image, i, epoch), self.targets[i]
+
+    def _transform(self, image: Image.Image, i: int, epoch: int) -> torch.Tensor:
         if self.seed is None:
             return self.transform(image)
         # timm's augmentations draw from both Python's and torch's generators; seed both for this
         # image and epoch, and give the caller's generators back untouched.
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):
-            key = (self.seed * 1_000_003 + self.epoch) * 1_000_003 + i
+            key = (self.seed * 1_000_003 + epoch) * 1_000_003 + i
             random.seed(key)
             torch.manual_seed(key)
             try:
                 return self.transform(image)
             finally:
                 random.setstate(state)
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """A sampler's indices as ``(epoch, index)`` keys for ``TorchImages``: the epoch travels with
+    each index to the worker that augments it. ``sampler`` needs an ``epoch`` attribute (as
+    ``DistributedSampler`` has, set by its ``set_epoch``)."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
