@@ -126,7 +126,7 @@ def test_exports_are_held_to_the_fp32_model_not_to_a_reduced_precision_answer(tr
     # the bf16 answers differ from fp32 (on the GPU where this was found, by 6e-3: over the limit)
     assert np.abs(bf16.probabilities(images) - predictor.probabilities(images)).max() > 0
     assert np.array_equal(reference.probabilities(images), predictor.probabilities(images))
-    result = export_all(bf16, tmp_path / "x", images, formats=("onnx",))
+    result = export_all(bf16, tmp_path / "x", images, formats=("torchscript",))
     assert result.passed, result.checks[0].sentence()
     assert result.checks[0].max_abs_diff <= 1e-3
 
