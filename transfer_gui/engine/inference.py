@@ -52,7 +52,6 @@ class Predictor:
 
         tune_process()
         self.device = pick_device(device)
-        self.precision = precision
         self.paths = fast_paths(self.device, precision)
         self.batch_size = self.paths.batch
         # A private copy: moving it to a device or memory format must not change the caller's
