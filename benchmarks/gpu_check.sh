@@ -13,6 +13,7 @@
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
+WORK=$(mktemp -d)  # the bundles and exports: only the 7 text files in $OUT need to come back
 DEVICE=${DEVICE:-cuda}
 PHOTOS=${PHOTOS:-.gpu/photos}
 mkdir -p "$OUT"
@@ -40,16 +41,16 @@ python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm._
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$OUT/summary.txt"
 nvidia-smi -L 2>/dev/null | tee -a "$OUT/summary.txt"
 
-step quick 90 python3 -m transfer_gui train "$PHOTOS" --mode quick --device "$DEVICE" --out "$OUT/quick" || failed=1
+step quick 90 python3 -m transfer_gui train "$PHOTOS" --mode quick --device "$DEVICE" --out "$WORK/quick" || failed=1
 step finetune 150 python3 -m transfer_gui train "$PHOTOS" --mode finetune --epochs 4 --batch-size 32 \
-  --device "$DEVICE" --out "$OUT/finetune" || failed=1
+  --device "$DEVICE" --out "$WORK/finetune" || failed=1
 tail -n 1 "$OUT/finetune.log" | cut -c1-400 >>"$OUT/summary.txt"
 # the exports run on the CPU and are held to the model in fp32 on the CPU
-step export 120 python3 -m transfer_gui export "$OUT/finetune" --out "$OUT/exported" --images "$PHOTOS/tool" || failed=1
+step export 120 python3 -m transfer_gui export "$WORK/finetune" --out "$WORK/exported" --images "$PHOTOS/tool" || failed=1
 grep "parity check" "$OUT/export.log" | tee -a "$OUT/summary.txt"
 # two processes, a GPU asked for, one GPU (or none): refused, rank 0 alone says why
 step torchrun2 90 python3 -m torch.distributed.run --standalone --nproc_per_node=2 -m transfer_gui train "$PHOTOS" \
-  --device cuda --out "$OUT/ddp2"
+  --device cuda --out "$WORK/ddp2"
 if [ "$(grep -c '^error: torchrun started 2 processes' "$OUT/torchrun2.log")" != 1 ]; then
   echo "torchrun2: expected exactly one refusal line" | tee -a "$OUT/summary.txt"; failed=1
 fi
