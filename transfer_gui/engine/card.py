@@ -72,7 +72,7 @@ def model_card(metadata: dict) -> str:
     for warning in (dataset.get("warnings") or []) + (split.get("warnings") or []):
         out.append(f"- Warning: {warning}")
     out += ["", "## Training settings", "",
-            _table([[k, ("automatic" if k in ("epochs", "lr") else "none") if v is None else f"`{v}`"]
+            _table([[k, ("automatic" if k in ("epochs", "lr", "loader_workers") else "none") if v is None else f"`{v}`"]
                     for k, v in training.items()], ["setting", "value"]), "",
             f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s."
             + (" Stopped early by the user." if metadata.get("stopped_by_user") else ""),
