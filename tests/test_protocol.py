@@ -21,14 +21,18 @@ from transfer_gui.engine.workflow import finish, save
 
 @pytest.fixture(scope="module")
 def example_features(quick_result, example_dataset):
-    """Features of every example image through the trained model's (frozen) backbone."""
-    from transfer_gui.engine.images import load_image
+    """Features of every example image through the trained model's (frozen) backbone, on the fast
+    paths Quick itself used: in bf16 (a CPU with AMX) features differ from fp32 ones by enough to
+    move the fitted heads' probabilities by 4e-2."""
+    from transfer_gui.engine.features import extract_features, make_loader
+    from transfer_gui.engine.speed import fast_paths
 
     model = quick_result.model.eval()
-    transform = eval_transform(quick_result.data_config)
-    with torch.no_grad():
-        x = torch.stack([transform(load_image(item.path)) for item in example_dataset.items])
-        return model.forward_head(model.forward_features(x), pre_logits=True)
+    paths = fast_paths(torch.device("cpu"), quick_result.config.precision)
+    loader = make_loader(example_dataset, list(range(len(example_dataset.items))),
+                         eval_transform(quick_result.data_config), paths.batch, False, 0)
+    *_, (_, features) = extract_features(model, loader, torch.device("cpu"), paths)
+    return features
 
 
 def test_folds_are_stratified_and_copies_share_a_fold():

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from . import __version__
 from .engine.catalog import CATALOG, DEFAULT_MODEL
-from .engine.config import MODES, TrainConfig
+from .engine.config import MODES, PRECISIONS, TrainConfig
 from .engine.errors import UserInputError
 from .settings import Settings
 from .engine.weights import availability, check_available, hub_reachable
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.25; quick cross-validates smaller sets instead)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (bf16 where fast), fp32, bf16")
     t.add_argument("--scratch", action="store_true",
                    help="start from random weights instead of pretrained ones (no download; for comparisons "
                         "and tests)")
@@ -168,7 +169,7 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
     from .engine.workflow import continuing, finish_training, open_model
 
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         val_fraction=args.val_fraction, seed=args.seed, device=device,
+                         val_fraction=args.val_fraction, seed=args.seed, device=device, precision=args.precision,
                          weights_file=args.weights_file, pretrained=not args.scratch)
     _check_out(Path(args.out), args.force)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
