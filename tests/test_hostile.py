@@ -150,8 +150,8 @@ def test_odd_images_are_read_or_skipped_with_the_reason_and_train(tmp_path):
     ds = scan_folder(root)
     reasons = {s.path: s.reason for s in ds.report.skipped}
     assert reasons == {
-        "flat things/bomb.png": "image is too large (12000x12000 pixels is over the 89-megapixel limit "
-                                "for one image)",
+        "flat things/bomb.png": "image is too large (12000x12000 pixels would take 432 MB once decoded, over "
+                                "the 268 MB allowed for one picture; shrink it first)",
         "flat things/truncated.jpg": reasons["flat things/truncated.jpg"],
         "flat things/really_text.jpg": "damaged or not really an image (cannot be decoded)",
         "round things/really_pdf.png": "damaged or not really an image (cannot be decoded)",

@@ -133,10 +133,11 @@ class DataStep:
         """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
         named class. Unreadable files are kept out later, with reasons, when the classes are used."""
         from ..engine.images import load_image, read_failure
+        from ..engine.names import ClassName, class_folder
 
-        name = (class_name or "").strip().strip("/\\")
-        if not name or name.startswith(".") or "/" in name or "\\" in name:
+        if not (class_name or "").strip():
             raise gr.Error("Type a class name first (letters, numbers, spaces; no slashes).")
+        name = ClassName(class_name.strip(), "the class box")
         files = list(files or [])
         if not files and snapshot is None:
             raise gr.Error(f"Add some images for '{name}': upload files, take a webcam photo or paste one.")
@@ -144,7 +145,7 @@ class DataStep:
             raise gr.Error(f"The webcam/pasted picture cannot be used: {why}.")
         session.check_open()
         session.require_room(sum(Path(f).stat().st_size for f in files), "Adding these pictures")
-        folder = session.workdir / "classes" / name
+        folder = class_folder(session.workdir / "classes", name)
         folder.mkdir(parents=True, exist_ok=True)
         added = session.classes.setdefault(name, [])
         for f in files:

@@ -14,14 +14,14 @@ from typing import Callable
 
 import gradio as gr
 
-from ..engine.errors import UserInputError
+from ..engine.errors import UserInputError, without_paths
 
 __all__ = ["user_errors", "shown", "refuse_while_training"]
 
 
 def shown(exc: UserInputError) -> gr.Error:
     """``exc`` as the page shows it."""
-    return gr.Error(str(exc), print_exception=False)
+    return gr.Error(without_paths(str(exc)), print_exception=False)
 
 
 def user_errors(fn: Callable | None = None, *, remember: bool = False) -> Callable:
@@ -37,7 +37,7 @@ def user_errors(fn: Callable | None = None, *, remember: bool = False) -> Callab
 
     def show(session, exc: UserInputError) -> gr.Error:
         if remember and session is not None:
-            session.last_error = str(exc)
+            session.last_error = without_paths(str(exc))
         return shown(exc)
 
     if inspect.isgeneratorfunction(fn):

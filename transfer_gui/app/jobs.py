@@ -133,7 +133,8 @@ def done(server: Server, session: Session) -> None:
 
 def check_model(limits: Limits, session: Session, config: TrainConfig) -> None:
     """Refuse, before anything is built, a model this server must not create (see Limits), and
-    one whose download would not fit the server's disk budget.
+    one whose download would not fit the server's disk budget. Every job that builds a model
+    calls this, continuing an uploaded model included: its name comes from the upload.
 
     Raises:
         UserInputError: the model is not allowed or not available, or its download does not fit.
@@ -141,6 +142,8 @@ def check_model(limits: Limits, session: Session, config: TrainConfig) -> None:
     n = len(session.dataset.labels) if session.dataset is not None else 1000
     count = check_model_allowed(config.model, public=limits.public, max_params=limits.max_params,
                                 from_page=True, num_classes=n)
+    if config.init_bundle is not None:
+        return  # continuing: the weights come from the uploaded bundle, nothing is downloaded
     check_available(config.model, weights_file=config.weights_file)
     info = get_info(config.model)
     downloads = config.weights_file is None and not (info is not None and info.builtin)

@@ -50,7 +50,7 @@ class PredictStep:
         """One picture (a file path or an image): the verdict, every class's confidence, the heat map."""
         from ..engine.batch import NOT_SURE, decide
         from ..engine.explain import heat_map
-        from ..engine.images import IMAGE_READ_ERRORS, load_image, read_failure
+        from ..engine.images import IMAGE_READ_ERRORS, failure_reason, load_image
 
         if image is None:
             return Verdict("", None, None, "", gr.Radio(choices=[], value=None, interactive=False))
@@ -58,8 +58,8 @@ class PredictStep:
             raise gr.Error("Train a model first (step 3), then test it here.")
         try:
             picture = load_image(image)  # decoded once: a big photo costs seconds per decode
-        except IMAGE_READ_ERRORS:
-            raise gr.Error(f"This picture cannot be used: {read_failure(image)}. Try a JPEG, PNG or WebP "
+        except IMAGE_READ_ERRORS as exc:
+            raise gr.Error(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or WebP "
                            "picture.", print_exception=False) from None
         predictor = session.predictor
         hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability

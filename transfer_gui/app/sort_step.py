@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 import gradio as gr
 
 from .errors import refuse_while_training, user_errors
-from .jobs import Budget, done, keep_trained, waited
+from .jobs import Budget, check_model, done, keep_trained, waited
 from .session import Session
 from .views import fmt_s
 
@@ -213,7 +213,19 @@ class SortStep:
         """The picture is of ``label`` (a correction when the suggestion said otherwise)."""
         if not label:
             return self.view(session)
+        label = self._known_class(session, label)
         return self._decide(session, lambda pile, item: pile.choose(item.file, label))
+
+    @staticmethod
+    def _known_class(session: Session, label: str):
+        """``label`` as the current model's own ``ClassName``: a picture is filed or sorted only
+        under a class the model has (a request may send any text)."""
+        labels = list(session.predictor.labels) if session.predictor is not None else []
+        if label not in labels:
+            raise gr.Error("Choose one of the model's classes"
+                           + (f" ({', '.join(labels[:10])})." if labels else ": train a model first (step 3)."),
+                           print_exception=False)
+        return labels[labels.index(label)]
 
     @user_errors
     def skip(self, session: Session) -> SortView:
@@ -255,6 +267,7 @@ class SortStep:
             yield unchanged
             return
         config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None)
+        check_model(self.server.limits, session, config)  # a continued model's name came from an upload
         if not (yield from waited(self.server, session, "Retraining", lambda line: self.view(session, line))):
             yield self.view(session, "Stopped before retraining.")
             return
@@ -319,12 +332,15 @@ class SortStep:
     def file_test_picture(self, session: Session, image: str | None, label: str | None) -> FiledView:
         """A test picture the model got wrong: file it under ``label``; it joins the training data
         at the next training (step 3, or a retrain in step 7)."""
+        from ..engine.names import class_folder
+
         if not label:
             return FiledView("", gr.skip())
         if not image:
             raise gr.Error("Choose a test picture first.")
+        label = self._known_class(session, label)
         session.require_room(Path(image).stat().st_size, "Keeping this picture")
-        folder = session.workdir / "filed" / label
+        folder = class_folder(session.workdir / "filed", label)
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{sum(len(v) for v in session.filed.values()):04d}_{Path(image).name}"
         shutil.copyfile(image, dest)

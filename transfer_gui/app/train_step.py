@@ -154,8 +154,7 @@ class TrainStep:
             session.dataset = added
         base = session.loaded if continue_loaded else None
         config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base)
-        if base is None:
-            check_model(self.server.limits, session, config)
+        check_model(self.server.limits, session, config)
         rows: list[dict] = []
         if not (yield from waited(self.server, session, "A training",
                                   lambda line: TrainUpdate(line, *_plots(rows), *_buttons(running=True), session))):

@@ -13,6 +13,7 @@ import struct
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
 
@@ -208,7 +209,8 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
     except ArchiveError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, ValueError) as exc:
+        # zlib.error: a broken deflate stream; ValueError: a header that zipfile cannot parse
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{zip_path.name} is damaged and cannot be read ({exc}). Create the zip again.") from exc
     _logger.info("Extracted %s (%d entries skipped)", zip_path.name, len(skipped))

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .archive import ArchiveLimits, extract_zip, is_hidden
-from .images import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, load_image
+from .images import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, failure_reason, load_image
 from .errors import UserInputError
 from .inference import Predictor
 
@@ -100,7 +100,7 @@ def prediction_rows(predictor: Predictor, images: Iterable[tuple[str, Path]], to
             image = load_image(file)
         except IMAGE_READ_ERRORS as exc:
             if on_skip:
-                on_skip(shown, f"not a readable image ({exc})")
+                on_skip(shown, failure_reason(exc, file))
             continue
         if batch and pixels + image.width * image.height > budget:
             yield from rows(batch)

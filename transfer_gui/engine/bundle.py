@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import safetensors.torch
 import timm
-import timm.data
 import torch
 from safetensors import SafetensorError
 from torch import nn
@@ -36,7 +35,9 @@ from .. import __version__
 from .archive import ArchiveLimits, extract_zip
 from .card import model_card
 from .config import public_model_name
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, without_paths
+from .names import ModelName, class_names
+from .preprocessing import MAX_INPUT_SIDE, check_pretrained_cfg, model_data_config
 
 if TYPE_CHECKING:  # training imports this module (continue_from)
     from .training import TrainResult
@@ -77,7 +78,7 @@ class Bundle:
 # What a bundle's config.json may pass to timm.create_model besides num_classes: what save_bundle
 # writes (timm's in_chans and global_pool, and a catalog model's create_kwargs). Anything else
 # (depth, widths, ...) could make timm build a model of any size before a single check.
-_MODEL_ARGS = {"img_size": range(32, 1025), "in_chans": (3,),
+_MODEL_ARGS = {"img_size": range(32, MAX_INPUT_SIDE + 1), "in_chans": (3,),
                "global_pool": ("", "avg", "max", "avgmax", "catavgmax", "fast", "token", "map", "avgmaxc")}
 # Temperatures this app could have written, old bundles included (before the bounded fit, one was
 # 0.145); outside this, probabilities are flipped (negative), NaN (zero) or meaningless.
@@ -85,7 +86,9 @@ _TEMPERATURES = (0.01, 100.0)
 
 
 def _check_config(config: dict, folder: Path, limits: ArchiveLimits, max_params: int | None) -> list[str]:
-    """The bundle's labels, after refusing a config.json that would build something unexpected."""
+    """The bundle's labels, after refusing a config.json that would build something unexpected:
+    class names that are no ``ClassName``, preprocessing this app would not use (an input of
+    4096 px costs gigabytes per picture), model arguments it does not write, a model too large."""
     import timm
 
     labels = config.get("label_names")
@@ -96,6 +99,13 @@ def _check_config(config: dict, folder: Path, limits: ArchiveLimits, max_params:
         raise ModelError(f"config.json in {folder.name} has no label_names matching num_classes.")
     if n > limits.max_classes:
         raise ModelError(f"This model has {n} classes; the limit here is {limits.max_classes}.")
+    try:
+        labels = class_names(labels, f"config.json of {folder.name}")
+    except DataError as exc:
+        raise ModelError(str(exc)) from exc
+    if len(set(labels)) != len(labels):
+        raise ModelError(f"config.json in {folder.name} names a class twice; each class needs its own name.")
+    check_pretrained_cfg(config.get("pretrained_cfg"), f"config.json of {folder.name}")
     arch = config.get("architecture")
     if not isinstance(arch, str) or not timm.is_model(arch):
         raise ModelError(f"config.json in {folder.name} names the architecture {str(arch)[:80]!r}, which timm does not "
@@ -116,11 +126,13 @@ def _check_config(config: dict, folder: Path, limits: ArchiveLimits, max_params:
         if count > max_params:
             raise ModelError(f"This model has {count / 1e6:,.0f} million parameters; this server allows up to "
                              f"{max_params / 1e6:,.0f} million.")
-    return [str(label) for label in labels]
+    return labels
 
 
-def _read_metadata(folder: Path) -> dict:
-    """transfer_gui.json (empty when absent), with its calibration temperature checked."""
+def _read_metadata(folder: Path, architecture: str) -> dict:
+    """transfer_gui.json (empty when absent), with what this app reads from it checked: the
+    calibration temperature, the model name (which must name the architecture of config.json:
+    continuing and retraining build that name) and the accuracy it reports."""
     path = folder / METADATA_FILE
     if not path.is_file():
         return {}
@@ -140,6 +152,18 @@ def _read_metadata(folder: Path) -> dict:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not low <= t <= high:
         raise ModelError(f"{METADATA_FILE} gives the calibration temperature {str(t)[:40]!r}; it must be a number "
                          f"from {low} to {high:g}. Remove the calibration entry to load the model uncalibrated.")
+    if metadata.get("model_name") is not None:
+        name = ModelName(metadata["model_name"], METADATA_FILE)
+        if name.architecture is not None and name.architecture != architecture:
+            raise ModelError(f"{METADATA_FILE} names the model {name}, but config.json holds a {architecture[:80]}. "
+                             "Upload the .zip that this app (or its command line) wrote, unchanged.")
+        metadata["model_name"] = name
+    evaluation = metadata.get("evaluation")
+    accuracy = evaluation.get("accuracy") if isinstance(evaluation, dict) else None
+    if evaluation is not None and not (isinstance(evaluation, dict) and (accuracy is None or (
+            isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1))):
+        raise ModelError(f"The evaluation entry of {METADATA_FILE} is not one this app writes; remove it to load "
+                         "the model without its figures.")
     return metadata
 
 
@@ -287,17 +311,15 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None,
         raise ModelError(f"config.json in {folder.name} is not a JSON object.")
     labels = _check_config(config, folder, limits, max_params)
     weights = _check_weights(folder)
-    metadata = _read_metadata(folder)
+    metadata = _read_metadata(folder, config["architecture"])
     try:
         # the architecture from config.json, the weights only from model.safetensors (never through
         # a loader that could fall back to a pickle)
         model = timm.create_model(f"local-dir:{folder}", pretrained=False)
         model.load_state_dict(safetensors.torch.load_file(str(weights)), strict=True)
     except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
-        raise ModelError(f"The bundle in {folder.name} could not be loaded: {str(exc).splitlines()[0]}") from exc
-    # JSON gives lists where timm gives tuples; tuples make configs compare equal to training's.
-    data_config = {k: tuple(v) if isinstance(v, list) else v
-                   for k, v in timm.data.resolve_model_data_config(model).items()}
+        raise ModelError(f"The bundle in {folder.name} could not be loaded: {without_paths(str(exc).splitlines()[0])}") from exc
+    data_config = model_data_config(model, f"config.json of {folder.name}")
     return Bundle(model.eval(), list(labels), data_config, metadata, folder)
 
 

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import timm.data
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +37,7 @@ from .feature_map import map_sample
 from .features import extract_features, make_loader
 from .figures import ComparePicture, compare_picture
 from .finetune import _param_groups, scores
+from .preprocessing import model_data_config
 from .probe import cross_validate, fit_head, n_folds, stratified_folds
 from .speed import autocast, fast_paths
 from .transforms import TorchImages, eval_transform, train_transform
@@ -191,7 +191,7 @@ def _pretrained_run(dataset: ImageDataset, train_idx: list[int], checked: list[i
     model = loaded.model.to(device).eval()
     if paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    data_config = timm.data.resolve_model_data_config(model)
+    data_config = model_data_config(model)
     targets = torch.tensor(dataset.targets)
     n_classes = len(dataset.labels)
     transform = eval_transform(data_config)
@@ -239,7 +239,7 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
     model = loaded.model.to(device)
     if paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    data_config = timm.data.resolve_model_data_config(model)
+    data_config = model_data_config(model)
     targets = dataset.targets
     train_images = TorchImages([dataset.items[i] for i in train_idx], [targets[i] for i in train_idx],
                                train_transform(data_config), keep="decoded",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .catalog import DEFAULT_MODEL
 from .errors import UserInputError
+from .names import ModelName
 
 __all__ = ["TrainConfig", "MODES", "PRECISIONS", "public_model_name"]
 
@@ -26,7 +27,7 @@ class TrainConfig:
     Defaults are tuned for 5-50 images per class on a CPU; each has its reason beside it.
     """
 
-    model: str = DEFAULT_MODEL  # the built-in model: works offline, fast on a CPU
+    model: str = DEFAULT_MODEL  # the built-in model: works offline, fast on a CPU (a ModelName once made)
     mode: str = "quick"  # quick = cross-validated head on frozen features (seconds); finetune = LP-FT (minutes)
     epochs: int | None = None  # fine-tuning epochs at most (None: 12); Quick fits its head to convergence
     lr: float | None = None  # fine-tuning learning rate of the head (None: 1e-3); the backbone gets x0.1
@@ -48,6 +49,8 @@ class TrainConfig:
     loader_workers: int | None = None  # DataLoader worker processes; None: from the cores on a GPU, 0 on a CPU
 
     def __post_init__(self) -> None:
+        # The door for model names: every path that builds a model builds it from a config.
+        object.__setattr__(self, "model", ModelName(self.model, "the training settings"))
         if self.mode not in MODES:
             raise UserInputError(f"Unknown training mode {self.mode!r}; use one of: {', '.join(MODES)}.")
         if self.epochs is not None and not 1 <= self.epochs <= 1000:

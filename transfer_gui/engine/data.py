@@ -23,6 +23,7 @@ from .archive import ArchiveLimits, Skipped, extract_zip, is_hidden
 from .checks import Check, leakage_check, scan_checks
 from .images import file_failure, file_sha1
 from .errors import DataError
+from .names import ClassName
 
 __all__ = ["ImageItem", "Skipped", "DatasetReport", "ImageDataset", "Split", "MIN_IMAGES", "open_dataset",
            "scan_folder", "scan_csv", "scan_files", "split_dataset"]
@@ -40,7 +41,7 @@ class ImageItem:
     """One readable image: where it is, its label, and its content hash (for duplicate checks)."""
 
     path: Path
-    label: str
+    label: ClassName
     sha1: str
     rel: str  # path shown to the user, relative to the dataset root
 
@@ -91,7 +92,7 @@ class ImageDataset:
     Attributes:
         root: the folder the images live in (an extraction folder for zips).
         items: the images, sorted by label then path (scans are deterministic).
-        labels: class names in sorted order; a label's index is its class id.
+        labels: class names in sorted order; a label's index is its class id (each a ``ClassName``).
         report: what was read, skipped and warned about.
     """
 
@@ -115,15 +116,20 @@ class ImageDataset:
 
 
 def _build(root: Path, found: list[tuple[Path, str]], skipped: list[Skipped],
-           require_trainable: bool = True, limits: ArchiveLimits | None = None) -> ImageDataset:
-    """Read every candidate, drop unreadable ones with reasons, then check and report."""
+           require_trainable: bool = True, limits: ArchiveLimits | None = None, where: str = "") -> ImageDataset:
+    """Read every candidate, drop unreadable ones with reasons, then check and report.
+
+    Every label becomes a ``ClassName`` here, before any image is decoded: a name that is a path
+    (``../x``), holds a control character or is over 100 characters refuses the whole set with a
+    message that names it (``where`` says where the names came from)."""
     limits = limits or ArchiveLimits()
-    n_classes = len({label for _, label in found})
+    names = {label: ClassName(label, where) for label in sorted({label for _, label in found})}
+    n_classes = len(names)
     if n_classes > limits.max_classes:  # before any image is decoded
         raise DataError(f"This image set has {n_classes} classes; the limit here is {limits.max_classes}. "
                         "Merge or leave out classes, or train on your own machine for more.")
     items: list[ImageItem] = []
-    for path, label in sorted(found, key=lambda t: (t[1], str(t[0]))):
+    for path, label in sorted(((path, names[label]) for path, label in found), key=lambda t: (t[1], str(t[0]))):
         rel = _rel(path, root)
         reason = file_failure(path)
         if reason:
@@ -220,7 +226,7 @@ def scan_folder(folder: str | Path, require_trainable: bool = True,
                                                    "folder named after its class)"))
             continue
         found.append((path, rel.parts[0]))
-    dataset = _build(root, found, skipped, require_trainable, limits)
+    dataset = _build(root, found, skipped, require_trainable, limits, "the folder names")
     for name in empty:
         dataset.report.notes.append(f"Folder '{name}' has no images and was left out.")
     return dataset
@@ -263,6 +269,10 @@ def scan_csv(csv_path: str | Path, require_trainable: bool = True,
                 if not name or not label:
                     skipped.append(Skipped(f"{csv_path.name} line {line}", "missing filename or label"))
                     continue
+                if any(ord(c) < 32 or ord(c) == 127 for c in name):
+                    skipped.append(Skipped(f"{csv_path.name} line {line}", "the file name holds a control "
+                                                                          "character (such as NUL)"))
+                    continue
                 path = (root / name).resolve()
                 if real_root not in path.parents:
                     skipped.append(Skipped(name, "path points outside the CSV's folder"))
@@ -279,7 +289,7 @@ def scan_csv(csv_path: str | Path, require_trainable: bool = True,
     except csv.Error as exc:
         raise DataError(f"{csv_path.name} cannot be read as a CSV file ({exc}). Save it again as "
                         "a plain CSV with the columns filename,label.") from exc
-    return _build(root, found, skipped, require_trainable, limits)
+    return _build(root, found, skipped, require_trainable, limits, csv_path.name)
 
 
 def scan_files(files_by_label: dict[str, Sequence[str | Path]], root: str | Path | None = None,
@@ -287,7 +297,7 @@ def scan_files(files_by_label: dict[str, Sequence[str | Path]], root: str | Path
     """Read images that a user put into named classes (e.g. uploaded per class in the browser)."""
     found = [(Path(p), label) for label, paths in files_by_label.items() for p in paths]
     common = Path(root) if root else Path("/")
-    return _build(common, found, [], require_trainable, limits)
+    return _build(common, found, [], require_trainable, limits, "your classes")
 
 
 def open_dataset(source: str | Path, workdir: str | Path | None = None,

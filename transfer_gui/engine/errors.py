@@ -5,8 +5,21 @@ wrong and what to do. The UI turns these (and only these) into ``gr.Error``; the
 exit code 2 with a one-line reason. Anything else is a bug and keeps its traceback.
 """
 
+import re
+
 __all__ = ["UserInputError", "DataError", "ArchiveError", "ModelError", "WeightsUnavailableError",
-           "TrainingFailedError"]
+           "TrainingFailedError", "without_paths"]
+
+# An absolute path (POSIX or Windows) inside a message: two or more parts, the last kept. Not
+# inside a URL (after ':' or '/') or a relative path (after a word character).
+_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\:,;()\[\]]+[/\\])+([^\s'\"/\\:,;()\[\]]*)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its last part: messages that quote an exception
+    (a file gone, a failed export) must not show users, or a published model card, where the
+    server keeps its files."""
+    return _PATH.sub(lambda m: m.group(1) or "...", text)
 
 
 class UserInputError(Exception):

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .bundle import CARD_FILE
-from .errors import ModelError
+from .errors import ModelError, without_paths
 
 __all__ = ["Preprocessed", "ExportCheck", "ExportResult", "export_torchscript", "export_onnx",
            "check_parity", "export_all", "LABELS_FILE"]
@@ -331,7 +331,7 @@ def export_all(predictor, folder: str | Path, images: Sequence, formats: Sequenc
         except Exception as exc:  # noqa: BLE001 - any exporter failure is reported to the user, not hidden
             _logger.exception("%s export failed", fmt)
             first = next((line for line in str(exc).splitlines() if line.strip()), "")
-            result.checks.append(ExportCheck(fmt, "", False, error=f"{type(exc).__name__}: {first}"))
+            result.checks.append(ExportCheck(fmt, "", False, error=f"{type(exc).__name__}: {without_paths(first)}"))
             continue
         check = check_parity(fmt, path, reference, images, tolerance)
         _logger.info(check.sentence())

@@ -29,6 +29,7 @@ import numpy as np
 
 from .batch import OnSkip, prediction_rows
 from .inference import Predictor
+from .names import folder_names
 
 __all__ = ["margins", "ask_order", "review_order", "suggestion_rows", "PileItem", "Pile", "write_sorted_zip",
            "BY_YOU", "BY_SUGGESTION"]
@@ -198,6 +199,8 @@ def write_sorted_zip(dest: str | Path, labelled: dict[str, Sequence[Path]], pile
     rows = [(label, Path(path), BY_YOU) for label, paths in labelled.items() for path in paths]
     if pile is not None:
         rows += [(item.label, item.file, item.by) for item in pile.decided()]
+    # Folders from the classes' slugs (labels.csv keeps each class's own name).
+    folders = folder_names(sorted({label for label, _, _ in rows}))
     counts: dict[str, int] = {}
     table = io.StringIO()
     writer = csv.writer(table)
@@ -205,7 +208,7 @@ def write_sorted_zip(dest: str | Path, labelled: dict[str, Sequence[Path]], pile
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:  # pictures are compressed already
         for label, path, by in sorted(rows, key=lambda r: (r[0], str(r[1]))):
             counts[label] = counts.get(label, 0) + 1
-            name = f"{label}/{counts[label]:04d}_{path.name}"
+            name = f"{folders[label]}/{counts[label]:04d}_{path.name}"
             zf.write(path, name)
             writer.writerow([name, label, by])
         zf.writestr("labels.csv", table.getvalue())

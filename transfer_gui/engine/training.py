@@ -27,16 +27,16 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Iterator
 
-import timm.data
 import torch
 from torch import nn
 
 from .config import TrainConfig
 from .data import ImageDataset, Split
 from .distributed import pick_device
-from .errors import ModelError, TrainingFailedError
+from .errors import ModelError, TrainingFailedError, without_paths
 from .features import FeatureCache, cached_features
 from .policies import Validation, lp_ft, quick
+from .preprocessing import model_data_config
 from .progress import EpochRecord, ProgressEvent, Run
 from .speed import fast_paths, tune_process
 from .weights import create_model
@@ -136,7 +136,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     model = loaded.model.to(device)
     if run.paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    data_config = timm.data.resolve_model_data_config(model)
+    data_config = model_data_config(model)
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
         raise ModelError(f"{config.model} has no single linear classifier head; pick another model.")
@@ -153,9 +153,9 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
         # the run ends, and the model kept so far (if any) is kept like after Stop.
         _logger.exception("Training %s failed after %.1f s", config.model, run.elapsed())
         if run.best_state is None or run.validation is None:
-            raise TrainingFailedError(f"Training broke off before the first model was trained: {exc}. "
+            raise TrainingFailedError(f"Training broke off before the first model was trained: {without_paths(str(exc))}. "
                                       "Nothing was kept; check the images and press Train again.") from exc
-        run.error = f"{type(exc).__name__}: {exc}"
+        run.error = f"{type(exc).__name__}: {without_paths(str(exc))}"
         run.validation = dataclasses.replace(run.validation,
                                              note=f"Training broke off with an error. {run.validation.note}")
 
