@@ -77,6 +77,8 @@ def test_class_builder_makes_a_dataset(h, session):
     summary, *_ = h.data.use_classes(session)
     assert "6 images in 2 classes" in summary
     with pytest.raises(gr.Error, match="Type a class name"):
+        h.data.add_images(session, "  ", animals, None)
+    with pytest.raises(gr.Error, match="holds a slash.*Rename that class"):
         h.data.add_images(session, "../etc", animals, None)
     table, _ = h.data.clear_classes(session)
     assert table.empty and not (session.workdir / "classes").exists()
