@@ -25,10 +25,10 @@ from transfer_gui.engine.data import open_dataset, scan_csv
 from transfer_gui.engine.images import read_failure
 from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
 from transfer_gui.engine.figures import confusion_picture
-from transfer_gui.app.server import Server
+from transfer_gui.app.server import Server, client_address
 from transfer_gui.engine.workflow import open_model
 from transfer_gui.settings import Limits, settings
-from transfer_gui.app.registry import ServerFullError, SessionRegistry
+from transfer_gui.app.registry import ServerFullError, SessionRegistry, TooManySessionsError
 from transfer_gui.app.session import Session, TooManyEventsError
 from transfer_gui.app.slots import AlreadyInLineError, LineFullError, TrainingSlots
 from transfer_gui.engine.builtin import builtin_weights_file
@@ -252,16 +252,47 @@ def test_the_servers_disk_budget_covers_all_sessions(server, example_zip):
     assert session.dataset is None and not any(session.workdir.iterdir())
 
 
-def test_sessions_beyond_the_cap_are_refused_and_nobody_is_dropped(tmp_path):
+def test_at_the_session_cap_an_empty_session_makes_room_and_nobodys_work_is_dropped(tmp_path):
+    """At the server's cap the oldest session holding nothing gives way; sessions with the
+    user's files are never dropped: a new one is refused instead."""
     registry = SessionRegistry(lambda: Session(root=tmp_path), max_sessions=2)
-    first, second = registry.get("a"), registry.get("b")
+    first, idle = registry.get("a"), registry.get("b")
+    (first.workdir / "picture.png").write_bytes(b"x")  # "a" holds something of its user's
+    third = registry.get("c")  # "b" held nothing: it made room
+    assert idle.closed and not first.closed and sorted(registry.keys()) == ["a", "c"]
+    (third.workdir / "picture.png").write_bytes(b"x")
     with pytest.raises(ServerFullError, match=r"as many users as it takes \(2\). Try again in a few minutes"):
-        registry.get("c")
-    assert registry.get("a") is first and registry.get("b") is second and not first.closed
+        registry.get("d")
+    assert registry.get("a") is first and registry.get("c") is third and not first.closed
     registry.close("a")
-    assert registry.get("c") is not None
+    assert registry.get("d") is not None
     for key in registry.keys():
         registry.close(key)
+
+
+def test_one_client_address_holds_a_limited_number_of_sessions(tmp_path):
+    registry = SessionRegistry(lambda: Session(root=tmp_path), per_client=2)
+    mine = [registry.get(k, "10.0.0.7") for k in ("a", "b")]
+    for s in mine:
+        (s.workdir / "picture.png").write_bytes(b"x")
+    with pytest.raises(TooManySessionsError, match=r"Your address already has 2 sessions open .* Close some tabs"):
+        registry.get("c", "10.0.0.7")
+    assert registry.get("c", "10.0.0.8") is not None  # another address is not affected
+    assert registry.get("a", "10.0.0.7") is mine[0]  # its own sessions go on
+    for key in registry.keys():
+        registry.close(key)
+
+
+def test_the_client_address_is_the_entry_the_outermost_proxy_added():
+    class Req:  # the two attributes client_address reads from a request
+        def __init__(self, peer, forwarded):
+            self.client = type("Client", (), {"host": peer})()
+            self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    assert client_address(Req("10.1.2.3", "6.6.6.6, 203.0.113.9"), proxy_hops=1) == "203.0.113.9"
+    assert client_address(Req("10.1.2.3", "6.6.6.6, 203.0.113.9, 10.9.9.9"), proxy_hops=2) == "203.0.113.9"
+    assert client_address(Req("10.1.2.3", "6.6.6.6"), proxy_hops=0) == "10.1.2.3"  # the header is not trusted
+    assert client_address(Req("10.1.2.3", ""), proxy_hops=1) == "10.1.2.3"
+    assert client_address(None) == ""
 
 
 def test_one_user_holds_one_place_in_the_training_line_and_the_line_has_a_length():

@@ -24,6 +24,8 @@ from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
 from transfer_gui.app.server import Server
 from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
+from transfer_gui.app.session import Session, TooManyEventsError
+from transfer_gui.settings import Limits
 
 MODEL = "tf_efficientnet_lite0.in1k"
 TRAIN_ARGS = [MODEL, "", None, "quick", 0, 0, 0.25, 0, False]
@@ -104,23 +106,32 @@ def _file_uploaded(url: str, path: Path) -> dict:
     return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
 
-def test_a_tabs_session_lives_until_the_tab_closes_whatever_else_forgets_it():
-    """The registry holds each tab's Session: events of one tab share it, a garbage collection
-    does not end it (a weakly held one was collected and the unload then found nothing), and the
-    unload ends it and deletes its files."""
-    h = Server(training_slots=1)
+def test_a_tabs_session_outlives_its_page_going_away_for_the_grace_period():
+    """The registry holds each tab's Session: events of one tab share it, and a garbage collection
+    does not end it. When the page goes away (Gradio's unload: a closed tab, or only a network
+    drop) the session waits the grace period for it to come back; an event in time keeps it, and
+    only a page gone for longer loses its files."""
+    h = Server(training_slots=1, limits=Limits(session_grace_min=0.02))  # 1.2 s
     tab = gr.Request(session_hash="tab-a")
     session = h.event(h.on_load)(tab, None)
-    folder, key = session.workdir, session.id
     h.event(h.data.load_example)(tab, None)
+    h.event(h.data.add_images)(tab, None, "mine", [str(TEST_IMAGES / "animal_dolphin.png")], None)
+    folder, key = session.workdir, session.id
     del session
     gc.collect()
     assert folder.exists() and h.sessions.keys() == ["tab-a"]
     again = h.sessions.get("tab-a")
     assert again.id == key and again.dataset is not None  # the example went into the same session
     assert h.event(h.on_load)(gr.Request(session_hash="tab-b"), None) is not again
-    h.on_unload(tab)
-    assert not folder.exists() and again.closed and h.sessions.keys() == ["tab-b"]
+    h.on_unload(tab)  # the page went away...
+    time.sleep(0.6)
+    h.event(h.data.classes_table)(tab, None)  # ...and came back in time: nothing happened
+    time.sleep(1.0)
+    assert h.sessions.expire_idle() == 0 and not again.closed and folder.exists()
+    h.on_unload(tab)  # gone again, for longer than the grace period
+    time.sleep(1.5)
+    h.sessions.expire_idle()
+    assert again.closed and not folder.exists() and "tab-a" not in h.sessions.keys()
     h.close()
 
 
@@ -132,17 +143,22 @@ def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
     assert h.sessions.idle_s == pytest.approx(1.2)
     idle, busy, active = (h.sessions.get(k) for k in ("idle", "busy", "active"))
     busy.training.acquire()
-    time.sleep(1.5)
-    h.sessions.get("active")  # an event: activity, and a sweep on the way
+    deadline = time.monotonic() + 10
+    while not idle.closed and time.monotonic() < deadline:  # the server's own sweep, every 0.5 s
+        h.sessions.get("active")  # an event now and then: activity
+        time.sleep(0.3)
     assert idle.closed and not idle.workdir.exists()
     assert not busy.closed and not active.closed and sorted(h.sessions.keys()) == ["active", "busy"]
     busy.training.release()
-    time.sleep(1.5)
-    assert h.sessions.expire_idle() == 2 and h.sessions.keys() == []
+    time.sleep(2.5)  # no event at all: the server's own sweep ends them
+    assert h.sessions.keys() == [] and busy.closed and active.closed
     h.close()
 
 
-def test_an_expired_session_loses_its_folder(tmp_path, example_zip):
+def test_an_expired_session_loses_its_folder(tmp_path, example_zip, monkeypatch):
+    """Gradio expiring the page's state counts as the page going away: the session's folder goes
+    after the grace period (here 1.2 s)."""
+    monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.02")
     h = Server(training_slots=1)
     demo = build_demo(server=h, queue_size=5, state_ttl_s=2)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
@@ -153,7 +169,7 @@ def test_an_expired_session_loses_its_folder(tmp_path, example_zip):
         deadline = time.monotonic() + 60
         while folder.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not folder.exists()  # Gradio expired the state; its delete callback closed it
+        assert not folder.exists()  # Gradio expired the state, and the grace period passed
     finally:
         demo.close()
         h.close()
@@ -236,3 +252,81 @@ def test_one_user_flooding_the_queue_is_refused_while_others_are_served(server, 
             outcomes.append(f"refused: {exc}")
     trained = [o for o in outcomes if not o.startswith("refused")]
     assert len(trained) == 1 and len(outcomes) - len(trained) == 11
+
+
+def _drop_heartbeat(url: str, session_hash: str, seconds: float) -> None:
+    """What a browser does when its network drops: the page's heartbeat connection is open for
+    a while, then closes (Gradio then runs the page's unload)."""
+    with httpx.stream("GET", f"{url}gradio_api/heartbeat/{session_hash}", timeout=30) as r:
+        next(r.iter_lines())  # connected: the first "ALIVE"
+        time.sleep(seconds)
+
+
+def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_session(monkeypatch):
+    """Through the HTTP API as the issue measured it: example, Quick, a prediction; the heartbeat
+    drops for 2 s; the next prediction gives the same answer. A page gone for longer than the grace
+    period (here 15 s) loses its session, and with it its model."""
+    monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.25")
+    h = Server(training_slots=1)
+    demo = build_demo(server=h, queue_size=10)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        user = "phone-on-a-train"
+        assert _call(url, "use_example", [], user)[0] == "complete"
+        kind, out = _call(url, "demo", [], user)
+        assert kind == "complete" and "**Done.**" in out[0]
+        picture = _file_uploaded(url, TEST_IMAGES / "animal_dolphin.png")
+        kind, first = _call(url, "predict", [picture, 0.0], user)
+        assert kind == "complete"
+        _drop_heartbeat(url, user, 2.0)
+        time.sleep(5.0)
+        assert h.sessions.find(user) is not None
+        kind, again = _call(url, "predict", [picture, 0.0], user)
+        assert kind == "complete" and again[0] == first[0] and again[1]["label"] == first[1]["label"]
+        folder = h.sessions.find(user).workdir
+        _drop_heartbeat(url, user, 0.5)  # this time the page does not come back
+        deadline = time.monotonic() + 60
+        while h.sessions.find(user) is not None and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert h.sessions.find(user) is None and not folder.exists()
+        kind, out = _call(url, "predict", [picture, 0.0], user)
+        assert kind == "error" and "Train a model first" in str(out)
+    finally:
+        demo.close()
+        h.close()
+
+
+def test_random_session_hashes_make_no_folders_and_lock_nobody_out(monkeypatch):
+    """A flood of queue joins, each with a new random session hash from one address: the empty
+    sessions their events make give way to each other at the address's cap, no folder is made for
+    them, and a user who holds pictures from the same address keeps them."""
+    monkeypatch.setenv("TLS_SESSIONS_PER_CLIENT", "3")
+    h = Server(training_slots=1)
+    demo = build_demo(server=h, queue_size=30)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        assert _call(url, "use_example", [], "real-user")[0] == "complete"
+        owner = h.sessions.find("real-user")
+        for i in range(20):
+            kind, out = _call(url, "predict", [None, 0.5], f"random-{i:04d}")
+            assert kind == "complete", out
+        assert h.sessions.find("real-user") is owner and owner.dataset is not None
+        assert len(h.sessions.keys()) <= 3
+        assert all(f.name.startswith(f"tls-session-{owner.id}-") for f in _session_folders(h))  # none of theirs
+        assert _call(url, "predict", [None, 0.5], "a-new-visitor")[0] == "complete"
+    finally:
+        demo.close()
+        h.close()
+
+
+def test_a_place_whose_event_never_started_is_given_back():
+    """Gradio drops a queued event whose tab closed or that was cancelled without running it, so
+    its place is never freed by its end: after a while the session gets it back."""
+    session = Session(queued_place_s=0.5)
+    session.admit_event(2)
+    session.admit_event(2)
+    with pytest.raises(TooManyEventsError, match="already has 2 requests waiting or running"):
+        session.admit_event(2)
+    time.sleep(0.6)
+    session.admit_event(2)  # the two dropped places were given back
+    session.close()

@@ -25,6 +25,9 @@ ENV_PREFIX = "TLS_"
 # Public servers get these where a private one has none (0 = no limit): a training that never ends
 # and a model of billions of parameters are fine on your own machine, not on a shared one.
 _PUBLIC_DEFAULTS = {"train_minutes": 20.0, "model_params_m": 100.0}
+# On a Hugging Face Space its proxy stands between every client and the app (see client_address).
+_SPACE_DEFAULTS = {"proxy_hops": 1}
+_ZERO_ALLOWED = {*_PUBLIC_DEFAULTS, "proxy_hops"}
 
 
 def _limit(default, help_text: str):
@@ -50,7 +53,11 @@ class Limits:
     session_disk_mb: float = _limit(3072, "MB of files one session may keep (uploads, models, exports)")
     server_disk_mb: float = _limit(20_480, "MB all sessions together may keep, with Gradio's upload cache and downloaded hub models")
     session_idle_min: float = _limit(120, "minutes without an event after which a session ends and its files go (API clients never close a tab)")
-    max_sessions: int = _limit(1000, "sessions at once; new ones are refused, never old ones dropped")
+    session_grace_min: float = _limit(15, "minutes a session whose page went away (a network drop, a phone switching apps) waits for it to come back before its files go")
+    session_empty_min: float = _limit(5, "minutes a session that holds no pictures, model or pile lives without an event")
+    max_sessions: int = _limit(1000, "sessions at once; the oldest empty one makes room, else new ones are refused, never others' work dropped")
+    sessions_per_client: int = _limit(40, "sessions one client address may hold at once (a classroom behind one address fits)")
+    proxy_hops: int = _limit(0, "proxies in front of the app that append to X-Forwarded-For; the client address is the entry the outermost one added (0 = the connection's own address; 1 on a Hugging Face Space)")
     training_slots: int = _limit(1, "trainings that run at once (a CPU has no room for two)")
     training_waiting: int = _limit(8, "trainings that may wait for a slot; more are refused")
     queue_size: int = _limit(64, "events waiting in Gradio's queue (trainings wait in their own line)")
@@ -64,12 +71,14 @@ class Limits:
         true, or unset on a Hugging Face Space (``SPACE_ID`` set)."""
         env = os.environ if environ is None else environ
         public_text = env.get(ENV_PREFIX + "PUBLIC", "")
-        public = _flag(public_text) if public_text.strip() else bool(env.get("SPACE_ID"))
+        space = bool(env.get("SPACE_ID"))
+        public = _flag(public_text) if public_text.strip() else space
         values: dict = {"public": public}
         for f in fields(cls):
             if f.name == "public":
                 continue
             default = _PUBLIC_DEFAULTS.get(f.name, f.default) if public else f.default
+            default = _SPACE_DEFAULTS.get(f.name, default) if space else default
             text = env.get(ENV_PREFIX + f.name.upper())
             values[f.name] = _number(text, default, f.type, f.name)
         return cls(**values)
@@ -99,7 +108,7 @@ def _number(text: str | None, default, kind, name: str):
     except ValueError:
         _logger.warning("%s%s=%r is not a number; using the default %s", ENV_PREFIX, name.upper(), text, default)
         return default
-    if value < 0 or (value == 0 and name not in _PUBLIC_DEFAULTS):
+    if value < 0 or (value == 0 and name not in _ZERO_ALLOWED):
         _logger.warning("%s%s=%r must be positive; using the default %s", ENV_PREFIX, name.upper(), text, default)
         return default
     return int(value) if kind in (int, "int") else value

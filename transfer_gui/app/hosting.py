@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..settings import Settings
+from ..settings import Limits, Settings
 from .server import ROOT
 
-__all__ = ["launch_kwargs", "zero_gpu", "ZERO_GPU_SECONDS", "CACHE_TTL_S"]
+__all__ = ["launch_kwargs", "zero_gpu", "ZERO_GPU_SECONDS", "cache_ttl_s"]
 
 CSS_FILE = ROOT / "assets" / "style.css"
-CACHE_TTL_S = 3600  # Gradio's copies of uploads and downloads: a download link lasts an hour
 ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
+
+
+def cache_ttl_s(limits: Limits) -> int:
+    """How long Gradio keeps its copies of uploads and downloads: as long as an idle session
+    lives, so a download link on the page works as long as its session (Gradio touches a copy
+    each time it hands it out again)."""
+    return int((limits.session_idle_min + limits.session_grace_min) * 60)
 
 
 def zero_gpu():

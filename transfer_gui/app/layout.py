@@ -10,7 +10,7 @@ import pandas as pd
 from ..engine.catalog import DEFAULT_MODEL
 from .data_step import NO_IMAGES, ClassesView, DataView
 from .download_step import DownloadView, ExportView
-from .hosting import CACHE_TTL_S, ZERO_GPU_SECONDS, zero_gpu
+from .hosting import ZERO_GPU_SECONDS, cache_ttl_s, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
 from .predict_step import BatchView, Verdict
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
@@ -49,10 +49,10 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
     train_fn, demo_fn = ((gpu(duration=ZERO_GPU_SECONDS)(h.event(fn)) if gpu else h.event(fn))
                          for fn in (h.training.train, h.training.demo))
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
-    # than an hour, checking every 10 minutes, so a public server's disk does not fill up (the
+    # than a session lives, checking every 10 minutes, so a public server's disk does not fill up (the
     # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio
     # stores identical uploads at one path, so another request may still need the same file.
-    with gr.Blocks(title="Transfer Learning Studio", delete_cache=(600, CACHE_TTL_S)) as demo:
+    with gr.Blocks(title="Transfer Learning Studio", delete_cache=(600, cache_ttl_s(h.limits))) as demo:
         # The page's copy of its Session, set by the first event (on_load). Events look their
         # Session up in the server's registry (Server.event), so this only lets Gradio's own
         # expiry end sessions too. No factory here: Gradio would call it in a page-load event of
@@ -305,8 +305,9 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         predict_outputs = outputs(Verdict, verdict=verdict, confidences=prediction, heat=heat, heat_note=heat_note,
                                   file_under=file_under)
         d, m, tr, r, te, dl = h.data, h.model, h.training, h.results, h.test, h.download
-        demo.load(h.event(h.on_load), [state], [state], queue=False, api_visibility="private")
-        demo.load(h.event(d.classes_table), [state], [classes_table], queue=False, api_visibility="private")
+        demo.load(h.event(h.on_load, counted=False), [state], [state], queue=False, api_visibility="private")
+        demo.load(h.event(d.classes_table, counted=False), [state], [classes_table], queue=False,
+                  api_visibility="private")
         demo.unload(h.on_unload)
         zip_upload.upload(h.event(d.load_zip), [state, zip_upload], data_outputs, show_progress_on=[data_summary],
                           api_name="load_zip")
@@ -344,7 +345,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             run.success(h.event(r.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
             run.success(h.event(dl.view), [state], download_outputs, api_visibility="private")
             # An error mid-run (e.g. a model that needs the internet) must not leave Train disabled.
-            run.failure(h.event(tr.after_failure), [state],
+            run.failure(h.event(tr.after_failure, counted=False), [state],
                         outputs(FailureView, status=status, train_button=train_btn, stop_button=stop_btn),
                         queue=False, api_visibility="private")
         bundle_upload.upload(h.event(m.load_model), [state, bundle_upload],
@@ -360,7 +361,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                          api_name="export")
         push_btn.click(h.event(dl.push), [state, hub_repo, hub_token, hub_private], [push_status],
                        show_progress_on=[push_status], api_name="push")
-        stop_btn.click(h.event(tr.stop), [state], [status], queue=False, api_name="stop")
+        stop_btn.click(h.event(tr.stop, counted=False), [state], [status], queue=False, api_name="stop")
         curve_btn.click(h.event(tr.curve), [state, model, custom_model, weights_file, seed],
                         outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),
                         show_progress_on=[curve_note], concurrency_limit=slots, concurrency_id="training",
@@ -390,11 +391,10 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         batch_btn.click(h.event(te.batch_predict), [state, batch_files, threshold],
                         outputs(BatchView, summary=batch_note, table=batch_table, csv_button=batch_csv),
                         show_progress_on=[batch_note], api_name="batch_predict")
-    # Every queued event of a session passes the server's admission first (a validator runs
-    # before an event joins the queue): one session can hold only a few places in the queue that
-    # all share. Only events whose start and end the server counts, or places would never free.
+    # Every queued event passes admission before it joins the queue all share: counted events hold
+    # one of their session's few places (freed when they end), the others are only checked.
     for fn in demo.fns.values():
-        if fn.queue and getattr(fn.fn, "counts_events", False) and fn.validator is None:
-            fn.validator = h.admit
+        if fn.queue and fn.validator is None and fn.fn is not None:
+            fn.validator = h.admit if getattr(fn.fn, "counts_events", False) else h.admit_uncounted
     demo.queue(max_size=queue_size or h.limits.queue_size, default_concurrency_limit=4)
     return demo

@@ -37,7 +37,7 @@ from .slots import TrainingSlots
 from .sort_step import SortStep
 from .train_step import TrainStep
 
-__all__ = ["Server", "preload_engine", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
+__all__ = ["Server", "preload_engine", "client_address", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,6 +62,26 @@ def _remove_orphans() -> None:
             _logger.info("Removed %s, left by a server that is gone", folder.name)
         except PermissionError:
             pass  # alive, another user's
+
+
+def client_address(request: gr.Request | None, proxy_hops: int = 0) -> str:
+    """The address of the client that sent ``request`` ("" when unknown).
+
+    With ``proxy_hops`` proxies in front of the app, each appending the address it saw to
+    X-Forwarded-For, the client's is the ``proxy_hops``-th entry from the right: entries further
+    left are whatever the client itself sent, and anyone can send any. Without proxies it is the
+    connection's own address (behind an unconfigured proxy that is the proxy's: every user then
+    shares one address and its session cap).
+    """
+    try:
+        peer = request.client.host if request is not None and request.client is not None else ""
+        header = request.headers.get("x-forwarded-for", "") if request is not None and proxy_hops > 0 else ""
+    except AttributeError:  # a Request made without an HTTP request (tests, internal calls)
+        return ""
+    forwarded = [part.strip() for part in header.split(",") if part.strip()]
+    if not forwarded:
+        return peer or ""
+    return forwarded[-proxy_hops] if len(forwarded) >= proxy_hops else forwarded[0]
 
 
 def preload_engine() -> threading.Thread:
@@ -119,8 +139,16 @@ class Server:
         # event (a closed tab frees Gradio's concurrency slot while the step in flight still runs).
         self.slots = TrainingSlots(self.limits.training_slots, self.limits.training_waiting)
         # Every event finds its Session here by the tab's session hash (see SessionRegistry).
-        self.sessions = SessionRegistry(self.new_session, idle_s=self.limits.session_idle_min * 60,
-                                        max_sessions=self.limits.max_sessions)
+        limits = self.limits
+        self.sessions = SessionRegistry(self.new_session, idle_s=limits.session_idle_min * 60,
+                                        max_sessions=limits.max_sessions, grace_s=limits.session_grace_min * 60,
+                                        empty_idle_s=limits.session_empty_min * 60,
+                                        per_client=limits.sessions_per_client)
+        # Sessions end on time even when no event arrives to sweep on its way (an idle server).
+        self._stopped = threading.Event()
+        sweeper = threading.Thread(target=self._sweep, args=(self.sessions, self._stopped), daemon=True,
+                                   name="tls-session-sweeper")
+        sweeper.start()
         self.data = DataStep(self)
         self.model = ModelStep(self)
         self.training = TrainStep(self)
@@ -128,6 +156,13 @@ class Server:
         self.test = PredictStep(self)
         self.download = DownloadStep(self)
         self.sort = SortStep(self)
+
+    @staticmethod
+    def _sweep(sessions: SessionRegistry, stopped: threading.Event) -> None:
+        # A static method given only what it needs: a thread holding the Server itself would keep
+        # it from being collected (and its folder from being removed).
+        while not stopped.wait(sessions.sweep_every_s):
+            sessions.expire_idle()
 
     def new_session(self) -> Session:
         """A fresh Session in this server's folder, under the server's disk budget."""
@@ -143,6 +178,7 @@ class Server:
 
     def close(self) -> None:
         """Delete every session folder of this server (its sessions are over)."""
+        self._stopped.set()
         self._cleanup()
 
     def limits_note(self) -> str:
@@ -160,28 +196,40 @@ class Server:
 
     # --- session lifecycle ---------------------------------------------------------------------
 
-    def event(self, fn: Callable) -> Callable:
+    def event(self, fn: Callable, counted: bool = True) -> Callable:
         """``fn``, an event function whose first argument is the session, as a Gradio event.
 
         The event's Session comes from this server's registry by the request's session hash,
         whatever the page's state holds; called directly (tests), an event function uses the
         Session it is given. Generators stay generators (Gradio streams those).
+
+        Args:
+            counted: the event holds one of its session's ``limits.user_events`` places while it
+                runs, given back in a ``finally`` (also when Gradio cancels it or its client goes).
+                False for events outside the queue (Stop, the page load): they take a moment, and
+                Stop must work however busy the session is.
         """
-        most = self.limits.user_events
+        most = self.limits.user_events if counted else None
 
         def session_of(request: gr.Request | None, session: Session | None) -> Session:
             try:
                 if request is not None and request.session_hash:
-                    return self.sessions.get(request.session_hash)
+                    return self.sessions.get(request.session_hash, client_address(request, self.limits.proxy_hops))
             except UserInputError as exc:
                 raise shown(exc) from exc
             return session if isinstance(session, Session) else self.new_session()
 
         def begin(session: Session) -> None:
+            if most is None:
+                return
             try:
                 session.begin_event(most)
             except UserInputError as exc:
                 raise shown(exc) from exc
+
+        def end(session: Session) -> None:
+            if most is not None:
+                session.end_event()
 
         # The request comes first: Gradio passes it to the positional parameter annotated with it.
         # Each event counts against its session's limit of events at once while it runs.
@@ -192,7 +240,7 @@ class Server:
                 try:
                     yield from fn(s, *args)
                 finally:
-                    s.end_event()
+                    end(s)
         else:
             def bound(request: gr.Request, session, *args):
                 s = session_of(request, session)
@@ -200,19 +248,32 @@ class Server:
                 try:
                     return fn(s, *args)
                 finally:
-                    s.end_event()
+                    end(s)
         bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        bound.counts_events = True  # its start and end are counted: ``admit`` may guard it (layout.py)
+        bound.counts_events = counted  # its start and end are counted: ``admit`` may guard it (layout.py)
         return bound
 
     def admit(self, request: gr.Request, *inputs) -> list[None]:
-        """Gradio's validator for every queued event: runs before the event joins the queue and
-        refuses it (nothing is queued) when the server has no room for a new session, or this
-        session already has ``limits.user_events`` events waiting or running. Returns one
-        "valid" (None) per input, as Gradio expects of a validator."""
-        if request is not None and request.session_hash:
+        """Gradio's validator for the queued events that ``event`` counts: runs before the event
+        joins the queue and refuses it (nothing is queued) when this session already has
+        ``limits.user_events`` events waiting or running, else holds a place for it. A hash with
+        no session yet gets none made here (any hash can be sent to the queue): the event makes
+        it when it runs. Returns one "valid" (None) per input, as Gradio expects of a validator."""
+        session = self.sessions.find(request.session_hash) if request is not None and request.session_hash else None
+        if session is not None:
             try:
-                self.sessions.get(request.session_hash).admit_event(self.limits.user_events)
+                session.admit_event(self.limits.user_events)
+            except UserInputError as exc:
+                raise shown(exc) from exc
+        return [None] * len(inputs)
+
+    def admit_uncounted(self, request: gr.Request, *inputs) -> list[None]:
+        """The validator for queued events that take a moment and are not counted (a click on a
+        picture, the model's description): refused like ``admit``, without holding a place."""
+        session = self.sessions.find(request.session_hash) if request is not None and request.session_hash else None
+        if session is not None:
+            try:
+                session.check_room_for_event(self.limits.user_events)
             except UserInputError as exc:
                 raise shown(exc) from exc
         return [None] * len(inputs)
@@ -223,11 +284,12 @@ class Server:
         return session
 
     def on_unload(self, request: gr.Request) -> None:
-        """The tab closed: stop its training (freeing the slot) and delete its files."""
+        """The page went away (tab closed, or only the network dropped): its session waits
+        ``limits.session_grace_min`` for it to come back, then ends (see SessionRegistry)."""
         if request is not None and request.session_hash:
-            self.sessions.close(request.session_hash)
+            self.sessions.went_away(request.session_hash)
 
     def on_state_deleted(self, session: Session | None) -> None:
-        """Gradio expired the page's state: end its session."""
+        """Gradio expired the page's copy of its Session: treated as the page going away."""
         if isinstance(session, Session):
-            self.sessions.discard(session)
+            self.sessions.forgotten(session)

@@ -1,10 +1,10 @@
 """One browser session's state: its data, model, training run and files.
 
-A ``Session`` is the value of the app's ``gr.State``: Gradio creates one per page load, so nothing
-here is shared between users. Its files live in its own temporary folder, removed by ``close()``
-(called when the tab closes, or when Gradio expires the state) and, failing that, when the Session
-object itself is garbage-collected (Gradio also drops states without a callback, e.g. beyond its
-session capacity) or the process exits. The folder's size is capped per session.
+The server's registry holds one ``Session`` per browser tab (see registry.py), so nothing here is
+shared between users. Its files live in its own folder, made when something is first stored
+(a session that never stores anything costs no disk), removed by ``close()`` (when the registry
+ends the session) and, failing that, when the Session object itself is garbage-collected or the
+process exits. The folder's size is capped per session.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import weakref
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -48,6 +50,12 @@ class SessionClosedError(UserInputError):
 
 class TooManyEventsError(UserInputError):
     """One session has as many events running or waiting as it may."""
+
+
+# Gradio's queue here only ever holds short events (trainings wait in the server's own line, and
+# their events start at once), so a place held longer than this belongs to an event that Gradio
+# dropped before it started (its tab closed, or it was cancelled): the place is given back.
+QUEUED_PLACE_S = 120.0
 
 
 def folder_bytes(folder: Path) -> int:
@@ -104,17 +112,18 @@ class Session:
     """
 
     def __init__(self, root: str | Path | None = None, disk_limit: int = 3 * 1024**3,
-                 server_room: Callable[[], int] | None = None) -> None:
+                 server_room: Callable[[], int] | None = None, queued_place_s: float = QUEUED_PLACE_S) -> None:
         self.id = uuid.uuid4().hex[:8]
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"tls-session-{self.id}-", dir=root))
-        # Whatever way the session ends (closed, expired, evicted by Gradio, process exit), its
-        # folder goes with it.
-        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
+        self._workdir = Path(root or tempfile.gettempdir()) / f"tls-session-{self.id}-{uuid.uuid4().hex[:8]}"
+        # Whatever way the session ends (closed, expired, evicted, process exit), its folder goes
+        # with it.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._workdir), True)
         self.disk_limit = disk_limit
         self._server_room = server_room
         self._filling: set[Path] = set()  # folders from new_folder not kept or dropped yet
         self._events = 0  # running now
-        self._queued = 0  # admitted to the queue, not started yet
+        self._queued: deque[float] = deque()  # when each event admitted to the queue (not started) was
+        self._queued_place_s = queued_place_s
         self._events_lock = threading.Lock()
         self._current: dict[str, Path] = {}
         self.dataset: ImageDataset | None = None
@@ -139,6 +148,21 @@ class Session:
         self._cache: FeatureCache | None = None
         self.closed = False
         self.last_error: str | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """This session's private folder, made on first use (never again once the session closed:
+        a step still in flight must not bring back a deleted folder)."""
+        if not self.closed and not self._workdir.is_dir():
+            self._workdir.mkdir(mode=0o700, exist_ok=True)
+        return self._workdir
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing of the user's is here yet: no images, classes, model or pile, no job running.
+        Such a session costs nothing to lose, and ends after a few idle minutes."""
+        return (self.dataset is None and not self.classes and self.loaded is None and self.trained is None
+                and self.pile is None and not self.training.locked() and not self._workdir.exists())
 
     @property
     def cache(self) -> FeatureCache:
@@ -233,10 +257,27 @@ class Session:
             TooManyEventsError: ``most`` events of this session wait or run.
         """
         with self._events_lock:
-            if self._queued + self._events >= most:
-                raise TooManyEventsError(f"This session already has {self._queued + self._events} requests waiting "
+            queued = self._waiting()
+            if queued + self._events >= most:
+                raise TooManyEventsError(f"This session already has {queued + self._events} requests waiting "
                                          "or running; wait for them to finish, then try again.")
-            self._queued += 1
+            self._queued.append(time.monotonic())
+
+    def _waiting(self) -> int:
+        """Events admitted to the queue and not started, without those Gradio dropped meanwhile
+        (held longer than ``QUEUED_PLACE_S``). Call with ``_events_lock`` held."""
+        deadline = time.monotonic() - self._queued_place_s
+        while self._queued and self._queued[0] < deadline:
+            self._queued.popleft()
+        return len(self._queued)
+
+    def check_room_for_event(self, most: int) -> None:
+        """Raise ``TooManyEventsError`` when ``most`` events of this session wait or run, without
+        taking a place (for events that are not counted: they start and end in a moment)."""
+        with self._events_lock:
+            if self._waiting() + self._events >= most:
+                raise TooManyEventsError(f"This session already has {self._waiting() + self._events} requests "
+                                         "waiting or running; wait for them to finish, then try again.")
 
     def begin_event(self, most: int) -> None:
         """Count one event of this session as running: one admitted to the queue moves from
@@ -247,8 +288,8 @@ class Session:
             TooManyEventsError: ``most`` events of this session are running.
         """
         with self._events_lock:
-            if self._queued:
-                self._queued -= 1
+            if self._waiting():
+                self._queued.popleft()
             elif self._events >= most:
                 raise TooManyEventsError(f"This session already has {self._events} requests running; wait for "
                                          "them to finish, then try again.")
@@ -298,7 +339,7 @@ class Session:
 
     def remove_files(self) -> None:
         """Delete this session's folder (again, if a late step wrote into it)."""
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
 
 def new_session() -> Session:
