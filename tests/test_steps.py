@@ -80,8 +80,13 @@ def test_class_builder_makes_a_dataset(h, session):
         h.data.add_images(session, "  ", animals, None)
     with pytest.raises(gr.Error, match="holds a slash.*Rename that class"):
         h.data.add_images(session, "../etc", animals, None)
+    used = {item.path: item.path.read_bytes() for item in session.dataset.items}
     table, _ = h.data.clear_classes(session)
     assert table.empty and not (session.workdir / "classes").exists()
+    # "Start over" empties the builder; the data set in use keeps its pictures
+    assert len(used) == 6 and all(path.exists() for path in used)
+    h.data.add_images(session, "animals", computers, None)  # same class and file numbers as before
+    assert {path: path.read_bytes() for path in used} == used
 
 
 def test_train_before_data_and_predict_before_training_explain_why(h, session):
@@ -158,6 +163,22 @@ def test_a_second_training_waits_for_a_stopping_one(h, session):
         assert any("Done." in s for s in statuses)
     finally:
         other.close()
+
+
+def test_a_stop_before_the_first_epoch_keeps_the_model_the_user_had(h, session):
+    """Train replaces the model only once the new one exists: a second run stopped as it starts
+    says so and leaves the first model answering, downloadable and measured."""
+    h.data.load_example(session)
+    run_training(h, session)
+    predictor, bundle_zip, trained = session.predictor, session.bundle_zip, session.trained
+    before = h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
+    # Lite1's features are not cached yet, so the Stop lands before any model exists
+    updates = run_training(h, session, model="tf_efficientnet_lite1.in1k", stop_when=r"Starting")
+    assert "no new model to keep" in updates[-1][0]
+    assert "The model you had is still the current one" in updates[-1][0]
+    assert session.predictor is predictor and session.trained is trained and bundle_zip.exists()
+    after = h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
+    assert after[0] == before[0]
 
 
 def test_session_close_removes_its_files(h):

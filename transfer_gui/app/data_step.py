@@ -3,6 +3,7 @@ then what was read, what was skipped and what looks risky."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -175,6 +176,18 @@ class DataStep:
         refuse_while_training(session, "Using new classes")
         if not session.classes:
             raise gr.Error("Create at least two classes and add images to each first.")
-        dataset = scan_files(dict(session.classes), root=session.workdir / "classes",
-                             limits=self.server.limits.archive)
+        # The data set gets its own links to the builder's files, kept like an upload: "Start
+        # over" or a picture added under the same name later must not delete or overwrite a
+        # picture that the data set, its results or its model's retraining still use.
+        builder = session.workdir / "classes"
+        folder = session.new_folder("upload")
+        try:
+            shutil.copytree(builder, folder / "classes", copy_function=os.link)
+            files = {name: [folder / "classes" / p.relative_to(builder) for p in paths]
+                     for name, paths in session.classes.items()}
+            dataset = scan_files(files, root=folder / "classes", limits=self.server.limits.archive)
+        except BaseException:
+            session.drop_folder(folder)
+            raise
+        session.keep_folder("upload", folder)
         return self._use(session, dataset)

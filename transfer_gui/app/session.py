@@ -59,14 +59,18 @@ QUEUED_PLACE_S = 120.0
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (links not followed)."""
-    total = 0
+    """Bytes of the regular files under ``folder`` (links not followed; a file with several hard
+    links, such as a class builder's picture that the data set also uses, counts once)."""
+    total, seen = 0, set()
     for dirpath, _, files in os.walk(folder):
         for name in files:
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+                st = os.lstat(os.path.join(dirpath, name))
             except OSError:  # removed meanwhile
-                pass
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
@@ -301,11 +305,12 @@ class Session:
             self._events = max(0, self._events - 1)
 
     def use_trained(self, trained: TrainedModel) -> None:
-        """A training finished (and was saved): its model becomes the current one."""
+        """A training finished (and was saved): its model replaces the current one whole, with
+        everything drawn from or exported of the old one."""
         self.trained, self.result, self.predictor = trained, trained.result, trained.predictor
         self.calibration, self.evaluation = trained.calibration, trained.evaluation
         self.bundle_folder, self.bundle_zip = trained.folder, trained.zip_path
-        self.heat_cache = {}
+        self.heat_cache, self.feature_map, self.export_zip = {}, None, None
 
     def use_evaluation(self, evaluation: EvalReport) -> None:
         """The current model was measured on new images: those figures are the ones shown."""

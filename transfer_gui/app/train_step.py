@@ -174,7 +174,8 @@ class TrainStep:
     def _run(self, session: Session, config: TrainConfig, rows: list[dict]) -> Iterator[TrainUpdate]:
         from ..engine.training import fit
 
-        session.reset_model()
+        # The current model stays until the new one exists (keep_trained): a Stop, an error or
+        # the time limit before that leaves the user the model they had.
         clock = Budget(self.server.limits.train_seconds, session)
         best_acc = None
         last_yield = 0.0
@@ -218,10 +219,12 @@ class TrainStep:
             return
         limit = f"{clock.sentence()}  \n" if clock.ran_out else ""
         if result is None or result.validation is None:
-            why = ("**Stopped before the first epoch finished**: there is no model to keep yet." if result is None
-                   else "**Stopped before the first model was trained**: there is nothing to keep yet.")
-            yield TrainUpdate(f"{limit}{why} Press Train again.", *_plots(rows, x_title), *_buttons(running=False),
-                              session)
+            why = ("**Stopped before the first epoch finished**: there is no new model to keep." if result is None
+                   else "**Stopped before the first model was trained**: there is no new model to keep.")
+            kept = (" The model you had is still the current one (steps 4-6)." if session.predictor is not None
+                    else "")
+            yield TrainUpdate(f"{limit}{why}{kept} Press Train again.", *_plots(rows, x_title),
+                              *_buttons(running=False, bundle_zip=session.bundle_zip), session)
             return
         yield TrainUpdate(f"**Measuring the model...** elapsed {fmt_s(result.train_seconds)}",
                           *_plots(rows, x_title), *busy, session)
