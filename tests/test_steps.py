@@ -352,6 +352,15 @@ def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
     assert "## How well it did" in h.download.card_view(trained)
 
 
+def test_evaluating_a_model_on_the_images_it_learned_says_so_and_keeps_its_results(h, trained):
+    """Step 2's Evaluate on step 1's images, right after training on them: the figure is named
+    for what it is, never "unseen", and the cross-validated results stay."""
+    before = h.results.view(trained)[0]
+    note, summary, *_ = h.model.evaluate_model(trained)
+    assert "Measured on the 96 images it was trained on" in note and "not how it will do on new pictures" in note
+    assert trained.trained is not None and summary == before and "cross-validation" in summary
+
+
 def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h, trained, tmp_path):
     from conftest import copy_example
 

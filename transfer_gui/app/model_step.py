@@ -115,6 +115,15 @@ class ModelStep:
                            "named like the model's classes).")
         refuse_while_training(session, "Evaluating")
         evaluation = session.predictor.evaluate(session.dataset)
+        if session.trained is not None:
+            # A model trained here has only ever met step 1's images (new images reset it), so
+            # this figure is how well it learned them; its cross-validated estimate stays shown.
+            return EvaluatedView(
+                f"Measured on the {evaluation.n_images} images it was trained on: **{evaluation.accuracy:.0%}** "
+                "right. That says how well it learned them, not how it will do on new pictures: for those, "
+                "step 4 keeps the estimate from pictures each fold's model had not seen. To measure it on new "
+                "pictures, download it (step 6), load new images in step 1, then upload it here.",
+                *self.server.results.view(session))
         session.use_evaluation(evaluation)
         return EvaluatedView(f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
                              "The details are in step 4. If these include images the model was trained on, the "
