@@ -285,8 +285,13 @@ class Server:
 
     def on_unload(self, request: gr.Request) -> None:
         """The page went away (tab closed, or only the network dropped): its session waits
-        ``limits.session_grace_min`` for it to come back, then ends (see SessionRegistry)."""
+        ``limits.session_grace_min`` for it to come back, then ends (see SessionRegistry). A
+        training it runs is stopped at once, keeping its best model so far: nobody may be watching,
+        and the training slot is the server's scarcest resource."""
         if request is not None and request.session_hash:
+            session = self.sessions.find(request.session_hash)
+            if session is not None and session.training.locked():
+                session.stop.set()
             self.sessions.went_away(request.session_hash)
 
     def on_state_deleted(self, session: Session | None) -> None:
