@@ -259,24 +259,22 @@ class Server:
         ``limits.user_events`` events waiting or running, else holds a place for it. A hash with
         no session yet gets none made here (any hash can be sent to the queue): the event makes
         it when it runs. Returns one "valid" (None) per input, as Gradio expects of a validator."""
-        session = self.sessions.find(request.session_hash) if request is not None and request.session_hash else None
-        if session is not None:
-            try:
-                session.admit_event(self.limits.user_events)
-            except UserInputError as exc:
-                raise shown(exc) from exc
-        return [None] * len(inputs)
+        return self._admit(request, len(inputs), hold_place=True)
 
     def admit_uncounted(self, request: gr.Request, *inputs) -> list[None]:
         """The validator for queued events that take a moment and are not counted (a click on a
         picture, the model's description): refused like ``admit``, without holding a place."""
+        return self._admit(request, len(inputs), hold_place=False)
+
+    def _admit(self, request: gr.Request | None, n_inputs: int, hold_place: bool) -> list[None]:
         session = self.sessions.find(request.session_hash) if request is not None and request.session_hash else None
         if session is not None:
+            check = session.admit_event if hold_place else session.check_room_for_event
             try:
-                session.check_room_for_event(self.limits.user_events)
+                check(self.limits.user_events)
             except UserInputError as exc:
                 raise shown(exc) from exc
-        return [None] * len(inputs)
+        return [None] * n_inputs
 
     @staticmethod
     def on_load(session: Session) -> Session:
