@@ -231,7 +231,8 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
                  seconds: float, stop: threading.Event, device: torch.device, comparison: Comparison
                  ) -> Iterator[ComparePoint]:
     """The whole network from random weights for ``seconds`` of training, checked before the
-    first step and after every tenth of the budget (and when it ends). Before the first step it
+    first step and after every tenth of the budget (and when it ends); where a step takes more
+    than a tenth, after every step until CHECKS checks. Before the first step it
     also reads the map's images (``comparison.random_features``), off the clock like a check."""
     torch.manual_seed(config.seed)  # the random network starts the same each time
     loaded = create_model(config.model, len(dataset.labels), pretrained=False)
@@ -272,7 +273,7 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
     sample_loader = make_loader(dataset, sample, eval_transform(data_config), paths.batch, False, config.seed)
     *_, (_, random_features) = extract_features(model, sample_loader, device, paths)
     comparison.random_features = (sample, random_features)
-    trained, steps = 0.0, 0
+    trained, steps, checks = 0.0, 0, 0
     yield ComparePoint(0.0, 0, *check())
     next_check = seconds / CHECKS
     epoch = 0
@@ -291,11 +292,17 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
             loss.backward()
             opt.step()
             steps += 1
-            trained += time.perf_counter() - started
-            ended = trained >= seconds or stop.is_set()
-            if trained >= next_check or ended:
+            took = time.perf_counter() - started
+            trained += took
+            # A step slower than a tenth of the budget (a busy or slow machine) is checked on its
+            # own, and the run goes on until CHECKS checks: the curve has as many points on every
+            # machine, only its time axis differs.
+            due = trained >= next_check or took >= seconds / CHECKS
+            ended = stop.is_set() or (trained >= seconds and checks + due >= CHECKS)
+            if due or ended:
                 yield ComparePoint(round(trained, 3), steps, *check())
-                while next_check <= trained:  # also when one step took more than a tenth
+                checks += 1
+                while next_check <= trained:
                     next_check += seconds / CHECKS
             if ended:
                 return
