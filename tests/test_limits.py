@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import threading
 import zipfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from transfer_gui.engine.data import open_dataset, scan_csv
 from transfer_gui.engine.images import read_failure
 from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
 from transfer_gui.engine.figures import confusion_picture
+from transfer_gui.app.memory import MemoryGate, ServerBusyError, release_free_memory, resident_bytes
 from transfer_gui.app.server import Server, client_address
 from transfer_gui.engine.workflow import open_model
 from transfer_gui.settings import Limits, settings
@@ -62,7 +64,7 @@ def _train(h, session, custom="", weights=None, mode="quick", epochs=0):
 def test_limits_are_read_from_one_prefix_and_the_readme_lists_each_with_its_default():
     assert Limits.from_env({}) == Limits()
     space = Limits.from_env({"SPACE_ID": "someone/app"})
-    assert space.public and space.train_minutes == 20 and space.model_params_m == 100
+    assert space.public and space.train_minutes == 20 and space.model_params_m == 100 and space.memory_mb == 6144
     assert not Limits.from_env({"SPACE_ID": "someone/app", "TLS_PUBLIC": "0"}).public
     own = Limits.from_env({"TLS_MAX_CLASSES": "50", "TLS_TRAIN_MINUTES": "soon", "TLS_MAX_FILES": "-3",
                            "TLS_PUBLIC": "yes"})
@@ -244,6 +246,91 @@ def test_batch_prediction_holds_at_most_its_decoded_pixel_budget(quick_bundle, t
 
 
 # --- disk, sessions, queue --------------------------------------------------------------------------
+
+def test_the_memory_gate_counts_the_process_and_every_reservation_waits_then_refuses():
+    release_free_memory()
+    here = resident_bytes()
+    assert here > 100 * 2**20  # this process, with torch loaded, read from the system
+    gate = MemoryGate(here + 300 * 2**20, wait_s=0.5)
+    with gate.reserve(200 * 2**20, "the first"):
+        assert gate.reserved == 200 * 2**20
+        with pytest.raises(ServerBusyError, match=r"short of memory right now .* GB in use by everyone's work.*"
+                                                  r"try again in a minute"):
+            with gate.reserve(200 * 2**20, "the second"):
+                pass
+    assert gate.reserved == 0  # given back, also after the refusal
+    done = []
+
+    def second():
+        with gate.reserve(200 * 2**20, "the second"):
+            done.append(gate.reserved)
+
+    with gate.reserve(200 * 2**20, "the first"):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.2)
+        assert not done  # waiting for room while the first holds it
+    waiter.join(5)
+    assert done == [200 * 2**20]  # the first ended: the second ran
+    with pytest.raises(ServerBusyError):  # more than the whole budget is refused at once
+        with gate.reserve(here + 400 * 2**20, "too much"):
+            pass
+    with MemoryGate(0).reserve(10**15, "anything"):  # no budget: granted
+        pass
+
+
+def test_memory_the_allocator_keeps_freed_is_given_back_before_a_reservation_is_refused():
+    from transfer_gui.engine.speed import tune_process
+
+    tune_process()  # the allocator keeps up to 1 GB freed, as in the app
+    release_free_memory()
+    before = resident_bytes()
+    blocks = [b"\x01" * 2**20 for _ in range(400)]  # written, so resident
+    del blocks
+    assert resident_bytes() > before + 300 * 2**20  # freed, but still resident
+    gate = MemoryGate(before + 300 * 2**20, wait_s=0)
+    with gate.reserve(100 * 2**20, "a picture"):  # fits once the freed memory is given back
+        assert resident_bytes() < before + 200 * 2**20
+
+
+def test_heavy_work_reserves_its_memory_and_a_big_picture_waits_for_room_then_is_refused(server, quick_bundle,
+                                                                                         tmp_path):
+    zipped = tmp_path / "model.zip"
+    shutil.make_archive(str(zipped.with_suffix("")), "zip", quick_bundle)
+    h, session = server()
+    h.model.load_model(session, str(zipped))
+    # a budget with 300 MB to spare beyond what this process holds now (freed memory given back)
+    release_free_memory()
+    h.memory = MemoryGate(resident_bytes() + 300 * 2**20, wait_s=1)
+    small = ROOT / "assets" / "test_images" / "animal_dolphin.png"
+    assert h.test.predict(session, str(small)).confidences  # a photo's few MB fit
+    big = tmp_path / "big.png"
+    Image.new("RGB", (9000, 9000), (10, 200, 10)).save(big)  # 0.2 MB on disk, 243 MB decoded
+    with pytest.raises(gr.Error, match="short of memory right now"):
+        h.test.predict(session, str(big))
+    batch = h.event(h.test.batch_predict, heavy=True)  # a heavy event reserves a batch's worst case
+    assert h.heavy_bytes >= 2 * 100e6 * 3  # the batch's 100 megapixels, decoded and converted
+    with pytest.raises(gr.Error, match="short of memory right now"):
+        batch(None, session, [str(small)], 0.5)
+    assert h.memory.reserved == 0  # nothing held after the refusals, by the gate or the session:
+    session.begin_event(1)  # its one place is free
+    session.end_event()
+    h.memory = MemoryGate(resident_bytes() + 2 * h.heavy_bytes, wait_s=1)
+    assert batch(None, session, [str(small)], 0.5).table.shape[0] == 1
+
+
+def test_heavy_events_share_one_small_group_across_all_users():
+    from transfer_gui.app.layout import build_demo
+
+    h = Server(limits=dataclasses.replace(Limits(), heavy_jobs=2))
+    demo = build_demo(server=h)
+    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
+    for name in ("load_zip", "add_images", "use_classes", "load_model", "evaluate_model", "results", "mistakes",
+                 "batch_predict", "sort_load", "sort_zip"):
+        assert groups[name] == ("heavy", 2), name
+    assert groups["predict"][0] != "heavy" and groups["train"][0] == "training"
+    h.close()
+
 
 def test_the_servers_disk_budget_covers_all_sessions(server, example_zip):
     h, session = server(server_disk_mb=0.5)

@@ -24,7 +24,10 @@ _logger = logging.getLogger(__name__)
 ENV_PREFIX = "TLS_"
 # Public servers get these where a private one has none (0 = no limit): a training that never ends
 # and a model of billions of parameters are fine on your own machine, not on a shared one.
-_PUBLIC_DEFAULTS = {"train_minutes": 20.0, "model_params_m": 100.0}
+# memory_mb: sized for a 16 GB Space (its CPU-basic size), leaving 10 GB for what no reservation
+# foresees (a training of a model up to the public size cap, Gradio, the system). Measured with
+# benchmarks/load.py --abuse: peak 5.3 GB at 6 GB, 6.9 GB at 8 GB, ordinary users as fast.
+_PUBLIC_DEFAULTS = {"train_minutes": 20.0, "model_params_m": 100.0, "memory_mb": 6144.0}
 # On a Hugging Face Space its proxy stands between every client and the app (see client_address).
 _SPACE_DEFAULTS = {"proxy_hops": 1}
 _ZERO_ALLOWED = {*_PUBLIC_DEFAULTS, "proxy_hops"}
@@ -43,7 +46,7 @@ class Limits:
             ``model_params_m``, and a time budget per training.
     """
 
-    public: bool = _limit(False, "strangers use this server: only listed and Hub models, the two public defaults below (on by itself on a Hugging Face Space)")
+    public: bool = _limit(False, "strangers use this server: only listed and Hub models, the three public defaults below (on by itself on a Hugging Face Space)")
     max_upload_mb: float = _limit(2048, "MB one upload may unpack to (a zip of images, a model, a batch); also Gradio's upload limit")
     max_files: int = _limit(20_000, "entries in one zip, and rows in one labels CSV")
     max_ratio: float = _limit(200, "unpacked/packed size of any one zip entry (zip bombs reach 1000)")
@@ -61,6 +64,8 @@ class Limits:
     training_slots: int = _limit(1, "trainings that run at once (a CPU has no room for two)")
     training_waiting: int = _limit(8, "trainings that may wait for a slot; more are refused")
     queue_size: int = _limit(64, "events waiting in Gradio's queue (trainings wait in their own line)")
+    heavy_jobs: int = _limit(2, "heavy requests outside the training line that run at once across all users (a batch, evaluating, the sorting pile, the map, heat maps, loading a zip or a model); more wait in the queue")
+    memory_mb: float = _limit(0, "MB of memory the whole server may use: a heavy request or a picture reserves what it may decode before it starts, and waits, then is refused when there is no room (0 = no budget; 6144 on a public server, sized for a 16 GB Space)")
     user_events: int = _limit(6, "events one session may have running or waiting at once")
     train_minutes: float = _limit(0, "minutes one training may run, then it stops and keeps its best model (0 = no limit; 20 on a public server)")
     model_params_m: float = _limit(0, "largest model, in millions of parameters, counted before it is built (0 = no limit; 100 on a public server)")
@@ -151,7 +156,8 @@ _OTHER_SETTINGS = (
     ("CACHE_DIR", "`~/.cache/transfer_gui`", "folder for the built-in models' weights, converted once per machine "
                                              "(`XDG_CACHE_HOME` moves the default)"),
     ("KEEP_MALLOC", "off", "leave the C allocator's settings alone (by default large blocks are reused, which "
-                           "saves seconds per fine-tuning epoch)"),
+                           "saves seconds per fine-tuning epoch, in two arenas, which bounds what a busy server "
+                           "keeps)"),
 )
 
 

@@ -12,14 +12,13 @@ from .data_step import NO_IMAGES, ClassesView, DataView
 from .download_step import DownloadView, ExportView
 from .hosting import ZERO_GPU_SECONDS, cache_ttl_s, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
-from .predict_step import BatchView, Verdict
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
-from .server import ROOT, TEST_IMAGES, Server
+from .server import ROOT, Server
 from .sort_layout import sort_tab
-from .sort_step import FiledView
+from .test_layout import test_tab
 from .train_step import MODE_CHOICES, CompareUpdate, CurveUpdate, FailureView, TrainUpdate
 from .texts import COMPARE_INTRO, CURVE_INTRO, DEMO_BUTTON, EXPLAINER, INTRO
-from .views import BATCH_COLUMNS, COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, image_extensions, outputs
+from .views import COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, heavy_group, image_extensions, outputs
 
 __all__ = ["build_demo"]
 
@@ -225,42 +224,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 mistakes = gr.Gallery(label="Mistakes (true → predicted)", columns=6, object_fit="contain",
                                       height="auto", elem_id="mistakes")
 
-            # --- 5. test ---------------------------------------------------------------------
-            with gr.Tab("5. Test", id="tab-test"):
-                threshold = gr.Slider(0, 1, value=0.5, step=0.05, elem_id="threshold",
-                                      label='Answer "not sure" below this confidence')
-                threshold_note = gr.Markdown(elem_id="threshold-note")
-                with gr.Row():
-                    with gr.Column():
-                        test_image = gr.Image(label="A new picture (upload, webcam or paste)", type="filepath",
-                                              image_mode=None,
-                                              sources=["upload", "webcam", "clipboard"], elem_id="test-image")
-                        examples = sorted(str(p) for p in TEST_IMAGES.glob("*") if p.is_file())
-                        gr.Examples(examples, inputs=[test_image], label="Or try one of these",
-                                    cache_examples=False)
-                    with gr.Column():
-                        verdict = gr.Markdown(elem_id="verdict")
-                        prediction = gr.Label(num_top_classes=5, label="Confidence per class", elem_id="prediction")
-                    with gr.Column():
-                        heat = gr.Image(label="Where the model looked", type="pil", interactive=False,
-                                        elem_id="test-heat")
-                        heat_note = gr.Markdown(elem_id="heat-note")
-                        file_under = gr.Radio(label="Wrong? File this picture under the right class (it joins "
-                                              "the training data)", choices=[], interactive=False,
-                                              elem_id="file-under")
-                        filed_note = gr.Markdown(elem_id="filed-note")
-                gr.Markdown("**Many pictures at once**: choose pictures or .zip files; get a table and a CSV "
-                            "(the same rows as `python -m transfer_gui predict --csv`).")
-                with gr.Row():
-                    batch_files = gr.File(label="Pictures or .zip files", file_count="multiple",
-                                          file_types=image_extensions() + [".zip"], elem_id="batch-files")
-                    with gr.Column():
-                        batch_btn = gr.Button("Classify them", variant="primary", elem_id="batch-btn")
-                        batch_csv = gr.DownloadButton("Download the table (.csv)", interactive=False,
-                                                      elem_id="batch-csv")
-                batch_note = gr.Markdown(elem_id="batch-note")
-                batch_table = gr.Dataframe(pd.DataFrame(columns=BATCH_COLUMNS),
-                                           label="Predictions", interactive=False, elem_id="batch-table")
+            threshold, threshold_note = test_tab(h, state)
 
             # --- 6. download -----------------------------------------------------------------
             with gr.Tab("6. Download", id="tab-download"):
@@ -302,22 +266,21 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         download_outputs = outputs(DownloadView, card=card_md, export_status=export_status,
                                    export_download=export_download)
         cell_outputs = outputs(CellView, note=cell_note, gallery=cell_gallery)
-        predict_outputs = outputs(Verdict, verdict=verdict, confidences=prediction, heat=heat, heat_note=heat_note,
-                                  file_under=file_under)
-        d, m, tr, r, te, dl = h.data, h.model, h.training, h.results, h.test, h.download
+        d, m, tr, r, dl = h.data, h.model, h.training, h.results, h.download
+        heavy = heavy_group(h.limits.heavy_jobs)
         demo.load(h.event(h.on_load, counted=False), [state], [state], queue=False, api_visibility="private")
         demo.load(h.event(d.classes_table, counted=False), [state], [classes_table], queue=False,
                   api_visibility="private")
         demo.unload(h.on_unload)
-        zip_upload.upload(h.event(d.load_zip), [state, zip_upload], data_outputs, show_progress_on=[data_summary],
-                          api_name="load_zip")
+        zip_upload.upload(h.event(d.load_zip, heavy=True), [state, zip_upload], data_outputs,
+                          show_progress_on=[data_summary], api_name="load_zip", **heavy)
         example_btn.click(h.event(d.load_example), [state], data_outputs, show_progress_on=[data_summary],
                           api_name="use_example")
-        add_btn.click(h.event(d.add_images), [state, class_name, class_files, snapshot],
+        add_btn.click(h.event(d.add_images, heavy=True), [state, class_name, class_files, snapshot],
                       outputs(ClassesView, table=classes_table, files=class_files, snapshot=snapshot, session=state),
-                      api_name="add_images")
-        use_classes_btn.click(h.event(d.use_classes), [state], data_outputs, show_progress_on=[data_summary],
-                              api_name="use_classes")
+                      api_name="add_images", **heavy)
+        use_classes_btn.click(h.event(d.use_classes, heavy=True), [state], data_outputs,
+                              show_progress_on=[data_summary], api_name="use_classes", **heavy)
         clear_btn.click(h.event(d.clear_classes), [state], [classes_table, state], api_name="clear_classes")
         model.change(describe_model, [model], [card], show_progress_on=[card], api_name="model_card")
         train_outputs = outputs(TrainUpdate, status=status, loss_plot=loss_plot, acc_plot=acc_plot,
@@ -340,7 +303,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         demo_run.success(lambda: gr.Tabs(selected="tab-results"), None, [tabs], queue=False, api_visibility="private")
         for run in (training, demo_run):
             # The Results step is filled once the model is evaluated (also after a Stop).
-            run.success(h.event(r.view), [state], results_outputs,
+            run.success(h.event(r.view, heavy=True), [state], results_outputs, **heavy,
                         **({"api_name": "results"} if run is training else {"api_visibility": "private"}))
             run.success(h.event(r.threshold_note), [state, threshold], [threshold_note], api_visibility="private")
             run.success(h.event(dl.view), [state], download_outputs, api_visibility="private")
@@ -348,14 +311,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             run.failure(h.event(tr.after_failure, counted=False), [state],
                         outputs(FailureView, status=status, train_button=train_btn, stop_button=stop_btn),
                         queue=False, api_visibility="private")
-        bundle_upload.upload(h.event(m.load_model), [state, bundle_upload],
+        bundle_upload.upload(h.event(m.load_model, heavy=True), [state, bundle_upload],
                              outputs(ModelLoaded, status=bundle_status, continue_box=continue_loaded,
                                      download_button=download_btn, session=state),
-                             show_progress_on=[bundle_status], api_name="load_model"
+                             show_progress_on=[bundle_status], api_name="load_model", **heavy
                              ).success(h.event(dl.view), [state], download_outputs, api_visibility="private")
-        evaluate_btn.click(h.event(m.evaluate_model), [state], outputs(EvaluatedView, status=evaluate_status,
-                                                                       **results_parts),
-                           show_progress_on=[evaluate_status], api_name="evaluate_model")
+        evaluate_btn.click(h.event(m.evaluate_model, heavy=True), [state],
+                           outputs(EvaluatedView, status=evaluate_status, **results_parts),
+                           show_progress_on=[evaluate_status], api_name="evaluate_model", **heavy)
         export_btn.click(h.event(dl.export), [state], outputs(ExportView, report=export_status, download=export_download),
                          show_progress_on=[export_status], concurrency_limit=slots, concurrency_id="training",
                          api_name="export")
@@ -378,19 +341,8 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                                  gallery=cell_gallery), api_visibility="private")
         feature_map.select(r.select_point, [state], outputs(MapPick, image=map_pick, note=map_pick_note),
                            api_visibility="private")
-        show_heat.input(h.event(r.mistakes_view), [state, show_heat], [mistakes], show_progress_on=[mistakes],
-                        api_name="mistakes")
-        test_image.change(h.event(te.predict), [state, test_image, threshold], predict_outputs,
-                          show_progress_on=[verdict], api_name="predict")
-        threshold.change(h.event(te.predict), [state, test_image, threshold], predict_outputs,
-                         trigger_mode="always_last", show_progress_on=[verdict], api_visibility="private")
-        threshold.change(h.event(r.threshold_note), [state, threshold], [threshold_note], trigger_mode="always_last",
-                         api_name="not_sure_meaning")
-        file_under.input(h.event(h.sort.file_test_picture), [state, test_image, file_under],
-                         outputs(FiledView, note=filed_note, choice=file_under), api_name="file_under")
-        batch_btn.click(h.event(te.batch_predict), [state, batch_files, threshold],
-                        outputs(BatchView, summary=batch_note, table=batch_table, csv_button=batch_csv),
-                        show_progress_on=[batch_note], api_name="batch_predict")
+        show_heat.input(h.event(r.mistakes_view, heavy=True), [state, show_heat], [mistakes],
+                        show_progress_on=[mistakes], api_name="mistakes", **heavy)
     # Every queued event passes admission before it joins the queue all share: counted events hold
     # one of their session's few places (freed when they end), the others are only checked.
     for fn in demo.fns.values():

@@ -12,6 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from .errors import user_errors
+from .memory import picture_bytes
 from .session import Session
 from .views import BATCH_COLUMNS
 
@@ -45,9 +46,10 @@ class PredictStep:
     def __init__(self, server: Server):
         self.server = server
 
-    @staticmethod
-    def predict(session: Session, image: str | Image.Image | None, threshold: float = 0.5) -> Verdict:
-        """One picture (a file path or an image): the verdict, every class's confidence, the heat map."""
+    @user_errors
+    def predict(self, session: Session, image: str | Image.Image | None, threshold: float = 0.5) -> Verdict:
+        """One picture (a file path or an image): the verdict, every class's confidence, the heat
+        map. Its decoding waits for room in the server's memory budget (``picture_bytes``)."""
         from ..engine.batch import NOT_SURE, decide
         from ..engine.explain import heat_map
         from ..engine.images import IMAGE_READ_ERRORS, failure_reason, load_image
@@ -56,13 +58,15 @@ class PredictStep:
             return Verdict("", None, None, "", gr.Radio(choices=[], value=None, interactive=False))
         if session.predictor is None:
             raise gr.Error("Train a model first (step 3), then test it here.")
-        try:
-            picture = load_image(image)  # decoded once: a big photo costs seconds per decode
-        except IMAGE_READ_ERRORS as exc:
-            raise gr.Error(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or WebP "
-                           "picture.", print_exception=False) from None
-        predictor = session.predictor
-        hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
+        need = picture_bytes(image) if isinstance(image, (str, Path)) else 0
+        with self.server.memory.reserve(need, "this picture"):
+            try:
+                picture = load_image(image)  # decoded once: a big photo costs seconds per decode
+            except IMAGE_READ_ERRORS as exc:
+                raise gr.Error(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or "
+                               "WebP picture.", print_exception=False) from None
+            predictor = session.predictor
+            hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
         probs = hm.probabilities
         label, confidence = decide(probs, predictor.labels, threshold or 0.0)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])

@@ -8,6 +8,7 @@ each of them for Gradio: the request's session, counted against its limits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -18,16 +19,17 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gradio as gr
 
 from ..engine.errors import UserInputError
-from ..engine.images import restrict_image_formats
+from ..engine.images import MAX_DECODE_BYTES, restrict_image_formats
 from ..settings import Limits, Settings
 from .data_step import DataStep
 from .download_step import DownloadStep
 from .errors import shown
+from .memory import MemoryGate, ServerBusyError
 from .model_step import ModelStep
 from .predict_step import PredictStep
 from .results_step import ResultsStep
@@ -95,6 +97,9 @@ def preload_engine() -> threading.Thread:
         start = time.perf_counter()
         from ..engine import batch, bundle, comparison, data, explain, export, inference  # noqa: F401
         from ..engine import learning_curve, workflow  # noqa: F401
+        from ..engine.speed import tune_process
+
+        tune_process()  # the allocator's arenas are capped before request threads make their own
         import sklearn.manifold  # noqa: F401  (the map's t-SNE: 2 s to import, better before the first map)
 
         _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
@@ -138,6 +143,11 @@ class Server:
         # Held by each long job from its first to its last step, also after Gradio gave up on the
         # event (a closed tab frees Gradio's concurrency slot while the step in flight still runs).
         self.slots = TrainingSlots(self.limits.training_slots, self.limits.training_waiting)
+        # The server's memory budget (limits.memory_mb). A heavy event reserves the most it may
+        # decode at once: one picture at the decode limit, or a batch's pictures held together,
+        # each twice (the decode and the picture made from it).
+        self.memory = MemoryGate(int(self.limits.memory_mb * 2**20))
+        self.heavy_bytes = 2 * max(MAX_DECODE_BYTES, int(self.limits.batch_megapixels * 1e6 * 3))
         # Every event finds its Session here by the tab's session hash (see SessionRegistry).
         limits = self.limits
         self.sessions = SessionRegistry(self.new_session, idle_s=limits.session_idle_min * 60,
@@ -196,7 +206,7 @@ class Server:
 
     # --- session lifecycle ---------------------------------------------------------------------
 
-    def event(self, fn: Callable, counted: bool = True) -> Callable:
+    def event(self, fn: Callable, counted: bool = True, heavy: bool = False) -> Callable:
         """``fn``, an event function whose first argument is the session, as a Gradio event.
 
         The event's Session comes from this server's registry by the request's session hash,
@@ -208,8 +218,13 @@ class Server:
                 runs, given back in a ``finally`` (also when Gradio cancels it or its client goes).
                 False for events outside the queue (Stop, the page load): they take a moment, and
                 Stop must work however busy the session is.
+            heavy: the event may decode large pictures (a batch, the pile, heat maps, a zip):
+                it reserves ``heavy_bytes`` of the server's memory budget while it runs, and
+                waits, then is refused, when there is no room (layout.py also puts such events
+                in one concurrency group of ``limits.heavy_jobs``).
         """
         most = self.limits.user_events if counted else None
+        reserve = self.heavy_bytes if heavy else 0
 
         def session_of(request: gr.Request | None, session: Session | None) -> Session:
             try:
@@ -227,6 +242,14 @@ class Server:
             except UserInputError as exc:
                 raise shown(exc) from exc
 
+        @contextlib.contextmanager
+        def room() -> Iterator[None]:
+            try:
+                with self.memory.reserve(reserve, "this request"):
+                    yield
+            except ServerBusyError as exc:
+                raise shown(exc) from exc
+
         def end(session: Session) -> None:
             if most is not None:
                 session.end_event()
@@ -238,7 +261,8 @@ class Server:
                 s = session_of(request, session)
                 begin(s)
                 try:
-                    yield from fn(s, *args)
+                    with room():
+                        yield from fn(s, *args)
                 finally:
                     end(s)
         else:
@@ -246,7 +270,8 @@ class Server:
                 s = session_of(request, session)
                 begin(s)
                 try:
-                    return fn(s, *args)
+                    with room():
+                        return fn(s, *args)
                 finally:
                     end(s)
         bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__

@@ -9,7 +9,7 @@ from .server import Server
 from .sort_step import NO_PILE, SortView
 from .train_step import CurveUpdate
 from .texts import SORT_INTRO
-from .views import image_extensions, outputs
+from .views import heavy_group, image_extensions, outputs
 
 __all__ = ["sort_tab"]
 
@@ -58,10 +58,12 @@ def sort_tab(h: Server, state: gr.State, slots: int, model_download: gr.Download
                                    **quick)):
         event.success(h.event(s.retrain_when_due), [state], view, api_visibility="private", **long)
     skip.click(h.event(s.skip), [state], view, api_name="sort_skip", **quick)
-    pile_upload.upload(h.event(s.load_pile), [state, pile_upload], view, show_progress_on=[status],
-                       api_name="sort_load")
+    heavy = heavy_group(h.limits.heavy_jobs)
+    pile_upload.upload(h.event(s.load_pile, heavy=True), [state, pile_upload], view, show_progress_on=[status],
+                       api_name="sort_load", **heavy)
     retrain.click(h.event(s.retrain), [state], view, api_name="sort_retrain", **long)
-    pack.click(h.event(s.download), [state], view, show_progress_on=[status], api_name="sort_zip")
+    pack.click(h.event(s.download, heavy=True), [state], view, show_progress_on=[status], api_name="sort_zip",
+               **heavy)
     curve_btn.click(h.event(s.curve), [state], outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),
                     concurrency_limit=slots, concurrency_id="training", show_progress_on=[curve_note],
                     api_name="sort_curve")

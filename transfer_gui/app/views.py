@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from ..engine.images import IMAGE_EXTENSIONS
 
-__all__ = ["outputs", "fmt_s", "image_extensions", "OK", "WARN", "COUNTS_COLUMNS", "SKIPPED_COLUMNS",
+__all__ = ["outputs", "heavy_group", "fmt_s", "image_extensions", "OK", "WARN", "COUNTS_COLUMNS", "SKIPPED_COLUMNS",
            "PER_CLASS_COLUMNS", "BATCH_COLUMNS"]
 
 # Column names of the app's tables, also their headers while empty.
@@ -21,6 +21,13 @@ PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "images"]
 BATCH_COLUMNS = ["image", "label", "confidence"]
 # Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
 OK, WARN = "OK ·", "**Look at this** ·"
+
+
+def heavy_group(heavy_jobs: int) -> dict:
+    """The event options that put an event in the server's one group of heavy work: pictures
+    decoded by the hundred or at full size (a batch, the pile, heat maps, a zip, the map). Gradio
+    runs ``heavy_jobs`` of the group at once across all users; the rest wait in its queue."""
+    return {"concurrency_limit": heavy_jobs, "concurrency_id": "heavy"}
 
 
 def outputs(view: type[NamedTuple], **components: Any) -> list:

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import without_paths
 
 __all__ = ["IMAGE_EXTENSIONS", "IMAGE_FORMATS", "IMAGE_READ_ERRORS", "MAX_ASPECT", "MAX_SIDE", "MAX_DECODE_BYTES",
-           "PictureShapeError", "restrict_image_formats", "to_rgb", "prepare_image", "check_pixels", "load_image",
+           "PictureShapeError", "decoded_bytes", "restrict_image_formats", "to_rgb", "prepare_image", "check_pixels", "load_image",
            "read_failure", "failure_reason", "file_failure", "file_sha1"]
 
 # The file types read as images (the app's uploaders name them too).
@@ -112,6 +112,13 @@ def prepare_image(image: Image.Image) -> Image.Image:
     return rgb
 
 
+def decoded_bytes(image: Image.Image) -> int:
+    """Bytes an opened (not yet decoded) picture takes once decoded: the larger of its own pixels
+    and the 8-bit RGB picture it becomes (its size and mode are in the file's header)."""
+    width, height = image.size
+    return width * height * max(3, _MODE_BYTES.get(image.mode, 4))
+
+
 def check_pixels(image: Image.Image) -> None:
     """Refuse, before its pixels are decoded, a picture over ``MAX_ASPECT``:1 or one whose decoded
     pixels would take more than ``MAX_DECODE_BYTES`` (its size and mode are in the file's header).
@@ -127,8 +134,7 @@ def check_pixels(image: Image.Image) -> None:
     if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
         raise PictureShapeError(f"it is {width}x{height} pixels, more than {MAX_ASPECT} times as long as it is "
                                 "wide; crop it to the part that shows the object")
-    # the larger of the decoded picture and the 8-bit RGB picture it becomes
-    decoded = width * height * max(3, _MODE_BYTES.get(image.mode, 4))
+    decoded = decoded_bytes(image)
     if decoded > MAX_DECODE_BYTES:
         raise Image.DecompressionBombError(
             f"{width}x{height} pixels would take {decoded / 1e6:,.0f} MB once decoded, over the "

@@ -44,8 +44,14 @@ _logger = logging.getLogger(__name__)
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit: blocks below it come from the reusable heap
 _TRIM_THRESHOLD = 1 << 30  # keep up to 1 GB of freed heap mapped for the next batch
+# glibc gives threads that allocate at once arenas of their own, up to 8 per core, and each keeps
+# up to _TRIM_THRESHOLD of freed memory: a server's many request threads held 7.1 GB in 157 arena
+# heaps under benchmarks/load.py --abuse. Two arenas keep the training thread's reuse and bound
+# what the rest can hold.
+_ARENA_MAX = 2
 _MAX_WORKERS = 12  # timm's augmentation of a decoded image took 2.6 ms on one core: 12 feed ~4,500/s
 # Inference memory per image, as a multiple of its input tensor: a small CNN's few largest live
 # activations at once, with room to spare (EfficientNet-Lite0's widest is ~8x its input).
@@ -185,7 +191,8 @@ def tune_process() -> str:
         torch.backends.cudnn.benchmark = True
         done.append("cuDNN autotuning")
     if mallopt is not None and not Settings.from_env().keep_malloc:
-        ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        done.append("glibc allocator reuses large blocks" if ok else "mallopt refused")
+        ok = (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+              and mallopt(_M_ARENA_MAX, _ARENA_MAX))
+        done.append(f"glibc allocator reuses large blocks in {_ARENA_MAX} arenas" if ok else "mallopt refused")
     _logger.info("Process tuned: %s", ", ".join(done))
     return ", ".join(done)
