@@ -151,6 +151,27 @@ def test_decisions_join_the_next_training_and_the_zip_and_csv_say_who_labelled_w
     assert sum(r["labelled_by"] == BY_SUGGESTION for r in rows) == sum(i.by == BY_SUGGESTION for i in pile.decided())
 
 
+def test_a_retrain_stopped_before_its_model_keeps_the_model_and_the_data_set(h, sorting):
+    """Retrain, like Train, replaces the model (and the data set it was trained on) only once the
+    new one exists."""
+    session, pile_files, truth = sorting
+    h.sort.load_pile(session, [str(f) for f in pile_files[:12]])
+    while session.pile.waiting():
+        h.sort.choose(session, truth[session.pile.waiting()[0].shown])
+    model, dataset = session.model, session.dataset
+    updates = []
+    for view in h.sort.retrain(session):
+        updates.append(view.status)
+        if "Retraining on 36 pictures" in view.status and not session.stop.is_set():
+            h.training.stop(session)  # the first update comes before the new pictures' features
+    assert "stopped before a new model was trained" in updates[-1] and "still the current one" in updates[-1]
+    assert session.model is model and session.dataset is dataset
+    assert h.test.predict(session, str(pile_files[0])).confidences  # the model still answers
+    updates = [view.status for view in h.sort.retrain(session)]
+    assert "Retrained on 36 labelled pictures" in updates[-1]
+    assert session.model is not model and len(session.dataset.items) == 36
+
+
 def test_a_test_picture_filed_under_a_class_is_in_the_next_training(h, sorting, tmp_path):
     session, _, _ = sorting
     picture = tmp_path / "dolphin.png"

@@ -116,7 +116,7 @@ class DataStep:
 
     def _use(self, session: Session, dataset) -> DataView:
         session.dataset = dataset
-        session.reset_model()
+        session.use_loaded(None)  # a model trained on the old images goes; an upload stays
         # new images: a pile sorted into the old classes, and pictures filed under them, go too
         session.pile, session.filed, session.sorted_zip, session.comparison = None, {}, None, None
         return self.view(session)

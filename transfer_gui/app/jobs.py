@@ -23,6 +23,7 @@ from .session import Session
 from .slots import AlreadyInLineError
 
 if TYPE_CHECKING:
+    from ..engine.data import ImageDataset
     from ..engine.training import TrainResult
     from ..engine.workflow import TrainedModel
     from .server import Server
@@ -110,14 +111,19 @@ def waited(server: Server, session: Session, what: str, update: Callable[[str], 
     return True
 
 
-def keep_trained(server: Server, session: Session, result: TrainResult) -> TrainedModel:
-    """A finished training on ``session.dataset`` becomes the session's model: measured, saved as
-    a bundle and its zip in the session's folder (the previous bundle folder goes)."""
+def keep_trained(server: Server, session: Session, result: TrainResult,
+                 dataset: ImageDataset | None = None) -> TrainedModel:
+    """A finished training on ``dataset`` (default: ``session.dataset``) becomes the session's
+    model: measured, saved as a bundle and its zip in the session's folder (the previous bundle
+    folder goes). Until then the previous model stays the current one; a ``dataset`` given here
+    becomes the session's data set together with its model."""
     from ..engine.workflow import finish_training
 
+    dataset = dataset or session.dataset
     folder = session.new_folder("bundle")
-    trained = finish_training(result, session.dataset, folder / "model", device=server.device,
+    trained = finish_training(result, dataset, folder / "model", device=server.device,
                               zip_path=folder / "trained-model.zip")
+    session.dataset = dataset
     session.use_trained(trained)
     session.keep_folder("bundle", folder)
     return trained

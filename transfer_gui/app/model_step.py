@@ -93,9 +93,8 @@ class ModelStep:
         except BaseException:
             session.drop_folder(folder)
             raise
-        session.loaded = saved
         session.keep_folder("loaded", folder)
-        session.reset_model()
+        session.use_loaded(saved)
         accuracy = saved.trained_accuracy
         labels = saved.predictor.labels
         status = (f"**Loaded {saved.model_name or 'a model'}** with {len(labels)} classes: {', '.join(labels)}"

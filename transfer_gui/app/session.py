@@ -18,11 +18,13 @@ import time
 import uuid
 import weakref
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..engine.archive import size_text
 from ..engine.errors import UserInputError
+from .current_model import CurrentModel
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see server.py
     from ..engine.calibration import Calibration
@@ -85,9 +87,9 @@ class Session:
         workdir: this session's private folder for uploads, extractions and bundles.
         dataset: the image set in use, or None.
         classes: the Teachable-Machine-style class builder: class name -> image files.
-        trained: the last trained model with its figures (kept even when training was stopped).
-        result, predictor, evaluation, calibration: the current model's parts (from ``trained``, or
-            from an uploaded model: its predictor, and its evaluation on the images of step 1).
+        model: the current model (trained here, or uploaded) as one value, or None; ``trained``,
+            ``result``, ``predictor``, ``evaluation``, ``calibration``, ``bundle_folder`` and
+            ``bundle_zip`` read its parts.
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
         comparison: the last pretrained-vs-scratch comparison (its random-weight features feed
             the map of what the model sees), or None.
@@ -95,8 +97,6 @@ class Session:
         pile: unlabelled pictures being sorted (step 7), with the decisions so far, or None.
         filed: test pictures filed under a class (step 5), by class: they join the next training.
         sorted_zip: the last zip of sorted pictures (step 7), or None.
-        bundle_zip: the downloadable bundle of the current model (trained or loaded).
-        bundle_folder: the same bundle unpacked (what exports and the Hub upload use).
         loaded: a model the user uploaded, or None. It stays the current model until a new
             training finishes, and is what "continue training" starts from.
         export_zip: the last export (TorchScript + ONNX + labels) as a zip.
@@ -132,19 +132,13 @@ class Session:
         self._current: dict[str, Path] = {}
         self.dataset: ImageDataset | None = None
         self.classes: dict[str, list[Path]] = {}
-        self.trained: TrainedModel | None = None
-        self.result: TrainResult | None = None
-        self.predictor: Predictor | None = None
-        self.evaluation: EvalReport | None = None
-        self.calibration: Calibration | None = None
+        self.model: CurrentModel | None = None
         self.heat_cache: dict[tuple[str, str], object] = {}
         self.comparison: Comparison | None = None
         self.pile: Pile | None = None
         self.filed: dict[str, list[Path]] = {}
         self.sorted_zip: Path | None = None
         self.feature_map: MapPicture | None = None
-        self.bundle_zip: Path | None = None
-        self.bundle_folder: Path | None = None
         self.loaded: SavedModel | None = None
         self.export_zip: Path | None = None
         self.stop = threading.Event()
@@ -160,6 +154,43 @@ class Session:
         if not self.closed and not self._workdir.is_dir():
             self._workdir.mkdir(mode=0o700, exist_ok=True)
         return self._workdir
+
+    # The current model's parts, read-only: the model changes only as a whole (use_trained,
+    # use_evaluation, use_loaded).
+    @property
+    def trained(self) -> TrainedModel | None:
+        """The model trained in this session with its figures, or None."""
+        return self.model.trained if self.model else None
+
+    @property
+    def result(self) -> TrainResult | None:
+        """The current model's training run, or None."""
+        return self.model.result if self.model else None
+
+    @property
+    def predictor(self) -> Predictor | None:
+        """What answers pictures, or None before any model."""
+        return self.model.predictor if self.model else None
+
+    @property
+    def evaluation(self) -> EvalReport | None:
+        """The current model's figures on show, or None."""
+        return self.model.evaluation if self.model else None
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The current model's calibration, or None."""
+        return self.model.calibration if self.model else None
+
+    @property
+    def bundle_folder(self) -> Path | None:
+        """The current model's bundle, unpacked."""
+        return self.model.folder if self.model else None
+
+    @property
+    def bundle_zip(self) -> Path | None:
+        """The current model's bundle as a zip."""
+        return self.model.zip_path if self.model else None
 
     @property
     def is_empty(self) -> bool:
@@ -307,27 +338,24 @@ class Session:
     def use_trained(self, trained: TrainedModel) -> None:
         """A training finished (and was saved): its model replaces the current one whole, with
         everything drawn from or exported of the old one."""
-        self.trained, self.result, self.predictor = trained, trained.result, trained.predictor
-        self.calibration, self.evaluation = trained.calibration, trained.evaluation
-        self.bundle_folder, self.bundle_zip = trained.folder, trained.zip_path
+        self.model = CurrentModel.of_training(trained)
         self.heat_cache, self.feature_map, self.export_zip = {}, None, None
 
     def use_evaluation(self, evaluation: EvalReport) -> None:
-        """The current model was measured on new images: those figures are the ones shown."""
-        self.trained = self.result = self.calibration = self.feature_map = None
-        self.evaluation = evaluation
-        self.heat_cache = {}
+        """The current model was measured on new images: those figures are the ones shown (the
+        same model, its training's figures set aside)."""
+        if self.model is not None:
+            self.model = replace(self.model, trained=None, evaluation=evaluation)
+        self.heat_cache, self.feature_map = {}, None
 
-    def reset_model(self) -> None:
-        """Forget the trained model (the data changed, or a new training starts); an uploaded
-        model, if any, becomes the current one again."""
-        self.trained = self.result = self.evaluation = self.calibration = self.export_zip = None
-        loaded = self.loaded
-        self.predictor = loaded.predictor if loaded else None
-        self.bundle_folder = loaded.folder if loaded else None
-        self.bundle_zip = loaded.zip_path if loaded else None
-        self.heat_cache = {}
-        self.feature_map = None
+    def use_loaded(self, saved: SavedModel | None) -> None:
+        """``saved`` (an uploaded model) becomes the current model, or, with None, the upload
+        kept before (the data changed, so a model trained on the old data goes): none if there
+        is none."""
+        if saved is not None:
+            self.loaded = saved
+        self.model = CurrentModel.of_upload(self.loaded) if self.loaded else None
+        self.heat_cache, self.feature_map, self.export_zip = {}, None, None
 
     def close(self, wait_s: float = 30) -> None:
         """Stop any training and delete this session's files. Safe to call more than once.

@@ -273,8 +273,7 @@ class SortStep:
             return
         try:
             clock = Budget(self.server.limits.train_seconds, session)
-            session.dataset = dataset
-            session.reset_model()
+            # the current model and data set stay until the new model exists (keep_trained)
             result, last = None, 0.0
             for event in fit(dataset, config, stop=session.stop, cache=session.cache):
                 clock.check()
@@ -283,9 +282,10 @@ class SortStep:
                     last = time.perf_counter()
                     yield self.view(session, f"**Retraining on {len(dataset.items)} pictures...** {event.message}")
             if result is None or result.validation is None:
-                yield self.view(session, "**Retraining stopped before a model was trained.** Sort on and retrain.")
+                yield self.view(session, "**Retraining stopped before a new model was trained**; the model you had "
+                                         "is still the current one. Sort on and retrain.")
                 return
-            keep_trained(self.server, session, result)
+            keep_trained(self.server, session, result, dataset)
             pile.round += 1
             pile.suggest(session.predictor)
         finally:
