@@ -15,7 +15,7 @@ from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choice
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
 from .server import ROOT, Server
 from .sort_layout import sort_tab
-from .test_layout import test_tab
+from .predict_layout import predict_tab
 from .train_step import MODE_CHOICES, CompareUpdate, CurveUpdate, FailureView, TrainUpdate
 from .texts import COMPARE_INTRO, CURVE_INTRO, DEMO_BUTTON, EXPLAINER, INTRO
 from .views import COUNTS_COLUMNS, PER_CLASS_COLUMNS, SKIPPED_COLUMNS, heavy_group, image_extensions, outputs
@@ -224,7 +224,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                 mistakes = gr.Gallery(label="Mistakes (true → predicted)", columns=6, object_fit="contain",
                                       height="auto", elem_id="mistakes")
 
-            threshold, threshold_note = test_tab(h, state)
+            threshold, threshold_note = predict_tab(h, state)
 
             # --- 6. download -----------------------------------------------------------------
             with gr.Tab("6. Download", id="tab-download"):

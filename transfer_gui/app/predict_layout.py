@@ -11,10 +11,10 @@ from .server import TEST_IMAGES, Server
 from .sort_step import FiledView
 from .views import BATCH_COLUMNS, heavy_group, image_extensions, outputs
 
-__all__ = ["test_tab"]
+__all__ = ["predict_tab"]
 
 
-def test_tab(h: Server, state: gr.State) -> tuple[gr.Slider, gr.Markdown]:
+def predict_tab(h: Server, state: gr.State) -> tuple[gr.Slider, gr.Markdown]:
     """The "5. Test" tab and its events (call inside ``gr.Tabs``). Returns the "not sure"
     threshold and the note on what it means, which a finished training updates."""
     with gr.Tab("5. Test", id="tab-test"):
