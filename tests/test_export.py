@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import PHOTOS, ROOT, TEST_IMAGES, copy_example
-from transfer_gui.engine.bundle import CARD_FILE, load_bundle, save_bundle, zip_bundle
+from transfer_gui.engine.bundle import CARD_FILE, METADATA_FILE, load_bundle, save_bundle, zip_bundle
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.transforms import eval_transform
 from transfer_gui.engine.images import load_image
@@ -47,6 +47,14 @@ def test_model_card_says_what_where_how_well_and_how_to_load(trained):
     front, body = card.split("---\n", 2)[1], card.split("---\n", 2)[2]
     assert "library_name: timm" in front and "license: apache-2.0" in front
     assert "base_model: timm/tf_efficientnet_lite0.in1k" in front
+    # the Hub reads the metrics from the model-index that huggingface_hub wrote
+    from huggingface_hub import ModelCard
+
+    results = {r.metric_type: r for r in ModelCard(card).data.eval_results}
+    estimate = json.loads((folder / METADATA_FILE).read_text())["estimate"]
+    assert results["accuracy"].metric_value == round(estimate["accuracy"], 4)
+    assert results["f1"].metric_value == round(estimate["macro_f1"], 4) and results["f1"].metric_config == "macro"
+    assert results["accuracy"].task_type == "image-classification" and "cross-validated" in results["accuracy"].metric_name
     assert "Apache-2.0" in body and "ImageNet-1k" in body  # base model and its licence
     assert "`animal`, `bug`, `computer`, `flower`, `fruit`, `vehicle` (6 classes)" in body
     assert "| animal | 16 |" in body and "96 images, all of them used to train the final model" in body

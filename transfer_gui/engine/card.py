@@ -16,6 +16,33 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _front_matter(metadata: dict, name: str, base: str, hf_licence: str, labels: list[str]) -> str:
+    """The card's YAML header, written by huggingface_hub (``ModelCardData``) so the Hub reads it:
+    its ``model-index`` holds the accuracy and macro-F1 the body states, which the Hub shows beside
+    the model. The figures are the cross-validated estimate when there is one, else the held-out
+    evaluation's."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    evaluation = metadata.get("evaluation") or {}
+    estimate = metadata.get("estimate") or {}
+    figures = estimate or evaluation
+    results = None
+    if figures.get("accuracy") is not None:
+        how = "cross-validated" if estimate.get("method") == "cross-validation" else "held-out"
+        data = dict(task_type="image-classification", task_name="Image classification", dataset_type="imagefolder",
+                    dataset_name=f"{len(labels)} classes, {figures.get('n_images', '?')} images ({how})")
+        results = [EvalResult(metric_type="accuracy", metric_name=f"Accuracy ({how})",
+                              metric_value=round(float(figures["accuracy"]), 4), **data)]
+        if figures.get("macro_f1") is not None:
+            results.append(EvalResult(metric_type="f1", metric_name=f"Macro-F1 ({how})", metric_config="macro",
+                                      metric_value=round(float(figures["macro_f1"]), 4), **data))
+    card = ModelCardData(library_name="timm", license=hf_licence, pipeline_tag="image-classification",
+                         tags=["image-classification", "timm", "transfer-learning-studio"],
+                         base_model=base if base.startswith("timm/") else None,
+                         model_name=f"{name} fine-tuned on {', '.join(labels)}"[:200], eval_results=results)
+    return f"---\n{card.to_yaml()}\n---"
+
+
 def model_card(metadata: dict) -> str:
     """Markdown with Hugging Face front matter, from a bundle's ``transfer_gui.json`` metadata.
 
@@ -37,13 +64,7 @@ def model_card(metadata: dict) -> str:
     estimate = metadata.get("estimate") or {}
     base = f"timm/{name}" if "." in name and not name.startswith(("local-dir:", "hf-hub:")) else name
 
-    front = ["---", "library_name: timm", f"license: {hf_licence}", "pipeline_tag: image-classification",
-             "tags:", "- image-classification", "- timm", "- transfer-learning-studio"]
-    if base.startswith("timm/"):
-        front.append(f"base_model: {base}")
-    front.append("---")
-
-    out = ["\n".join(front), "", f"# Image classifier: {', '.join(labels)}", "",
+    out = [_front_matter(metadata, name, base, hf_licence, labels), "", f"# Image classifier: {', '.join(labels)}", "",
            f"Fine-tuned from **{info.title if info else name}** (`{name}`) with Transfer Learning Studio "
            f"({'quick: only the last layer was trained' if training.get('mode') == 'quick' else 'fine-tuned: the whole network was trained'}).",
            "", "## Base model", "",
@@ -113,8 +134,9 @@ def model_card(metadata: dict) -> str:
             "probs = model(timm.data.create_transform(**timm.data.resolve_model_data_config(model))(img).unsqueeze(0)).softmax(-1)",
             "```", "",
             "`img` is a PIL image in RGB; the class names, in output order, are in `config.json` "
-            "(`label_names`). `python -m transfer_gui predict FOLDER photo.jpg` does the same from a "
-            "terminal (with the calibration applied).", "",
+            "(`label_names`). With Transfer Learning Studio installed (`pip install .` in its repository), "
+            "`transfer-gui predict FOLDER photo.jpg` does the same from a terminal (with the calibration "
+            "applied).", "",
             "## Intended use and limits", "",
             f"- Made to tell apart these {len(labels)} classes in pictures like the training images. It "
             "always answers with one of them, even for a picture of something else: use a confidence "
