@@ -122,3 +122,31 @@ def test_engine_errors_reach_the_client_as_messages(app_url, tmp_path, monkeypat
     client.predict(api_name="/use_example")
     with pytest.raises(AppError, match="needs the internet.*Pick the built-in model"):
         client.predict(MODEL, "resnet18.a1_in1k", None, "quick", 0, 0, 0.25, 0, api_name="/train")
+
+
+def test_the_readmes_python_example_runs_against_a_real_server(app_url, example_zip, capsys):
+    """The README's gradio_client block, as written, with this server and real files put in."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## From Python, against a running app", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for placeholder, real in (("http://127.0.0.1:7860/", app_url), ("my_pictures.zip", str(example_zip)),
+                              ("photo.jpg", str(TEST_IMAGES / "vehicle_hummer_01.png"))):
+        assert placeholder in code
+        code = code.replace(placeholder, real)
+    exec(compile(code, "README.md", "exec"), {})
+    status, answer = capsys.readouterr().out.splitlines()[-2:]
+    assert status.startswith("**Done.**"), status
+    label, confidence = answer.rsplit(" ", 1)
+    assert label in {p.name for p in EXAMPLE.iterdir() if p.is_dir()} and 0 < float(confidence) <= 1
+
+
+def test_the_api_lists_named_parameters_and_only_the_public_steps(app_url):
+    api = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)
+    endpoints = api["named_endpoints"]
+    assert {"/use_example", "/demo", "/train", "/predict", "/batch_predict"} <= set(endpoints)
+    assert not {"/sort_accept", "/file_under", "/cell", "/mistakes", "/model_card"} & set(endpoints)
+    assert len(endpoints) == 15
+    names = {name: [p["parameter_name"] for p in ep["parameters"]] for name, ep in endpoints.items()}
+    assert names["/predict"] == ["image", "threshold"]
+    assert names["/train"][:4] == ["model_choice", "custom_model", "weights_file", "mode"]
+    assert not any(n.startswith("param_") for params in names.values() for n in params)

@@ -607,3 +607,99 @@ def test_every_step_fits_a_phone_and_a_tablet(app_url, browser, artifacts, devic
         assert cut == [], f"{device}, {name}: galleries cut off: {cut}"
         page.screenshot(path=str(artifacts / f"16-{device}-{number}.png"), full_page=True)
     context.close()
+
+
+def test_publish_offers_sign_in_with_hugging_face_where_oauth_is_on(browser, artifacts, monkeypatch):
+    """On a Space with ``hf_oauth`` the Publish box has the sign-in button. The Space is what
+    Spaces sets (SYSTEM, SPACE_ID and the OAuth client Gradio reads when it is imported); the
+    button is only looked at, never pressed, so nothing here leaves the machine."""
+    import gradio.oauth
+
+    from transfer_gui.app.hosting import launch_kwargs
+    from transfer_gui.app.layout import build_demo
+
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "someone/transfer-learning-studio")
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "a-client")
+    for name, value in (("OAUTH_CLIENT_ID", "a-client"), ("OAUTH_CLIENT_SECRET", "a-secret"),
+                        ("OAUTH_SCOPES", "openid profile write-repos manage-repos"),
+                        ("OPENID_PROVIDER_URL", "https://huggingface.co")):
+        monkeypatch.setattr(gradio.oauth, name, value)
+    demo = build_demo(training_slots=1)  # sign-in from the environment, as on the Space
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    try:
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        _tab(page, "6. Download")
+        page.get_by_text("Publish on the Hugging Face Hub (needs the internet)").click()
+        button = page.locator("#hub-login")
+        expect(button).to_contain_text("Sign in with Hugging Face")
+        expect(page.locator("#hub-token")).to_be_visible()  # a pasted token still works
+        button.scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / "19-publish-sign-in.png"))
+        context.close()
+    finally:
+        demo.close()
+
+
+def test_the_demo_space_of_a_model_runs_and_answers_as_the_app_does(cli, quick_bundle, browser, artifacts,
+                                                                      tmp_path):
+    """The demo Space that Publish can create, written by `demo-space`, started as a Space starts
+    it (python app.py) against the bundle on disk instead of the Hub, asked through its API and in
+    a browser."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    from transfer_gui.engine.workflow import open_model
+
+    proc = cli("demo-space", quick_bundle, "alice/drawings", "--out", tmp_path / "space")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"] == ["README.md", "app.py", "requirements.txt"]
+    readme = (tmp_path / "space" / "README.md").read_text()
+    assert "sdk: gradio" in readme and "  - alice/drawings" in readme
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, TLS_DEMO_MODEL=f"local-dir:{quick_bundle}", HF_HUB_OFFLINE="1",
+               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=tmp_path / "space", env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()[-3000:]
+                time.sleep(0.5)
+        picture = TEST_IMAGES / "vehicle_hummer_01.png"
+        label, verdict = Client(url, verbose=False).predict(handle_file(str(picture)), 0.5, api_name="/predict")
+        predictor = open_model(quick_bundle).predictor
+        from transfer_gui.engine.images import load_image
+
+        probs = predictor.probabilities([load_image(picture)])[0]
+        shown = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert label["label"] == predictor.labels[int(probs.argmax())]  # the app's answer
+        for name, p in shown.items():
+            assert abs(p - float(probs[predictor.labels.index(name)])) < 1e-4
+        assert verdict.startswith(f"### {label['label']}")
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(url)
+        page.locator("input[type=file]").first.set_input_files(str(picture))
+        page.get_by_role("button", name="Submit").click()
+        expect(page.get_by_text(f"{label['label']}").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("sure.").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(artifacts / "20-demo-space.png"), full_page=True)
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

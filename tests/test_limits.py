@@ -61,7 +61,7 @@ def _train(h, session, custom="", weights=None, mode="quick", epochs=0):
 
 # --- one place, one prefix ------------------------------------------------------------------------
 
-def test_limits_are_read_from_one_prefix_and_the_readme_lists_each_with_its_default():
+def test_limits_are_read_from_one_prefix_and_the_hosting_docs_list_each_with_its_default():
     assert Limits.from_env({}) == Limits()
     space = Limits.from_env({"SPACE_ID": "someone/app"})
     assert space.public and space.train_minutes == 20 and space.model_params_m == 100 and space.memory_mb == 6144
@@ -69,11 +69,11 @@ def test_limits_are_read_from_one_prefix_and_the_readme_lists_each_with_its_defa
     own = Limits.from_env({"TLS_MAX_CLASSES": "50", "TLS_TRAIN_MINUTES": "soon", "TLS_MAX_FILES": "-3",
                            "TLS_PUBLIC": "yes"})
     assert own.max_classes == 50 and own.train_minutes == 20 and own.max_files == 20_000 and own.public
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Hosting publicly", 1)[1].split("\n## ", 1)[0]
+    hosting = (ROOT / "docs" / "hosting.md").read_text()
+    section = hosting.split("## Hosting publicly", 1)[1].split("\n## ", 1)[0]
     for variable, default, what in settings():
         row = next((line for line in section.splitlines() if f"`{variable}`" in line), None)
-        assert row is not None, f"README's Hosting publicly table lacks {variable}"
+        assert row is not None, f"docs/hosting.md's Hosting publicly table lacks {variable}"
         assert f"| {default} |" in row and what in row, row
 
 
@@ -324,11 +324,12 @@ def test_heavy_events_share_one_small_group_across_all_users():
 
     h = Server(limits=dataclasses.replace(Limits(), heavy_jobs=2))
     demo = build_demo(server=h)
-    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
-    for name in ("load_zip", "add_images", "use_classes", "load_model", "evaluate_model", "results", "mistakes",
-                 "batch_predict", "sort_load", "sort_zip"):
+    groups = {fn.fn.__qualname__: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.fn}
+    for name in ("DataStep.load_zip", "DataStep.add_images", "DataStep.use_classes", "ModelStep.load_model",
+                 "ModelStep.evaluate_model", "ResultsStep.view", "ResultsStep.mistakes_view",
+                 "PredictStep.batch_predict", "SortStep.load_pile", "SortStep.download"):
         assert groups[name] == ("heavy", 2), name
-    assert groups["predict"][0] != "heavy" and groups["train"][0] == "training"
+    assert groups["PredictStep.predict"][0] != "heavy" and groups["TrainStep.train"][0] == "training"
     h.close()
 
 

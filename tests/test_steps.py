@@ -401,6 +401,14 @@ def test_publish_offline_says_so(h, trained, monkeypatch):
         h.download.push(trained, "alice/flowers", "hf_token", True)
     with pytest.raises(gr.Error, match="Train a model"):
         h.download.push(Session(), "alice/flowers", "hf_token", True)
+    # no token pasted: the token of "Sign in with Hugging Face" is used (then the Hub is needed)
+    with pytest.raises(gr.Error, match="Publishing needs the internet"):
+        h.download.push(trained, "alice/flowers", "", True,
+                        oauth_token=gr.OAuthToken(token="hf_signed_in", scope="", expires_at=0))
+    with pytest.raises(gr.Error, match="on a Space, sign in with Hugging Face; elsewhere paste one"):
+        h.download.push(trained, "alice/flowers", "", True, oauth_token=None)
+    with pytest.raises(gr.Error, match="the model must be public"):  # a Space cannot show a private model
+        h.download.push(trained, "alice/flowers", "hf_token", True, True)
 
 
 EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())

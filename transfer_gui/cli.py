@@ -8,7 +8,6 @@ progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reaso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import logging
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .cli_publish import add_publish_commands, cmd_demo_space, cmd_push
+from .cli_output import EXIT_USAGE, err as _err, out as _out
 from .engine.catalog import CATALOG, DEFAULT_MODEL
 from .engine.config import MODES, PRECISIONS, TrainConfig
 from .engine.errors import UserInputError
@@ -29,7 +30,6 @@ from .engine.weights import availability, check_available, hub_reachable
 __all__ = ["main", "build_parser"]
 
 _logger = logging.getLogger(__name__)
-EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,29 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--repeats", type=int, default=3, help="random subsets per fraction (default 3)")
     k.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
-    h = sub.add_parser("push", help="publish a bundle on the Hugging Face Hub (needs the internet)")
-    h.add_argument("bundle", help="bundle folder or .zip")
-    h.add_argument("repo", help="USER/NAME of the model repo (created if missing)")
-    h.add_argument("--token", help="access token with write permission; prefer $HF_TOKEN (a token given here "
-                                   "shows in the process list and the shell history)")
-    h.add_argument("--public", action="store_true", help="make a new repo public (default private)")
+    add_publish_commands(sub)
     return parser
-
-
-def _err(message: str) -> None:
-    sys.stderr.write(message.rstrip() + "\n")
-    sys.stderr.flush()
-
-
-def _out(obj) -> None:
-    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
-    sys.stdout.flush()
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _cmd_models(_: argparse.Namespace, settings: Settings) -> int:
@@ -327,20 +306,6 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.passed else 1
 
 
-def _cmd_push(args: argparse.Namespace, settings: Settings) -> int:
-    from .engine.hub import push_bundle
-    from .engine.workflow import open_model
-
-    with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
-        folder = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).folder
-        if args.token:
-            _err("warning: a token given with --token shows in the process list and your shell history; "
-                 "set HF_TOKEN instead")
-        url = push_bundle(folder, args.repo, args.token or os.environ.get("HF_TOKEN", ""), private=not args.public)
-    _out({"url": url, "load_with": f'timm.create_model("hf-hub:{args.repo}", pretrained=True)'})
-    return 0
-
-
 def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.comparison import COMPARE_SECONDS, compare_with_scratch
     from .engine.data import open_dataset
@@ -388,8 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-                "export": _cmd_export, "push": _cmd_push, "compare": _cmd_compare, "curve": _cmd_curve,
-                "suggest": _cmd_suggest}
+                "export": _cmd_export, "push": cmd_push, "demo-space": cmd_demo_space, "compare": _cmd_compare,
+                "curve": _cmd_curve, "suggest": _cmd_suggest}
     try:
         return commands[args.command](args, Settings.from_env())
     except UserInputError as exc:

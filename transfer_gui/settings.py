@@ -4,7 +4,7 @@
 pass what it found along. ``Limits`` are what a server lets one request or one user consume: a
 public server (a Hugging Face Space, or ``TLS_PUBLIC=1``) is open to strangers, and each limit
 stops one way a single request could exhaust it. Each setting has a default and an environment
-variable named ``TLS_`` + the field name in capitals; ``settings()`` lists them (the README's
+variable named ``TLS_`` + the field name in capitals; ``settings()`` lists them (docs/hosting.md's
 table is checked against it by a test). A missing or malformed value keeps the default.
 """
 
@@ -39,7 +39,7 @@ def _limit(default, help_text: str):
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's limits; each field's help text is what the README says of it.
+    """The server's limits; each field's help text is what docs/hosting.md says of it.
 
     Attributes:
         public: strangers may use this server: only catalog models and hub models under
@@ -135,11 +135,14 @@ class Settings:
         limits: what one request or one user may consume (``TLS_<LIMIT>``).
         cache_dir: where the built-in models' converted weights are kept (``TLS_CACHE_DIR``).
         keep_malloc: leave glibc's allocator as it is (``TLS_KEEP_MALLOC``; see speed.py).
+        sign_in: "Sign in with Hugging Face" works here: a Space whose front matter has
+            ``hf_oauth: true`` (Spaces then sets ``OAUTH_CLIENT_ID``).
     """
 
     limits: Limits = field(default_factory=Limits)
     cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
     keep_malloc: bool = False
+    sign_in: bool = False
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -148,10 +151,11 @@ class Settings:
         env = os.environ if environ is None else environ
         cache = env.get(ENV_PREFIX + "CACHE_DIR", "").strip()
         return cls(limits=Limits.from_env(env), cache_dir=Path(cache) if cache else _default_cache_dir(env),
-                   keep_malloc=_flag(env.get(ENV_PREFIX + "KEEP_MALLOC")))
+                   keep_malloc=_flag(env.get(ENV_PREFIX + "KEEP_MALLOC")),
+                   sign_in=bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")))
 
 
-# Settings that are no limit: (name, default as the README shows it, what it sets).
+# Settings that are no limit: (name, default as docs/hosting.md shows it, what it sets).
 _OTHER_SETTINGS = (
     ("CACHE_DIR", "`~/.cache/transfer_gui`", "folder for the built-in models' weights, converted once per machine "
                                              "(`XDG_CACHE_HOME` moves the default)"),
@@ -162,7 +166,7 @@ _OTHER_SETTINGS = (
 
 
 def settings() -> list[tuple[str, str, str]]:
-    """(environment variable, default, what it sets) for every setting, in the README's order."""
+    """(environment variable, default, what it sets) for every setting, in docs/hosting.md's order."""
     def shown(value) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else f"{value:,g}"
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import gradio as gr
 
-from ..engine.hub import push_bundle
+from ..engine.hub import push_bundle, push_demo_space
 from .errors import user_errors
 from .jobs import GaveUp, done, turn
 from .session import Session
@@ -80,13 +80,25 @@ class DownloadStep:
         return ExportView("  \n".join(lines), gr.DownloadButton(value=str(session.export_zip), interactive=True))
 
     @user_errors
-    def push(self, session: Session, repo: str, token: str, private: bool) -> str:
-        """Publish the current bundle on the Hugging Face Hub. Returns a status line."""
-        if session.bundle_folder is None:
+    def push(self, session: Session, repo: str, token: str, private: bool, demo_space: bool = False,
+             oauth_token: gr.OAuthToken | None = None) -> str:
+        """Publish the current bundle on the Hugging Face Hub (and, with ``demo_space``, a Space
+        that shows it working) with the pasted token, or else the token of "Sign in with Hugging
+        Face" (on a Space; Gradio passes it as ``oauth_token``). Returns a status line."""
+        model = session.model
+        if model is None or model.folder is None:
             raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
-        url = push_bundle(session.bundle_folder, repo, token, private=bool(private))
-        return (f"**Published:** [{url}]({url}). Anyone with access loads it with "
-                f"`timm.create_model(\"hf-hub:{repo.strip()}\", pretrained=True)`.")
+        if demo_space and private:
+            raise gr.Error("A demo Space shows the model to anyone, so the model must be public: untick "
+                           "'Private' to publish both.")
+        token = (token or "").strip() or (oauth_token.token if oauth_token is not None else "")
+        url = push_bundle(model.folder, repo, token, private=bool(private))
+        status = (f"**Published:** [{url}]({url}). Anyone with access loads it with "
+                  f"`timm.create_model(\"hf-hub:{repo.strip()}\", pretrained=True)`.")
+        if demo_space:
+            space = push_demo_space(model.folder, repo, token, private=bool(private))
+            status += f" Its demo, for anyone to try: [{space}]({space}) (a Space takes a few minutes to build)."
+        return status
 
     @classmethod
     def view(cls, session: Session) -> DownloadView:

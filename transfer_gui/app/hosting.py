@@ -38,4 +38,8 @@ def launch_kwargs() -> dict:
     return {"css": CSS_FILE.read_text() if CSS_FILE.is_file() else None, "theme": gr.themes.Soft(),
             # Gradio refuses bigger uploads before they reach the disk; the same cap as a zip's
             # unpacked size (an upload is never larger than what it unpacks to, for images).
-            "max_file_size": Settings.from_env().limits.archive.max_total_bytes}
+            "max_file_size": Settings.from_env().limits.archive.max_total_bytes,
+            # Gradio's run history (the footer's "Runs") keeps every call's inputs and outputs in the
+            # browser: on a shared computer (a classroom, a library) the next person would find the
+            # last one's pictures and models. Off.
+            "run_history": False}

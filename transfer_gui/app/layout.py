@@ -10,6 +10,7 @@ import pandas as pd
 from ..engine.catalog import DEFAULT_MODEL
 from .data_step import NO_IMAGES, ClassesView, DataView
 from .download_step import DownloadView, ExportView
+from ..settings import Settings
 from .hosting import ZERO_GPU_SECONDS, cache_ttl_s, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
@@ -27,7 +28,8 @@ STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at t
 
 
 def build_demo(training_slots: int | None = None, queue_size: int | None = None,
-               state_ttl_s: float = STATE_TTL_S, server: Server | None = None) -> gr.Blocks:
+               state_ttl_s: float = STATE_TTL_S, server: Server | None = None,
+               sign_in: bool | None = None) -> gr.Blocks:
     """Build the app.
 
     Args:
@@ -36,8 +38,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         state_ttl_s: an unused session's data and files are deleted after this many seconds.
         server: the server with its event functions (built here when None; tests pass their own
             to inspect sessions and limits).
+        sign_in: offer "Sign in with Hugging Face" for publishing (default: on a Space with
+            OAuth, see Settings.sign_in; off the Space Gradio signs in a stand-in user).
     """
     gpu = zero_gpu()
+    sign_in = Settings.from_env().sign_in if sign_in is None else sign_in
     h = server or Server(training_slots, device="cpu" if gpu else "auto")
     # Long jobs enter their function at once and wait for a slot in the server's own line, which
     # has its own length and tells each user their place; Gradio's queue then only ever holds
@@ -112,7 +117,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                                     elem_id="model")
                 card = gr.Markdown(describe_model(DEFAULT_MODEL), elem_id="model-card")
                 with gr.Accordion("Advanced: any timm model, or your own weights", open=False):
-                    custom_model = gr.Textbox(label="timm model name (overrides the list)",
+                    custom_model = gr.Textbox("", label="timm model name (overrides the list)",
                                               placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
                                               elem_id="custom-model")
                     # .safetensors only: .pth/.pt/.bin files are pickles, which can run code when loaded
@@ -247,9 +252,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                     with gr.Row():
                         hub_repo = gr.Textbox(label="Repo (USER/NAME)", placeholder="alice/my-flowers",
                                               elem_id="hub-repo")
-                        hub_token = gr.Textbox(label="Access token with write permission", type="password",
+                        hub_token = gr.Textbox(label="Access token with write permission"
+                                               + (" (or sign in below)" if sign_in else ""), type="password",
                                                elem_id="hub-token")
                         hub_private = gr.Checkbox(label="Private", value=True, elem_id="hub-private")
+                        hub_space = gr.Checkbox(label="Also a demo Space anyone can try (needs a public model)",
+                                                value=False, elem_id="hub-space")
+                    if sign_in:  # its token publishes when no token is pasted
+                        gr.LoginButton(elem_id="hub-login")
                     push_btn = gr.Button("Publish", elem_id="push-btn")
                     push_status = gr.Markdown(elem_id="push-status")
                 with gr.Accordion("Model card (README.md in the .zip)", open=False):
@@ -278,11 +288,11 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                           api_name="use_example")
         add_btn.click(h.event(d.add_images, heavy=True), [state, class_name, class_files, snapshot],
                       outputs(ClassesView, table=classes_table, files=class_files, snapshot=snapshot, session=state),
-                      api_name="add_images", **heavy)
+                      api_visibility="private", **heavy)
         use_classes_btn.click(h.event(d.use_classes, heavy=True), [state], data_outputs,
-                              show_progress_on=[data_summary], api_name="use_classes", **heavy)
-        clear_btn.click(h.event(d.clear_classes), [state], [classes_table, state], api_name="clear_classes")
-        model.change(describe_model, [model], [card], show_progress_on=[card], api_name="model_card")
+                              show_progress_on=[data_summary], api_visibility="private", **heavy)
+        clear_btn.click(h.event(d.clear_classes), [state], [classes_table, state], api_visibility="private")
+        model.change(describe_model, [model], [card], show_progress_on=[card], api_visibility="private")
         train_outputs = outputs(TrainUpdate, status=status, loss_plot=loss_plot, acc_plot=acc_plot,
                                 train_button=train_btn, stop_button=stop_btn, download_button=download_btn,
                                 session=state)
@@ -322,7 +332,7 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
         export_btn.click(h.event(dl.export), [state], outputs(ExportView, report=export_status, download=export_download),
                          show_progress_on=[export_status], concurrency_limit=slots, concurrency_id="training",
                          api_name="export")
-        push_btn.click(h.event(dl.push), [state, hub_repo, hub_token, hub_private], [push_status],
+        push_btn.click(h.event(dl.push), [state, hub_repo, hub_token, hub_private, hub_space], [push_status],
                        show_progress_on=[push_status], api_name="push")
         stop_btn.click(h.event(tr.stop, counted=False), [state], [status], queue=False, api_name="stop")
         curve_btn.click(h.event(tr.curve), [state, model, custom_model, weights_file, seed],
@@ -335,14 +345,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                           show_progress_on=[compare_note], concurrency_limit=slots, concurrency_id="training",
                           api_name="compare")
         cell_true.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_visibility="private")
-        cell_pred.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_name="cell")
+        cell_pred.input(h.event(r.cell_view), [state, cell_true, cell_pred], cell_outputs, api_visibility="private")
         confusion.select(r.select_cell, [state],
                          outputs(CellPick, true_label=cell_true, predicted=cell_pred, note=cell_note,
                                  gallery=cell_gallery), api_visibility="private")
         feature_map.select(r.select_point, [state], outputs(MapPick, image=map_pick, note=map_pick_note),
                            api_visibility="private")
         show_heat.input(h.event(r.mistakes_view, heavy=True), [state, show_heat], [mistakes],
-                        show_progress_on=[mistakes], api_name="mistakes", **heavy)
+                        show_progress_on=[mistakes], api_visibility="private", **heavy)
     # Every queued event passes admission before it joins the queue all share: counted events hold
     # one of their session's few places (freed when they end), the others are only checked.
     for fn in demo.fns.values():

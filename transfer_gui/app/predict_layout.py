@@ -66,7 +66,7 @@ def predict_tab(h: Server, state: gr.State) -> tuple[gr.Slider, gr.Markdown]:
     threshold.change(h.event(h.results.threshold_note), [state, threshold], [threshold_note],
                      trigger_mode="always_last", api_name="not_sure_meaning")
     file_under.input(h.event(h.sort.file_test_picture), [state, test_image, file_under],
-                     outputs(FiledView, note=filed_note, choice=file_under), api_name="file_under")
+                     outputs(FiledView, note=filed_note, choice=file_under), api_visibility="private")
     batch_btn.click(h.event(te.batch_predict, heavy=True), [state, batch_files, threshold],
                     outputs(BatchView, summary=batch_note, table=batch_table, csv_button=batch_csv),
                     show_progress_on=[batch_note], api_name="batch_predict", **heavy_group(h.limits.heavy_jobs))

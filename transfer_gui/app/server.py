@@ -100,6 +100,12 @@ def preload_engine() -> threading.Thread:
         from ..engine.speed import tune_process
 
         tune_process()  # the allocator's arenas are capped before request threads make their own
+        import torch
+
+        if Path("/dev/nvidia0").exists() and not torch.cuda.is_available():
+            # requirements.txt takes PyTorch's CPU wheels, right for a CPU Space only
+            _logger.warning("This machine has an NVIDIA GPU but torch %s cannot use it: delete the "
+                            "--extra-index-url line of requirements.txt and rebuild", torch.__version__)
         import sklearn.manifold  # noqa: F401  (the map's t-SNE: 2 s to import, better before the first map)
 
         _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
@@ -107,6 +113,15 @@ def preload_engine() -> threading.Thread:
     thread = threading.Thread(target=load, name="tls-preload-engine", daemon=True)
     thread.start()
     return thread
+
+
+def _event_signature(fn: Callable) -> inspect.Signature:
+    """The signature Gradio reads for an event wrapped by ``Server.event``: the request, then
+    ``fn``'s own parameters by name, so that the API lists ``image``, ``threshold``... instead of
+    ``param_1``. Annotations are dropped (Gradio would read them as types of its own)."""
+    own = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(fn).parameters.values()]
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    return inspect.Signature([request, *own])
 
 
 class Server:
@@ -275,6 +290,10 @@ class Server:
                 finally:
                     end(s)
         bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        bound.__signature__ = _event_signature(fn)
+        if "oauth_token" in bound.__signature__.parameters:
+            # Gradio passes the signed-in user's token to a parameter with this type hint
+            bound.__annotations__ = {**bound.__annotations__, "oauth_token": gr.OAuthToken | None}
         bound.counts_events = counted  # its start and end are counted: ``admit`` may guard it (layout.py)
         return bound
 

@@ -52,18 +52,18 @@ def sort_tab(h: Server, state: gr.State, slots: int, model_download: gr.Download
     # Each decision is instant; every RETRAIN_EVERY decisions the head retrains, in the training line.
     long = {"concurrency_limit": slots, "concurrency_id": "training", "show_progress_on": [status]}
     quick = {"show_progress_on": [status]}  # the picture and its question stay in view
-    for event in (accept.click(h.event(s.accept), [state], view, api_name="sort_accept", **quick),
-                  other.input(h.event(s.choose), [state, other], view, api_name="sort_choose", **quick),
-                  accept_all.click(h.event(s.accept_above), [state, confidence], view, api_name="sort_accept_all",
+    for event in (accept.click(h.event(s.accept), [state], view, api_visibility="private", **quick),
+                  other.input(h.event(s.choose), [state, other], view, api_visibility="private", **quick),
+                  accept_all.click(h.event(s.accept_above), [state, confidence], view, api_visibility="private",
                                    **quick)):
         event.success(h.event(s.retrain_when_due), [state], view, api_visibility="private", **long)
-    skip.click(h.event(s.skip), [state], view, api_name="sort_skip", **quick)
+    skip.click(h.event(s.skip), [state], view, api_visibility="private", **quick)
     heavy = heavy_group(h.limits.heavy_jobs)
     pile_upload.upload(h.event(s.load_pile, heavy=True), [state, pile_upload], view, show_progress_on=[status],
-                       api_name="sort_load", **heavy)
-    retrain.click(h.event(s.retrain), [state], view, api_name="sort_retrain", **long)
-    pack.click(h.event(s.download, heavy=True), [state], view, show_progress_on=[status], api_name="sort_zip",
+                       api_visibility="private", **heavy)
+    retrain.click(h.event(s.retrain), [state], view, api_visibility="private", **long)
+    pack.click(h.event(s.download, heavy=True), [state], view, show_progress_on=[status], api_visibility="private",
                **heavy)
     curve_btn.click(h.event(s.curve), [state], outputs(CurveUpdate, status=curve_note, plot=curve_plot, session=state),
                     concurrency_limit=slots, concurrency_id="training", show_progress_on=[curve_note],
-                    api_name="sort_curve")
+                    api_name="sort_curve", api_visibility="private")  # named: step 3's public one is /curve

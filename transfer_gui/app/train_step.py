@@ -140,8 +140,9 @@ class TrainStep:
         self.server = server
 
     @user_errors(remember=True)
-    def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
-              mode: str, epochs: float | None, lr: float | None, val_fraction: float, seed: float,
+    def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
+              mode: str = "quick", epochs: float | None = 0, lr: float | None = 0,
+              val_fraction: float = TrainConfig.val_fraction, seed: float = 0,
               continue_loaded: bool = False) -> Iterator[TrainUpdate]:
         """Train with live updates; ``ResultsStep.view`` then fills the Results step."""
         from .sort_step import merged_dataset
@@ -252,8 +253,8 @@ class TrainStep:
         return config
 
     @user_errors
-    def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
-              seed: float) -> Iterator[CurveUpdate]:
+    def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
+              seed: float = 0) -> Iterator[CurveUpdate]:
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images."""
         from ..engine.learning_curve import learning_curve
         from ..engine.figures import curve_picture
@@ -284,8 +285,8 @@ class TrainStep:
         yield CurveUpdate(note, gr.update(value=picture.image, visible=True), session)
 
     @user_errors
-    def compare(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None,
-                seed: float) -> Iterator[CompareUpdate]:
+    def compare(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
+                seed: float = 0) -> Iterator[CompareUpdate]:
         """Pretrained vs from scratch on the images of step 1, drawn live on one seconds axis."""
         from ..engine.comparison import compare_with_scratch
 

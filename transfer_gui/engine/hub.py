@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import UserInputError, WeightsUnavailableError
 from .weights import hub_reachable
 
-__all__ = ["push_bundle", "check_repo_id"]
+__all__ = ["push_bundle", "push_demo_space", "check_repo_id"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,15 +50,16 @@ def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = Tr
     folder = Path(folder)
     repo_id = check_repo_id(repo_id)
     if not (token or "").strip():
-        raise UserInputError("Paste a Hugging Face access token with write permission "
-                             "(huggingface.co/settings/tokens) to publish the model.")
+        raise UserInputError("Publishing needs a Hugging Face access token with write permission: on a Space, "
+                             "sign in with Hugging Face; elsewhere paste one (huggingface.co/settings/tokens), "
+                             "or for the command line run `hf auth login` once.")
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise UserInputError(f"{folder} is not a trained-model bundle; train or load a model first.")
     if not hub_reachable():
         raise WeightsUnavailableError(
             "Publishing needs the internet, and the Hugging Face Hub cannot be reached from here. "
             "Download the model (.zip) instead and upload it from a connected machine with "
-            "`huggingface-cli upload USER/NAME FOLDER`.")
+            "`hf upload USER/NAME FOLDER` (huggingface_hub's command line).")
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -74,3 +75,44 @@ def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = Tr
         raise UserInputError(f"The Hugging Face Hub refused the upload: {str(exc).splitlines()[0]}.{hint}") from exc
     _logger.info("Pushed %s to %s (%s)", Path(folder).name, repo_id, getattr(commit, "commit_url", ""))
     return f"https://huggingface.co/{repo_id}"
+
+
+def push_demo_space(folder: str | Path, model_repo: str, token: str, private: bool = False) -> str:
+    """Publish a demo Space (``USER/NAME-demo``, see space.py) for the bundle in ``folder``, which
+    is (or is being) published as ``model_repo``. Returns the Space's URL.
+
+    Raises:
+        UserInputError: the model is private (a Space cannot load it without a token of its own),
+            no token, or the Hub refused.
+        WeightsUnavailableError: the Hub cannot be reached from here.
+    """
+    from .bundle import load_bundle
+    from .space import demo_space_id, write_demo_space
+
+    if private:
+        raise UserInputError("A demo Space shows the model to anyone, so the model must be public: untick "
+                             "'Private' (or use --public) to publish both.")
+    if not (token or "").strip():
+        raise UserInputError("Publishing a demo Space needs a Hugging Face access token with write permission.")
+    if not hub_reachable():
+        raise WeightsUnavailableError("Publishing needs the internet, and the Hugging Face Hub cannot be reached "
+                                      "from here.")
+    import tempfile
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    space_id = demo_space_id(model_repo)
+    bundle = load_bundle(folder)
+    api = HfApi(token=token.strip())
+    with tempfile.TemporaryDirectory(prefix="tls-space-") as tmp:
+        files = write_demo_space(bundle.labels, bundle.temperature, model_repo, tmp)
+        try:
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+            api.upload_folder(repo_id=space_id, repo_type="space", folder_path=str(files),
+                              commit_message="Demo of the model, written by Transfer Learning Studio")
+        except HfHubHTTPError as exc:
+            raise UserInputError(f"The Hugging Face Hub refused the demo Space: {str(exc).splitlines()[0]}.") from exc
+    _logger.info("Published the demo Space %s", space_id)
+    return f"https://huggingface.co/spaces/{space_id}"
+
