@@ -89,7 +89,7 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     data = write_shapes(tmp_path / "data", per_class=10)  # 16 to train: one step of 16 (8 per process)
     # The built-in pretrained model, whose BatchNorm statistics stay frozen while fine-tuning. A
     # random-initialised one trains them on each process's own half batch (PyTorch's SyncBatchNorm
-    # is GPU-only), so its losses differ by a few percent from one process: see the README.
+    # is GPU-only), so its losses differ by a few percent from one process: see docs/benchmarks.md.
     # gloo on the CPU even where a GPU is present: two processes need two GPUs. fp32: bf16 autocast
     # rounds differently for a batch of 8 than for one of 16 (seen on a CPU with AMX: losses 1e-2
     # apart), so only the reference path can match to 1e-4.

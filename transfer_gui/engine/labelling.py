@@ -53,7 +53,7 @@ def ask_order(margin: Sequence[float], suggested: Sequence, balanced: bool = Tru
     ``balanced`` takes the ``suggested`` classes in turn, each class's pictures least certain
     first, starting with the class of the least certain picture: so that ten answers are not ten
     pictures of one confusion, which leaves the next head lopsided (measured by
-    ``benchmarks/bench_label.py``; see the README).
+    ``benchmarks/bench_label.py``; see docs/benchmarks.md).
     """
     order = np.argsort(np.asarray(margin, dtype=float), kind="stable")
     if not balanced or len(order) == 0:
