@@ -4,6 +4,7 @@ the Hub folder layout, Hugging Face Spaces readiness."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -229,22 +230,37 @@ def test_readme_front_matter_makes_a_gradio_space_of_the_tested_version():
     assert front["title"] and front["emoji"]
 
 
-def test_spaces_gpu_is_used_only_when_the_package_is_there(monkeypatch):
+def test_on_zerogpu_training_runs_in_another_process_on_plain_data_and_stop_crosses(monkeypatch):
+    """ZeroGPU runs the wrapped function in another process with pickled arguments (the stand-in
+    does the same, spawning a fresh one): a training there gets plain data, sends its progress and
+    model back, and a Stop pressed here reaches it."""
     import types
 
+    from spaces_stand_in import StandIn
+
+    from conftest import run_training
     from transfer_gui.app import hosting
-    from transfer_gui.app import layout as ui
+    from transfer_gui.app.server import LENT_GPU_SECONDS, Server
 
-    assert hosting.zero_gpu() is None  # not installed here: the app builds and works without it
-    calls = []
-
-    def gpu(duration=60):
-        def wrap(fn):
-            calls.append((duration, fn.__name__))
-            return fn
-        return wrap
-
-    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
-    demo = ui.build_demo(training_slots=1)
-    assert calls == [(hosting.ZERO_GPU_SECONDS, "train"), (hosting.ZERO_GPU_SECONDS, "demo")]  # the two trainings
-    assert "train" in {d.api_name for d in demo.fns.values()}
+    stand_in = StandIn()
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=stand_in.GPU))
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert hosting.zero_gpu() is None  # spaces importable, but not a ZeroGPU Space (an ordinary GPU one)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    h = Server(training_slots=1, device="cpu", lent_gpu=hosting.zero_gpu())
+    session = h.new_session()
+    try:
+        h.data.load_example(session)
+        updates = run_training(h, session)
+        assert "**Done.**" in updates[-1][0] and session.trained.estimate.n_images == 96
+        ((duration, name, pid),) = stand_in.calls
+        assert name == "fit_on_lent_gpu" and duration == LENT_GPU_SECONDS and pid != os.getpid()
+        model = session.model
+        # Stop, pressed while the GPU's process is still starting, reaches it as a file
+        updates = run_training(h, session, mode="finetune", stop_when="Starting")
+        assert "no new model to keep" in updates[-1][0] and session.model is model
+        assert len(stand_in.calls) == 2 and stand_in.calls[1][2] != pid
+        assert not list(session.workdir.glob("gpu-run-*"))  # the stop file's folder is gone
+    finally:
+        session.close()
+        h.close()

@@ -137,12 +137,14 @@ class Settings:
         keep_malloc: leave glibc's allocator as it is (``TLS_KEEP_MALLOC``; see speed.py).
         sign_in: "Sign in with Hugging Face" works here: a Space whose front matter has
             ``hf_oauth: true`` (Spaces then sets ``OAUTH_CLIENT_ID``).
+        zero_gpu: a ZeroGPU Space (``SPACES_ZERO_GPU``): GPUs are lent per call.
     """
 
     limits: Limits = field(default_factory=Limits)
     cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
     keep_malloc: bool = False
     sign_in: bool = False
+    zero_gpu: bool = False
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
@@ -152,7 +154,8 @@ class Settings:
         cache = env.get(ENV_PREFIX + "CACHE_DIR", "").strip()
         return cls(limits=Limits.from_env(env), cache_dir=Path(cache) if cache else _default_cache_dir(env),
                    keep_malloc=_flag(env.get(ENV_PREFIX + "KEEP_MALLOC")),
-                   sign_in=bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")))
+                   sign_in=bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")),
+                   zero_gpu=_flag(env.get("SPACES_ZERO_GPU")))
 
 
 # Settings that are no limit: (name, default as docs/hosting.md shows it, what it sets).

@@ -3,15 +3,16 @@ ZeroGPU when the Space has it (``zero_gpu``)."""
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
 from ..settings import Limits, Settings
 from .server import ROOT
 
-__all__ = ["launch_kwargs", "zero_gpu", "ZERO_GPU_SECONDS", "cache_ttl_s"]
+__all__ = ["launch_kwargs", "zero_gpu", "cache_ttl_s"]
 
 CSS_FILE = ROOT / "assets" / "style.css"
-ZERO_GPU_SECONDS = 300  # the longest a training may hold a ZeroGPU slot
 
 
 def cache_ttl_s(limits: Limits) -> int:
@@ -22,13 +23,17 @@ def cache_ttl_s(limits: Limits) -> int:
 
 
 def zero_gpu():
-    """``spaces.GPU`` when the ``spaces`` package (Hugging Face ZeroGPU) is importable, else None.
-
-    The app must start and work without it: everywhere but a ZeroGPU Space it is absent.
-    """
+    """``spaces.GPU`` on a ZeroGPU Space (``SPACES_ZERO_GPU`` set, ``spaces`` importable), else
+    None: there the trainings run on a GPU lent per call (``Server.fit``). Elsewhere, even where
+    the ``spaces`` package happens to be installed (an ordinary GPU Space), the app uses what the
+    machine has."""
+    if not Settings.from_env().zero_gpu:
+        return None
     try:
         import spaces
     except ImportError:
+        logging.getLogger(__name__).warning("SPACES_ZERO_GPU is set but the spaces package is missing: "
+                                            "training runs on the CPU")
         return None
     return spaces.GPU
 

@@ -11,7 +11,7 @@ from ..engine.catalog import DEFAULT_MODEL
 from .data_step import NO_IMAGES, ClassesView, DataView
 from .download_step import DownloadView, ExportView
 from ..settings import Settings
-from .hosting import ZERO_GPU_SECONDS, cache_ttl_s, zero_gpu
+from .hosting import cache_ttl_s, zero_gpu
 from .model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
 from .results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
 from .server import ROOT, Server
@@ -43,15 +43,14 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
     """
     gpu = zero_gpu()
     sign_in = Settings.from_env().sign_in if sign_in is None else sign_in
-    h = server or Server(training_slots, device="cpu" if gpu else "auto")
+    h = server or Server(training_slots, device="cpu" if gpu else "auto", lent_gpu=gpu)
     # Long jobs enter their function at once and wait for a slot in the server's own line, which
     # has its own length and tells each user their place; Gradio's queue then only ever holds
     # short events, so predictions and loading never wait behind trainings.
     slots = h.limits.training_slots + h.limits.training_waiting
-    # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: training gets
-    # one; predictions, heat maps and exports run on the CPU (their models live there).
-    train_fn, demo_fn = ((gpu(duration=ZERO_GPU_SECONDS)(h.event(fn)) if gpu else h.event(fn))
-                         for fn in (h.training.train, h.training.demo))
+    # On a ZeroGPU Space the GPU exists only inside functions wrapped by spaces.GPU: the server
+    # trains there (Server.fit); predictions, heat maps and exports run on the CPU.
+    train_fn, demo_fn = h.event(h.training.train), h.event(h.training.demo)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than a session lives, checking every 10 minutes, so a public server's disk does not fill up (the
     # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio

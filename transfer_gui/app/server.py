@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import gradio as gr
 
@@ -39,6 +39,11 @@ from .slots import TrainingSlots
 from .sort_step import SortStep
 from .train_step import TrainStep
 
+if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
+    from ..engine.config import TrainConfig
+    from ..engine.data import ImageDataset
+    from ..engine.progress import ProgressEvent
+
 __all__ = ["Server", "preload_engine", "client_address", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
 
 _logger = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
 TEST_IMAGES = ROOT / "assets" / "test_images"
 _APP_PREFIX = "tls-app-"
+LENT_GPU_SECONDS = 300  # what a training asks of ZeroGPU for one call (its own limit per call)
+_LENT_GPU_MARGIN_S = 30  # of those, left for building the model before and sending it back after
 _OWNER_FILE = "owner.pid"
 
 
@@ -139,8 +146,15 @@ class Server:
     """
 
     def __init__(self, training_slots: int | None = None, device: str = "auto",
-                 limits: Limits | None = None, disk_limit: int | None = None):
+                 limits: Limits | None = None, disk_limit: int | None = None, lent_gpu: Callable | None = None):
         self.limits = limits or Settings.from_env().limits
+        # ZeroGPU's spaces.GPU (hosting.zero_gpu): trainings then run on a GPU lent for one call, in
+        # another process, as a function of plain data (engine/lent_gpu.py); see fit().
+        self.lent_gpu = None
+        if lent_gpu is not None:
+            from ..engine.lent_gpu import fit_on_lent_gpu
+
+            self.lent_gpu = lent_gpu(duration=LENT_GPU_SECONDS)(fit_on_lent_gpu)
         if training_slots:
             self.limits = dataclasses.replace(self.limits, training_slots=training_slots)
         self.device = device
@@ -181,6 +195,41 @@ class Server:
         self.test = PredictStep(self)
         self.download = DownloadStep(self)
         self.sort = SortStep(self)
+
+    def fit(self, session: Session, config: TrainConfig, dataset: ImageDataset | None = None
+            ) -> Iterator[ProgressEvent]:
+        """A training of ``dataset`` (default: ``session.dataset``): ``training.fit``'s progress
+        events, the last with
+        the result. Here, with the session's Stop and feature cache; on a lent GPU (ZeroGPU), in
+        the GPU's process, where Stop is a file in the session's folder that a thread here writes
+        when Stop is pressed, and the call ends in time for the GPU's limit with the best model
+        so far."""
+        from ..engine.training import fit
+
+        dataset = dataset or session.dataset
+        if self.lent_gpu is None:
+            yield from fit(dataset, config, stop=session.stop, cache=session.cache)
+            return
+        stop_file = session.new_folder("gpu-run") / "stop"
+        ended = threading.Event()
+
+        def forward_stop() -> None:
+            while not ended.wait(0.25):
+                if session.stop.is_set():
+                    stop_file.touch()
+                    return
+
+        forwarder = threading.Thread(target=forward_stop, name="tls-stop-forwarder", daemon=True)
+        forwarder.start()
+        budget = LENT_GPU_SECONDS - _LENT_GPU_MARGIN_S
+        if self.limits.train_seconds is not None:
+            budget = min(budget, self.limits.train_seconds)
+        try:
+            yield from self.lent_gpu(dataset, config, str(stop_file), budget)
+        finally:
+            ended.set()
+            forwarder.join()
+            session.drop_folder(stop_file.parent)
 
     @staticmethod
     def _sweep(sessions: SessionRegistry, stopped: threading.Event) -> None:

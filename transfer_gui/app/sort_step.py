@@ -245,8 +245,6 @@ class SortStep:
     def retrain(self, session: Session, force: bool = True) -> Iterator[SortView]:
         """Train Quick again on the images of step 1 plus every picture sorted so far, then ask
         about the rest again. Without ``force`` only once ``RETRAIN_EVERY`` decisions are new."""
-        from ..engine.training import fit
-
         # Not due: one update that changes nothing (a generator that yields nothing leaves the
         # page's progress timer running).
         unchanged = SortView(*(gr.skip() for _ in SortView._fields))
@@ -275,7 +273,7 @@ class SortStep:
             clock = Budget(self.server.limits.train_seconds, session)
             # the current model and data set stay until the new model exists (keep_trained)
             result, last = None, 0.0
-            for event in fit(dataset, config, stop=session.stop, cache=session.cache):
+            for event in self.server.fit(session, config, dataset):
                 clock.check()
                 result = event.result or result
                 if time.perf_counter() - last > 1.0:

@@ -173,8 +173,6 @@ class TrainStep:
         yield from self.train(session, DEFAULT_MODEL, "", None, "quick", 0, 0, TrainConfig.val_fraction, 0)
 
     def _run(self, session: Session, config: TrainConfig, rows: list[dict]) -> Iterator[TrainUpdate]:
-        from ..engine.training import fit
-
         # The current model stays until the new one exists (keep_trained): a Stop, an error or
         # the time limit before that leaves the user the model they had.
         clock = Budget(self.server.limits.train_seconds, session)
@@ -194,7 +192,7 @@ class TrainStep:
         cleared = gr.LinePlot(value=None, x_title=x_title)
         busy = _buttons(running=True)
         yield TrainUpdate("**Starting...**", cleared, cleared, *busy, session)
-        for event in fit(session.dataset, config, stop=session.stop, cache=session.cache):
+        for event in self.server.fit(session, config):
             clock.check()
             if event.phase in ("head", "finetune", "refit"):
                 x = _plot_x(event, config)
