@@ -137,6 +137,8 @@ def test_export_writes_checked_files_and_push_refuses_offline(trained, tmp_path,
     assert {"model.onnx", "model.torchscript.pt", "labels.json"} <= {p.name for p in (tmp_path / "x").iterdir()}
     proc = cli("push", out, "alice/flowers", "--token", "hf_x", offline=True)
     assert proc.returncode == 2 and "cannot be reached" in proc.stderr and proc.stdout == ""
+    proc = cli("push", out, "alice/flowers", "--space", offline=True)  # refused before any upload
+    assert proc.returncode == 2 and "must be public: add --public" in proc.stderr and proc.stdout == ""
 
 
 def test_continue_from_a_bundle_adds_a_class(tmp_path, cli):

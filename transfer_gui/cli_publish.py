@@ -7,7 +7,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from .cli_output import err, out
+from .cli_output import EXIT_USAGE, err, out
 from .settings import Settings
 
 __all__ = ["add_publish_commands", "cmd_push", "cmd_demo_space"]
@@ -37,6 +37,9 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     from .engine.hub import push_bundle, push_demo_space
     from .engine.workflow import open_model
 
+    if args.space and not args.public:  # said before anything is uploaded
+        err("error: a demo Space shows the model to anyone, so the model must be public: add --public")
+        return EXIT_USAGE
     if args.token:
         err("warning: a token given with --token shows in the process list and your shell history; "
             "set HF_TOKEN instead")
@@ -47,7 +50,8 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
         result = {"url": push_bundle(saved.folder, args.repo, token, private=not args.public),
                   "load_with": f'timm.create_model("hf-hub:{args.repo}", pretrained=True)'}
         if args.space:
-            result["space"] = push_demo_space(saved.folder, args.repo, token, private=not args.public)
+            result["space"] = push_demo_space(saved.predictor.labels, saved.predictor.temperature, args.repo, token,
+                                              private=not args.public)
     out(result)
     return 0
 

@@ -96,7 +96,8 @@ class DownloadStep:
         status = (f"**Published:** [{url}]({url}). Anyone with access loads it with "
                   f"`timm.create_model(\"hf-hub:{repo.strip()}\", pretrained=True)`.")
         if demo_space:
-            space = push_demo_space(model.folder, repo, token, private=bool(private))
+            space = push_demo_space(model.predictor.labels, model.predictor.temperature, repo, token,
+                                    private=bool(private))
             status += f" Its demo, for anyone to try: [{space}]({space}) (a Space takes a few minutes to build)."
         return status
 

@@ -69,6 +69,7 @@ class MemoryGate:
             (0 = no budget: reservations are granted at once).
         wait_s: how long a reservation waits for room before it is refused.
         resident: reads the process's resident bytes (``resident_bytes``).
+        release: gives the allocator's freed memory back to the system (``release_free_memory``).
     """
 
     def __init__(self, budget_bytes: int, wait_s: float = 30.0, resident: Callable[[], int] = resident_bytes,

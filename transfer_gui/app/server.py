@@ -199,14 +199,13 @@ class Server:
     def fit(self, session: Session, config: TrainConfig, dataset: ImageDataset | None = None
             ) -> Iterator[ProgressEvent]:
         """A training of ``dataset`` (default: ``session.dataset``): ``training.fit``'s progress
-        events, the last with
-        the result. Here, with the session's Stop and feature cache; on a lent GPU (ZeroGPU), in
-        the GPU's process, where Stop is a file in the session's folder that a thread here writes
-        when Stop is pressed, and the call ends in time for the GPU's limit with the best model
-        so far."""
+        events, the last with the result. Here, with the session's Stop and feature cache; on a
+        lent GPU (ZeroGPU), in the GPU's process, where Stop is a file in the session's folder
+        that a thread here writes when Stop is pressed, and the call ends in time for the GPU's
+        limit with the best model so far."""
         from ..engine.training import fit
 
-        dataset = dataset or session.dataset
+        dataset = session.dataset if dataset is None else dataset
         if self.lent_gpu is None:
             yield from fit(dataset, config, stop=session.stop, cache=session.cache)
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Sequence
 
 from .errors import UserInputError, WeightsUnavailableError
 from .weights import hub_reachable
@@ -77,16 +78,17 @@ def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = Tr
     return f"https://huggingface.co/{repo_id}"
 
 
-def push_demo_space(folder: str | Path, model_repo: str, token: str, private: bool = False) -> str:
-    """Publish a demo Space (``USER/NAME-demo``, see space.py) for the bundle in ``folder``, which
-    is (or is being) published as ``model_repo``. Returns the Space's URL.
+def push_demo_space(labels: Sequence[str], temperature: float, model_repo: str, token: str,
+                    private: bool = False) -> str:
+    """Publish a demo Space (``USER/NAME-demo``, see space.py) for the model published as
+    ``model_repo``, whose classes are ``labels`` and calibration ``temperature``. Returns the
+    Space's URL.
 
     Raises:
         UserInputError: the model is private (a Space cannot load it without a token of its own),
             no token, or the Hub refused.
         WeightsUnavailableError: the Hub cannot be reached from here.
     """
-    from .bundle import load_bundle
     from .space import demo_space_id, write_demo_space
 
     if private:
@@ -103,10 +105,9 @@ def push_demo_space(folder: str | Path, model_repo: str, token: str, private: bo
     from huggingface_hub.errors import HfHubHTTPError
 
     space_id = demo_space_id(model_repo)
-    bundle = load_bundle(folder)
     api = HfApi(token=token.strip())
     with tempfile.TemporaryDirectory(prefix="tls-space-") as tmp:
-        files = write_demo_space(bundle.labels, bundle.temperature, model_repo, tmp)
+        files = write_demo_space(labels, temperature, model_repo, tmp)
         try:
             api.create_repo(space_id, repo_type="space", space_sdk="gradio", exist_ok=True)
             api.upload_folder(repo_id=space_id, repo_type="space", folder_path=str(files),
