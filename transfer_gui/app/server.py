@@ -142,7 +142,7 @@ class Server:
         disk_limit: bytes one session may store (default: ``limits.session_disk_mb``).
 
     Attributes:
-        data, model, training, results, test, download: the event functions of steps 1-6.
+        data, model, training, results, test, download, sort: the event functions of steps 1-7.
     """
 
     def __init__(self, training_slots: int | None = None, device: str = "auto",

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; se
     from ..engine.training import TrainResult
     from ..engine.workflow import SavedModel, TrainedModel
 
-__all__ = ["Session", "new_session", "DiskQuotaError", "SessionClosedError", "TooManyEventsError", "folder_bytes"]
+__all__ = ["Session", "DiskQuotaError", "SessionClosedError", "TooManyEventsError", "folder_bytes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -210,8 +210,8 @@ class Session:
         return self._cache
 
     def __deepcopy__(self, memo):
-        # Gradio deep-copies a State's initial value per session; ours is built fresh per session
-        # by the factory already, and locks/events cannot be copied.
+        # Gradio deep-copies a State's value when it stores it; a Session is the server's, found
+        # by the registry (Server.event), and its locks and events cannot be copied.
         return self
 
     def new_folder(self, name: str) -> Path:
@@ -373,8 +373,3 @@ class Session:
     def remove_files(self) -> None:
         """Delete this session's folder (again, if a late step wrote into it)."""
         shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-def new_session() -> Session:
-    """A fresh Session in the system temp folder (the app itself uses ``Server.new_session``)."""
-    return Session()

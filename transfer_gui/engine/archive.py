@@ -39,7 +39,7 @@ class ArchiveLimits:
             PNG rarely over 10:1), while zip bombs reach 1000:1.
         max_classes: classes in one image set (results drawn per pair of classes grow with its square).
 
-    A server reads them from the environment with ``limits.Limits.from_env().archive``.
+    A server reads them from the environment with ``settings.Limits.from_env().archive``.
     """
 
     max_total_bytes: int = 2 * 1024**3

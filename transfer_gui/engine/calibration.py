@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Calibration", "fit_temperature", "nll", "top_label_nll", "MIN_CALIBRATION_IMAGES", "TEMPERATURE_RANGE",
+__all__ = ["Calibration", "fit_temperature", "top_label_nll", "MIN_CALIBRATION_IMAGES", "TEMPERATURE_RANGE",
            "cross_fitted_probabilities"]
 
 _logger = logging.getLogger(__name__)
@@ -71,13 +71,6 @@ class Calibration:
         return (f"Confidences were {way} on {self.n_images} predictions for images the model did not learn from "
                 f"(temperature {self.temperature:.2f}; log-loss of the top answer {self.nll_before:.3f} → "
                 f"{self.nll_after:.3f}).")
-
-
-def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true classes under ``softmax(logits / temperature)``."""
-    x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    return float(F.cross_entropy(x / temperature, y))
 
 
 def top_label_nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:

@@ -261,7 +261,7 @@ def check_parity(fmt: str, path: str | Path, predictor, images: Sequence, tolera
     """Run an exported file on ``images`` (paths or PIL images) and compare with ``predictor``.
 
     The exported graph gets exactly what a user would give it: the decoded RGB picture
-    (``data.load_image``: EXIF-rotated, transparency on white) as a uint8 array. It is compared
+    (``images.load_image``: EXIF-rotated, transparency on white) as a uint8 array. It is compared
     with ``predictor.reference()``, the same model in fp32 on the CPU, whatever device or
     precision ``predictor`` answers with: the 1e-3 limit is for fp32 against fp32.
     """

@@ -1,7 +1,7 @@
 """Prediction with exactly the preprocessing used in training.
 
 ``Predictor`` holds a model, its labels and its timm data config. It decodes images with
-``data.load_image`` and transforms them with ``data.eval_transform``: the same two functions that
+``images.load_image`` and transforms them with ``transforms.eval_transform``: the same two functions that
 produced the validation numbers during training, so the app, the CLI and a reloaded bundle agree.
 """
 
@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .calibration import Calibration, fit_temperature
 from .data import ImageDataset
 from .transforms import eval_transform
 from .speed import autocast
@@ -188,19 +187,3 @@ class Predictor:
         items = [dataset.items[i] for i in indices]
         return evaluate_predictions([index[item.label] for item in items], self.to_probabilities(logits),
                                     self.labels, [item.rel for item in items])
-
-    def calibrate(self, dataset: ImageDataset, indices: Sequence[int]) -> Calibration:
-        """Fit this predictor's temperature on held-out images (sets ``temperature``).
-
-        Use images the weights were not trained on (the validation split): on training images a
-        model looks more certain than it is.
-        """
-        self._check_labels(dataset)
-        return self.calibrate_logits(dataset, indices, self.logits(dataset.items[i].path for i in indices))
-
-    def calibrate_logits(self, dataset: ImageDataset, indices: Sequence[int], logits: np.ndarray) -> Calibration:
-        """``calibrate`` from already computed ``logits()`` of those images."""
-        index = {label: i for i, label in enumerate(self.labels)}
-        calibration = fit_temperature(logits, np.array([index[dataset.items[i].label] for i in indices]))
-        self.temperature = calibration.temperature
-        return calibration

@@ -25,13 +25,12 @@ if TYPE_CHECKING:
     from .policies import Validation
     from .training import TrainResult
 
-__all__ = ["Phase", "TRAINING_PHASES", "EpochRecord", "ProgressEvent", "Run"]
+__all__ = ["Phase", "EpochRecord", "ProgressEvent", "Run"]
 
 # load: creating the model; features: the frozen backbone reads every image; head: the linear
 # probe's settings; finetune: the whole network, judged on held-out images; refit: fine-tuning
 # again on every image; done: the last event, carrying the result.
 Phase = Literal["load", "features", "head", "finetune", "refit", "done"]
-TRAINING_PHASES = ("head", "finetune", "refit")  # the phases that add history rows
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Policies:
   finetune  LP-FT (Kumar et al., ICLR 2022; fastai's ``fine_tune``): the quick probe first, then the
             whole network with timm's augmentation, AdamW, warmup + cosine, label smoothing and the
             backbone at a lower learning rate, kept only when it beats the probe on held-out images
-            (see ``_finetune_policy``: on small sets the winning number of epochs is then trained
+            (see ``policies.lp_ft``: on small sets the winning number of epochs is then trained
             again on every image).
 """
 
