@@ -54,18 +54,21 @@ def test_finetune_overfits_eight_images_and_loss_falls(tmp_path):
 
 
 def test_finetune_param_groups_give_the_backbone_a_lower_learning_rate(shapes_dir):
-    from transfer_gui.engine.finetune import _param_groups
+    from transfer_gui.engine.finetune import optimiser
     from transfer_gui.engine.weights import create_model
 
     model = create_model("test_efficientnet", 2, pretrained=False).model
     cfg = TrainConfig()
-    groups = _param_groups(model, model.get_classifier(), cfg)
+    groups = optimiser(model, model.get_classifier(), cfg, torch.device("cpu")).param_groups
     head_ids = {id(p) for p in model.get_classifier().parameters()}
     for g in groups:
         is_head = any(id(p) in head_ids for p in g["params"])
         assert all((id(p) in head_ids) == is_head for p in g["params"])
         assert g["lr_scale"] == (1.0 if is_head else cfg.backbone_lr_scale)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # the comparison's run from random weights: one rate for all
+    scratch = optimiser(model, model.get_classifier(), cfg, torch.device("cpu"), backbone_lr_scale=1.0)
+    assert {g["lr_scale"] for g in scratch.param_groups} == {1.0}
 
 
 def test_events_are_ordered_and_the_last_carries_the_result(shapes_dir):

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import ImageDataset, split_dataset
@@ -36,11 +35,11 @@ from .distributed import pick_device
 from .feature_map import map_sample
 from .features import extract_features, make_loader
 from .figures import ComparePicture, compare_picture
-from .finetune import _param_groups, scores
+from .finetune import logits_of, optimiser, scores, train_loader, train_steps
 from .preprocessing import model_data_config
 from .probe import cross_validate, fit_head, n_folds, stratified_folds
-from .speed import autocast, fast_paths
-from .transforms import TorchImages, eval_transform, train_transform
+from .speed import fast_paths
+from .transforms import eval_transform
 from .weights import create_model
 
 __all__ = [
@@ -83,6 +82,12 @@ class ComparePoint:
     steps: int
     accuracy: float
     loss: float
+
+    @classmethod
+    def scored(cls, seconds: float, steps: int, logits: torch.Tensor, targets: torch.Tensor) -> ComparePoint:
+        """The check whose answers are ``logits`` for images of classes ``targets``."""
+        loss, accuracy = scores(logits.numpy(), targets)
+        return cls(seconds, steps, accuracy, loss)
 
 
 @dataclass
@@ -160,12 +165,6 @@ def _checked(dataset: ImageDataset, val: list[int], seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(list(val), MAX_CHECK_IMAGES))
 
 
-def _scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, loss) of ``logits`` against ``targets``."""
-    loss, accuracy = scores(logits.numpy(), targets)
-    return accuracy, loss
-
-
 def _interleaved(dataset: ImageDataset, indices: list[int], seed: int) -> list[int]:
     """``indices`` in a seeded order that takes the classes in turn, so that every early share of
     it has images of every class."""
@@ -205,7 +204,7 @@ def _pretrained_run(dataset: ImageDataset, train_idx: list[int], checked: list[i
     head = model.get_classifier()
     with torch.no_grad():
         logits = check_x @ head.weight.detach().float().cpu().T + head.bias.detach().float().cpu()
-    yield ComparePoint(0.0, 0, *_scores(logits, check_y))
+    yield ComparePoint.scored(0.0, 0, logits, check_y)
     order = _interleaved(dataset, train_idx, config.seed)
     parts = [part.tolist() for part in np.array_split(np.array(order), min(CHECKS, len(order)))]
     trained, seen, xs = 0.0, 0, []
@@ -224,16 +223,17 @@ def _pretrained_run(dataset: ImageDataset, train_idx: list[int], checked: list[i
             penalty = _STREAM_PENALTY
         weight, bias = fit_head(x, y, n_classes, penalty)
         trained += time.perf_counter() - started
-        yield ComparePoint(round(trained, 3), k, *_scores(check_x @ weight.T + bias, check_y))
+        yield ComparePoint.scored(round(trained, 3), k, check_x @ weight.T + bias, check_y)
 
 
 def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int], config: TrainConfig,
                  seconds: float, stop: threading.Event, device: torch.device, comparison: Comparison
                  ) -> Iterator[ComparePoint]:
-    """The whole network from random weights for ``seconds`` of training, checked before the
-    first step and after every tenth of the budget (and when it ends); where a step takes more
-    than a tenth, after every step until CHECKS checks. Before the first step it
-    also reads the map's images (``comparison.random_features``), off the clock like a check."""
+    """The whole network from random weights for ``seconds`` of training (the project's one
+    training loop, ``finetune.train_steps``), checked before the first step and after every tenth
+    of the budget (and when it ends); where a step takes more than a tenth, after every step until
+    CHECKS checks. Before the first step it also reads the map's images
+    (``comparison.random_features``), off the clock like a check."""
     torch.manual_seed(config.seed)  # the random network starts the same each time
     loaded = create_model(config.model, len(dataset.labels), pretrained=False)
     paths = fast_paths(device, config.precision)
@@ -241,56 +241,28 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
     if paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_config = model_data_config(model)
-    targets = dataset.targets
-    train_images = TorchImages([dataset.items[i] for i in train_idx], [targets[i] for i in train_idx],
-                               train_transform(data_config), keep="decoded",
-                               shorter_side=int(data_config["input_size"][-1] * 1.5), seed=config.seed)
-    loader = torch.utils.data.DataLoader(train_images, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                                         generator=torch.Generator().manual_seed(config.seed))
+    loader, sampler = train_loader(dataset, train_idx, data_config, config.batch_size, config.seed, {"num_workers": 0})
     check_loader = make_loader(dataset, checked, eval_transform(data_config), paths.batch, False, config.seed,
                                keep="tensor")
-    check_y = torch.tensor([targets[i] for i in checked])
-    # a random backbone learns at the head's rate: it has nothing to keep
-    groups = _param_groups(model, model.get_classifier(), dataclasses.replace(config, backbone_lr_scale=1.0))
-    for group in groups:  # one constant rate: the run is too short for a schedule
-        group.pop("lr_scale")
-    opt = torch.optim.AdamW(groups, lr=config.resolved_lr)
+    check_y = torch.tensor([dataset.targets[i] for i in checked])
+    # a random backbone learns at the head's rate (it has nothing to keep), at one constant rate:
+    # the run is too short for a schedule
+    opt = optimiser(model, model.get_classifier(), config, device, backbone_lr_scale=1.0)
 
-    def check() -> tuple[float, float]:
-        model.eval()
-        out = []
-        for x, _ in check_loader:
-            with torch.inference_mode(), autocast(device, paths):  # opened and closed between yields
-                x = x.to(device)
-                if paths.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(model(x).float().cpu())
+    def check() -> ComparePoint:
+        logits = logits_of(model, check_loader, device, paths)
         model.train()
-        return _scores(torch.cat(out), check_y)
+        return ComparePoint.scored(round(trained, 3), steps, logits, check_y)
 
-    sample = map_sample(len(dataset.items), config.seed)
-    model.eval()
-    sample_loader = make_loader(dataset, sample, eval_transform(data_config), paths.batch, False, config.seed)
-    *_, (_, random_features) = extract_features(model, sample_loader, device, paths)
-    comparison.random_features = (sample, random_features)
-    trained, steps, checks = 0.0, 0, 0
-    yield ComparePoint(0.0, 0, *check())
-    next_check = seconds / CHECKS
-    epoch = 0
+    comparison.random_features = _random_features(model, dataset, data_config, config.seed, device, paths)
+    trained, steps, checks, next_check, epoch = 0.0, 0, 0, seconds / CHECKS, 0
+    yield check()
     while not stop.is_set():
         epoch += 1
-        train_images.epoch = epoch
+        sampler.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            if paths.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, paths):
-                loss = F.cross_entropy(model(x).float(), y, label_smoothing=config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for _ in train_steps(model, loader, opt, device, paths, config.label_smoothing, stop=stop):
             steps += 1
             took = time.perf_counter() - started
             trained += took
@@ -300,13 +272,23 @@ def _scratch_run(dataset: ImageDataset, train_idx: list[int], checked: list[int]
             due = trained >= next_check or took >= seconds / CHECKS
             ended = stop.is_set() or (trained >= seconds and checks + due >= CHECKS)
             if due or ended:
-                yield ComparePoint(round(trained, 3), steps, *check())
+                yield check()
                 checks += 1
                 while next_check <= trained:
                     next_check += seconds / CHECKS
             if ended:
                 return
             started = time.perf_counter()
+
+
+def _random_features(model: torch.nn.Module, dataset: ImageDataset, data_config: dict, seed: int,
+                     device: torch.device, paths) -> tuple[list[int], torch.Tensor]:
+    """The map's images (``feature_map.map_sample``) through the random-weight network."""
+    sample = map_sample(len(dataset.items), seed)
+    model.eval()
+    loader = make_loader(dataset, sample, eval_transform(data_config), paths.batch, False, seed)
+    *_, (_, features) = extract_features(model, loader, device, paths)
+    return sample, features
 
 
 def compare_with_scratch(dataset: ImageDataset, config: TrainConfig, seconds: float = COMPARE_SECONDS, *,

@@ -1,5 +1,10 @@
 """The training policies: what is trained, what it is judged on, and what is kept.
 
+``POLICIES`` names them by ``TrainConfig.mode``; each is called the same way, ``policy(run, setup)``,
+yields progress events and returns the ``Validation`` of the model it kept (its weights are
+``run.best_state``). A step that fails once a model is kept (fine-tuning after the probe) ends the
+policy with that model and the error in its ``Validation``.
+
   quick  the linear probe (probe.py) on the frozen backbone's features: cross-validated on every
          image, then fitted on all of them; on a large set, one holdout instead.
   lp_ft  LP-FT (Kumar et al., ICLR 2022; fastai's ``fine_tune``): the quick probe first, then the
@@ -10,20 +15,29 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import Split, split_dataset
+from .errors import without_paths
 from .finetune import Outcome, finetune, scores
 from .probe import PENALTIES, CrossValidation, Fixed, cross_validate, fit_head, holdout_select, n_folds, stratified_folds
-from .progress import Run
+from .progress import ProgressEvent, Run
 
-__all__ = ["Validation", "quick", "lp_ft", "CV_MAX_IMAGES", "LARGE_CLASS", "SIGN_TEST_LEVEL"]
+__all__ = ["Validation", "Setup", "Policy", "POLICIES", "STEP_FAILURES", "quick", "lp_ft", "CV_MAX_IMAGES",
+           "LARGE_CLASS", "SIGN_TEST_LEVEL"]
+
+_logger = logging.getLogger(__name__)
+
+# What a training step can raise that is not a bug in the caller: unreadable files (OSError),
+# out of memory (torch.OutOfMemoryError is a RuntimeError), numerical/shape errors inside a model.
+STEP_FAILURES = (RuntimeError, OSError, ValueError, MemoryError)
 
 
 # The probe is cross-validated up to this many images (k-fold on cached features costs well under
@@ -50,6 +64,7 @@ class Validation:
         logits: (len(indices), classes) their logits.
         trained_on_all: the kept model learned from every image (the checked ones too).
         note: one plain sentence on what was kept and why.
+        error: why training broke off after this model was kept ("Type: message"), or None.
     """
 
     method: str
@@ -59,11 +74,41 @@ class Validation:
     logits: np.ndarray
     trained_on_all: bool
     note: str
+    error: str | None = None
+
+    def broke_off(self, exc: BaseException) -> Validation:
+        """This model, kept after ``exc`` ended the training that came after it."""
+        return dataclasses.replace(self, note=f"Training broke off with an error. {self.note}",
+                                   error=f"{type(exc).__name__}: {without_paths(str(exc))}")
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the logits stay out)."""
         return {"method": self.method, "folds": self.k, "n_images": len(self.indices),
                 "trained_on_all_images": self.trained_on_all, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a policy trains.
+
+    Attributes:
+        model: the network, its backbone pretrained (or a continued model).
+        head: its linear classifier.
+        features: the frozen backbone's features of every image of the run's dataset.
+        data_config: the model's preprocessing (timm data config).
+        device: where it trains.
+        split: a train/validation split given by the caller, or None (the policy chooses).
+    """
+
+    model: nn.Module
+    head: nn.Linear
+    features: torch.Tensor
+    data_config: dict
+    device: torch.device
+    split: Split | None
+
+
+Policy = Callable[[Run, Setup], Generator[ProgressEvent, None, Validation]]
 
 
 def _fixed(run: Run) -> Fixed | None:
@@ -138,28 +183,26 @@ def _holdout_folds(run: Run, indices: Sequence[int]) -> np.ndarray:
     return stratified_folds(y, n_folds(y), run.config.seed)
 
 
-def quick(run: Run, model: nn.Module, head: nn.Linear, features: torch.Tensor, split: Split | None):
+def quick(run: Run, setup: Setup) -> Generator[ProgressEvent, None, Validation]:
     """Quick: the probe alone. Cross-validated on every image, then fitted on all of them; or, on
     a given split (or a large set), fitted on its training part and checked on its held-out part."""
     n = len(run.dataset.items)
-    if split is None and n <= CV_MAX_IMAGES:
+    model, head, features = setup.model, setup.head, setup.features
+    if setup.split is None and n <= CV_MAX_IMAGES:
         everything = list(range(n))
         choice, _ = yield from _probe(run, model, head, features, everything, None)
-        run.validation = Validation("cross-validation", choice.k, tuple(everything), choice.folds, choice.logits, True,
+        return Validation("cross-validation", choice.k, tuple(everything), choice.folds, choice.logits, True,
                           f"The new head was trained on all {n} images with the setting that did best in "
                           f"{choice.k}-fold cross-validation.")
-        return run.validation
-    split = split or split_dataset(run.dataset, run.config.val_fraction, run.config.seed)
+    split = setup.split or split_dataset(run.dataset, run.config.val_fraction, run.config.seed)
     run.split = split
     _, logits = yield from _probe(run, model, head, features, split.train, split.val)
-    run.validation = Validation("holdout", 1, tuple(split.val), _holdout_folds(run, split.val), logits, False,
-                                f"The new head was trained on {len(split.train)} images and checked on "
-                                f"{len(split.val)} held-out ones.")
-    return run.validation
+    return Validation("holdout", 1, tuple(split.val), _holdout_folds(run, split.val), logits, False,
+                      f"The new head was trained on {len(split.train)} images and checked on "
+                      f"{len(split.val)} held-out ones.")
 
 
-def lp_ft(run: Run, model: nn.Module, head: nn.Linear, features: torch.Tensor, data_config: dict,
-                     device: torch.device, split: Split | None):
+def lp_ft(run: Run, setup: Setup) -> Generator[ProgressEvent, None, Validation]:
     """LP-FT, kept only when it beats the probe on held-out images.
 
     * Small sets (no split given, smallest class under LARGE_CLASS images): the probe is
@@ -172,52 +215,76 @@ def lp_ft(run: Run, model: nn.Module, head: nn.Linear, features: torch.Tensor, d
       training part and are compared on the held-out part by the same test; the winner is kept
       as trained.
     """
-    cfg = run.config
     counts = np.bincount(run.targets.numpy())
-    small = split is None and counts[counts > 0].min() < LARGE_CLASS and len(run.targets) <= CV_MAX_IMAGES
-    if not small:
-        split = split or split_dataset(run.dataset, cfg.val_fraction, cfg.seed)
-        run.split = split
-        _, probe_logits = yield from _probe(run, model, head, features, split.train, split.val)
-        folds = _holdout_folds(run, split.val)
-        run.validation = Validation("holdout", 1, tuple(split.val), folds, probe_logits, False,
-                                    f"The new head was trained on {len(split.train)} images.")
-        outcome = yield from finetune(run, model, head, data_config, device, split.train, split.val,
-                                       cfg.resolved_epochs, "finetune")
-        verdict = _judge(outcome, probe_logits, run.targets[torch.tensor(split.val)])
-        if verdict is not None and verdict.wins:
-            run.best_state = outcome.state
-            run.best = next(r for r in run.history if r.phase == "finetune" and r.epoch == outcome.epoch)
-            return Validation("holdout", 1, tuple(split.val), folds, outcome.logits, False,
-                              f"Fine-tuned on {len(split.train)} images and kept: at its best epoch "
-                              f"({outcome.epoch}), {verdict.sentence(len(split.val))}.")
-        return dataclasses.replace(run.validation, note=_probe_kept(run, verdict, len(split.val)))
-    # a small set: the cross-validated probe on every image first; it is kept unless beaten
-    probe_only = yield from quick(run, model, head, features, None)
-    # what stays if fine-tuning does not get to its end (an error): the quick model
-    run.validation = dataclasses.replace(probe_only, note="Fine-tuning did not finish, so the quick model (the new "
-                                                     "head alone, trained on all images) was kept.")
-    probe_state, probe_row = run.best_state, run.best
+    small = setup.split is None and counts[counts > 0].min() < LARGE_CLASS and len(run.targets) <= CV_MAX_IMAGES
+    return (yield from (_lp_ft_small(run, setup) if small else _lp_ft_on_split(run, setup)))
+
+
+def _lp_ft_on_split(run: Run, setup: Setup) -> Generator[ProgressEvent, None, Validation]:
+    """LP-FT on one split: the probe and the fine-tuned network learn from its training part;
+    the winner on its held-out part is kept."""
+    cfg = run.config
+    split = setup.split or split_dataset(run.dataset, cfg.val_fraction, cfg.seed)
+    run.split = split
+    _, probe_logits = yield from _probe(run, setup.model, setup.head, setup.features, split.train, split.val)
+    folds = _holdout_folds(run, split.val)
+    probe = Validation("holdout", 1, tuple(split.val), folds, probe_logits, False,
+                       f"The new head was trained on {len(split.train)} images.")
+    try:
+        outcome = yield from finetune(run, setup.model, setup.head, setup.data_config, setup.device, split.train,
+                                      split.val, cfg.resolved_epochs, "finetune")
+    except STEP_FAILURES as exc:
+        _logger.exception("Fine-tuning failed after %.1f s; the probe is kept", run.elapsed())
+        return probe.broke_off(exc)
+    verdict = _judge(outcome, probe_logits, run.targets[torch.tensor(split.val)])
+    if verdict is None or not verdict.wins:
+        return dataclasses.replace(probe, note=_probe_kept(run, verdict, len(split.val)))
+    run.best_state = outcome.state
+    run.best = next(r for r in run.history if r.phase == "finetune" and r.epoch == outcome.epoch)
+    return Validation("holdout", 1, tuple(split.val), folds, outcome.logits, False,
+                      f"Fine-tuned on {len(split.train)} images and kept: at its best epoch "
+                      f"({outcome.epoch}), {verdict.sentence(len(split.val))}.")
+
+
+def _lp_ft_small(run: Run, setup: Setup) -> Generator[ProgressEvent, None, Validation]:
+    """LP-FT on a small set: the cross-validated probe on every image first, kept unless
+    fine-tuning on a holdout clearly beats a probe of the same images; then a refit on all."""
+    probe_only = yield from quick(run, dataclasses.replace(setup, split=None))
     if run.stopped:
         return probe_only
+    # what stays if fine-tuning does not get to its end (an error): the quick model
+    fallback = dataclasses.replace(probe_only, note="Fine-tuning did not finish, so the quick model (the new "
+                                                    "head alone, trained on all images) was kept.")
+    try:
+        return (yield from _finetune_and_refit(run, setup, probe_only))
+    except STEP_FAILURES as exc:
+        _logger.exception("Fine-tuning failed after %.1f s; the quick model is kept", run.elapsed())
+        return fallback.broke_off(exc)
+
+
+def _finetune_and_refit(run: Run, setup: Setup, probe_only: Validation) -> Generator[ProgressEvent, None, Validation]:
+    cfg = run.config
+    model, head = setup.model, setup.head
+    probe_state, probe_row = run.best_state, run.best
     evidence = split_dataset(run.dataset, cfg.val_fraction, cfg.seed)
     run.split = evidence
     tr, va = torch.tensor(evidence.train), torch.tensor(evidence.val)
-    weight, bias = fit_head(features[tr], run.targets[tr], head.out_features, probe_row.penalty, fixed=_fixed(run))
-    probe_logits = (features[va] @ weight.T + bias).numpy()
+    weight, bias = fit_head(setup.features[tr], run.targets[tr], head.out_features, probe_row.penalty,
+                            fixed=_fixed(run))
+    probe_logits = (setup.features[va] @ weight.T + bias).numpy()
     _set_head(head, weight, bias)
     run.restore_rows(head)
-    outcome = yield from finetune(run, model, head, data_config, device, evidence.train, evidence.val,
-                                   cfg.resolved_epochs, "finetune")
+    outcome = yield from finetune(run, model, head, setup.data_config, setup.device, evidence.train, evidence.val,
+                                  cfg.resolved_epochs, "finetune")
     verdict = _judge(outcome, probe_logits, run.targets[va])
     if verdict is None or not verdict.wins or run.stopped:
         return dataclasses.replace(probe_only, note=_probe_kept(run, verdict, len(evidence.val)))
     model.load_state_dict(probe_state)  # start again from the pretrained backbone and the all-image head
-    refit = yield from finetune(run, model, head, data_config, device, list(range(len(run.targets))), None,
-                                 outcome.epoch, "refit")
+    refit = yield from finetune(run, model, head, setup.data_config, setup.device, list(range(len(run.targets))),
+                                None, outcome.epoch, "refit")
     if refit is None:  # stopped during the refit: the probe stays
-        return dataclasses.replace(probe_only, note="Fine-tuning on all images was stopped before it finished, so the "
-                                               "quick model (trained on all images) was kept.")
+        return dataclasses.replace(probe_only, note="Fine-tuning on all images was stopped before it finished, so "
+                                                    "the quick model (trained on all images) was kept.")
     run.best_state = refit.state
     run.best = dataclasses.replace(run.history[-1], val_loss=outcome.loss, val_acc=outcome.acc)
     return Validation("holdout", 1, tuple(evidence.val), _holdout_folds(run, evidence.val), outcome.logits, True,
@@ -272,3 +339,7 @@ def _probe_kept(run: Run, verdict: _Verdict | None, n_val: int) -> str:
                 "(the new head alone) was kept.")
     return (f"Fine-tuning did not clearly beat the quick model: {verdict.sentence(n_val)}, so the quick model (the "
             "new head alone) was kept.")
+
+
+# The policies by ``TrainConfig.mode``.
+POLICIES: dict[str, Policy] = {"quick": quick, "finetune": lp_ft}

@@ -22,7 +22,6 @@ from .speed import FastPaths
 
 if TYPE_CHECKING:
     from .features import FeatureCache
-    from .policies import Validation
     from .training import TrainResult
 
 __all__ = ["Phase", "EpochRecord", "ProgressEvent", "Run"]
@@ -110,11 +109,9 @@ class Run:
         self.best: EpochRecord | None = None
         self.best_state: dict | None = None
         self.stopped = False
-        self.error: str | None = None
         self.paths = paths
         self.targets = torch.tensor(dataset.targets)
         self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, weights, biases
-        self.validation: Validation | None = None
 
     def keep_rows(self, head: nn.Linear, rows: tuple[int, ...]) -> None:
         """Remember head rows that training must leave as they are (a continued model's classes)."""

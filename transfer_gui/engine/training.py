@@ -15,11 +15,12 @@ Policies:
             backbone at a lower learning rate, kept only when it beats the probe on held-out images
             (see ``policies.lp_ft``: on small sets the winning number of epochs is then trained
             again on every image).
+
+The policies are ``policies.POLICIES``, by ``TrainConfig.mode``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
@@ -35,20 +36,15 @@ from .data import ImageDataset, Split
 from .distributed import pick_device
 from .errors import ModelError, TrainingFailedError, without_paths
 from .features import FeatureCache, cached_features
-from .policies import Validation, lp_ft, quick
+from .policies import POLICIES, STEP_FAILURES, Setup, Validation
 from .preprocessing import model_data_config
 from .progress import EpochRecord, ProgressEvent, Run
 from .speed import fast_paths, tune_process
-from .weights import create_model
+from .weights import LoadedModel, create_model
 
 __all__ = ["TrainResult", "fit", "train"]
 
 _logger = logging.getLogger(__name__)
-
-# What a training step can raise that is not a bug in the caller: unreadable files (OSError),
-# out of memory (torch.OutOfMemoryError is a RuntimeError), numerical/shape errors inside a model.
-_STEP_FAILURES = (RuntimeError, OSError, ValueError, MemoryError)
-
 
 @dataclass
 class TrainResult:
@@ -100,7 +96,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
 
     Args:
         dataset: the labelled images.
-        config: the one training configuration.
+        config: the one training configuration (``config.mode`` names the policy, see POLICIES).
         split: a train/validation split (computed from ``config`` when None).
         stop: set it (from any thread) to end training between batches, keeping the best weights.
         cache: a per-user FeatureCache, so retraining the same data and model skips the backbone.
@@ -110,6 +106,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
 
     Raises:
         ModelError, WeightsUnavailableError: the model cannot be created.
+        TrainingFailedError: a step failed before any model was trained.
     """
     # Seed the global RNGs: creating the model (a new head, or a whole random network) and dropout
     # while fine-tuning draw from them (augmentations are seeded per image, see TorchImages). They
@@ -118,62 +115,67 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     # then still fixes the split, the folds and the augmentations, but not those draws.
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    given_split = split
     device = pick_device(config.device)
     tune_process()
     run = Run(dataset, config, split, stop, cache, fast_paths(device, config.precision, config.loader_workers))
     _logger.info("Training on %s: %s", device, run.paths.describe())
-
     what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model
     yield run.event("load", 0, 0, 0, 0, message=f"Loading {what}...")
+    loaded, model = _build(run, device)
+    data_config = model_data_config(model)
+    validation = None
+    try:
+        features = yield from cached_features(run, model, loaded, data_config, device)
+        if not run.stopped:
+            setup = Setup(model, model.get_classifier(), features, data_config, device, split)
+            validation = yield from POLICIES[config.mode](run, setup)
+    except STEP_FAILURES as exc:
+        # A file that vanished or broke since it was read, memory running out, a numerical error,
+        # before the policy had a model to keep (after that, the policy keeps it).
+        _logger.exception("Training %s failed after %.1f s", config.model, run.elapsed())
+        raise TrainingFailedError(f"Training broke off before the first model was trained: {without_paths(str(exc))}. "
+                                  "Nothing was kept; check the images and press Train again.") from exc
+    yield _done(run, model, loaded, data_config, validation)
+
+
+def _build(run: Run, device: torch.device) -> tuple[LoadedModel, nn.Module]:
+    """The model to train (pretrained, or a continued bundle), on ``device``, the rows of a
+    continued model's classes kept as they are."""
+    config = run.config
     if config.init_bundle:
         from .bundle import continue_from
 
-        loaded = continue_from(config.init_bundle, list(dataset.labels))
+        loaded = continue_from(config.init_bundle, list(run.dataset.labels))
     else:
-        loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file,
+        loaded = create_model(config.model, len(run.dataset.labels), weights_file=config.weights_file,
                               pretrained=config.pretrained)
     model = loaded.model.to(device)
     if run.paths.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    data_config = model_data_config(model)
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
         raise ModelError(f"{config.model} has no single linear classifier head; pick another model.")
-
     run.keep_rows(head, loaded.known_classes)
-    try:
-        features = yield from cached_features(run, model, loaded, data_config, device)
-        if not run.stopped:
-            policy = lp_ft(run, model, head, features, data_config, device, given_split) \
-                if config.mode == "finetune" else quick(run, model, head, features, given_split)
-            run.validation = yield from policy
-    except _STEP_FAILURES as exc:
-        # A file that vanished or broke since it was read, memory running out, a numerical error:
-        # the run ends, and the model kept so far (if any) is kept like after Stop.
-        _logger.exception("Training %s failed after %.1f s", config.model, run.elapsed())
-        if run.best_state is None or run.validation is None:
-            raise TrainingFailedError(f"Training broke off before the first model was trained: {without_paths(str(exc))}. "
-                                      "Nothing was kept; check the images and press Train again.") from exc
-        run.error = f"{type(exc).__name__}: {without_paths(str(exc))}"
-        run.validation = dataclasses.replace(run.validation,
-                                             note=f"Training broke off with an error. {run.validation.note}")
+    return loaded, model
 
+
+def _done(run: Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
+          validation: Validation | None) -> ProgressEvent:
+    """The last event: the kept weights back on the CPU, and the result."""
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    result = TrainResult(model, list(dataset.labels), dict(data_config), config, loaded.name,
+    error = validation.error if validation is not None else None
+    result = TrainResult(model, list(run.dataset.labels), dict(data_config), run.config, loaded.name,
                          loaded.create_kwargs, loaded.source, run.split, run.history, run.best,
-                         run.stopped, run.elapsed(), run.error, run.validation)
-    if run.best is None:  # stopped while reading the images: no model was trained
-        yield ProgressEvent("done", 0, 0, 0, 0, None, None, None, run.elapsed(), 0.0, False,
-                            "Stopped before any model was trained.", result)
-        return
-    what = "Broke off with an error" if run.error else "Stopped" if run.stopped else "Finished"
+                         run.stopped, run.elapsed(), error, validation)
+    if run.best is None or validation is None:  # stopped while reading the images: no model was trained
+        return ProgressEvent("done", 0, 0, 0, 0, None, None, None, run.elapsed(), 0.0, False,
+                             "Stopped before any model was trained.", result)
+    what = "Broke off with an error" if error else "Stopped" if run.stopped else "Finished"
     best = run.best
-    yield ProgressEvent("done", best.epoch, best.epoch, 0, 0, best.train_loss, best.val_loss, best.val_acc,
-                        run.elapsed(), 0.0, True,
-                        f"{what}: {run.validation.note}", result)
+    return ProgressEvent("done", best.epoch, best.epoch, 0, 0, best.train_loss, best.val_loss, best.val_acc,
+                         run.elapsed(), 0.0, True, f"{what}: {validation.note}", result)
 
 
 def train(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
