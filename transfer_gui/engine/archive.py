@@ -125,6 +125,44 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
     """
     limits = limits or ArchiveLimits()
     zip_path, dest = Path(zip_path), Path(dest)
+    _check_directory(zip_path, limits)
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"extract_zip needs a new or empty folder, and {dest} is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    dest_real = dest.resolve()
+    skipped: list[Skipped] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            _check_entries(zip_path.name, infos, limits)
+            written = 0
+            for info in infos:
+                parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+                if info.is_dir() or not parts:
+                    continue
+                reason = _skip_reason(zip_path.name, info, parts, limits)
+                if reason is None:
+                    target = (dest / Path(*parts)).resolve()
+                    if dest_real in target.parents:
+                        written, reason = _copy_entry(zf, info, target, written, zip_path.name, limits)
+                    else:
+                        reason = "unsafe path, not extracted"
+                if reason:  # "" is a hidden entry, skipped silently (or one stored)
+                    skipped.append(Skipped(info.filename, reason))
+    except ArchiveError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, ValueError) as exc:
+        # zlib.error: a broken deflate stream; ValueError: a header that zipfile cannot parse
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArchiveError(f"{zip_path.name} is damaged and cannot be read ({exc}). Create the zip again.") from exc
+    _logger.info("Extracted %s (%d entries skipped)", zip_path.name, len(skipped))
+    return skipped
+
+
+def _check_directory(zip_path: Path, limits: ArchiveLimits) -> None:
+    """Refuse, before the zip's directory is parsed, a file that is no zip or whose directory
+    declares more entries (or bytes) than the limits allow."""
     if not zipfile.is_zipfile(zip_path):
         raise ArchiveError(
             f"{zip_path.name} is not a zip archive. Compress the class folders as a .zip "
@@ -137,81 +175,66 @@ def extract_zip(zip_path: str | Path, dest: str | Path, limits: ArchiveLimits | 
     if declared is not None and declared[1] > limits.max_files * _MAX_NAME_BYTES:
         raise ArchiveError(f"{zip_path.name} has a directory of {size_text(declared[1])}, far more than "
                            f"{limits.max_files} file names need; it was not read. Create the zip again.")
-    if dest.exists() and any(dest.iterdir()):
-        raise ValueError(f"extract_zip needs a new or empty folder, and {dest} is not empty")
-    dest.mkdir(parents=True, exist_ok=True)
-    dest_real = dest.resolve()
-    skipped: list[Skipped] = []
+
+
+def _check_entries(name: str, infos: list[zipfile.ZipInfo], limits: ArchiveLimits) -> None:
+    """Refuse a zip with too many entries, any encrypted one, or too many bytes declared."""
+    if len(infos) > limits.max_files:
+        raise ArchiveError(f"{name} holds {len(infos)} entries; the limit is {limits.max_files}. Upload fewer images.")
+    if any(info.flag_bits & 0x1 for info in infos):
+        raise ArchiveError(f"{name} is encrypted (password-protected); upload an unencrypted zip.")
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_total_bytes:
+        raise ArchiveError(f"{name} unpacks to {size_text(total)}; the limit here is "
+                           f"{size_text(limits.max_total_bytes)}. Upload fewer or smaller images.")
+
+
+def _skip_reason(zip_name: str, info: zipfile.ZipInfo, parts: tuple[str, ...], limits: ArchiveLimits) -> str | None:
+    """Why an entry is not extracted ("" for a hidden one, skipped silently), or None to extract it.
+
+    Raises:
+        ArchiveError: the entry expands like a zip bomb.
+    """
+    name = info.filename
+    # Unsafe before hidden: ".." also starts with a dot, and must be reported.
+    if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        return "unsafe path (absolute or with ..), not extracted"
+    if is_hidden(PurePosixPath(*parts)):
+        return ""
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link, not extracted"
+    if name.lower().endswith(_NESTED_ARCHIVES):
+        return "archive inside the archive; unzip it and add its images directly"
+    if info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
+        raise ArchiveError(f"{zip_name} looks like a zip bomb ({name} expands "
+                           f"{info.file_size / info.compress_size:.0f}x); it was not extracted.")
+    return None
+
+
+def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, written: int, zip_name: str,
+                limits: ArchiveLimits) -> tuple[int, str]:
+    """Copy one entry to ``target`` with a running count of the bytes (the header's file_size can
+    lie, the bytes cannot). Returns the bytes written so far and why the entry could not be stored
+    ("" when it was).
+
+    Raises:
+        ArchiveError: the zip unpacks to more than the limit, or the disk is full.
+    """
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            infos = zf.infolist()
-            if len(infos) > limits.max_files:
-                raise ArchiveError(
-                    f"{zip_path.name} holds {len(infos)} entries; the limit is {limits.max_files}. "
-                    "Upload fewer images."
-                )
-            if any(info.flag_bits & 0x1 for info in infos):
-                raise ArchiveError(f"{zip_path.name} is encrypted (password-protected); upload an unencrypted zip.")
-            total = sum(info.file_size for info in infos)
-            if total > limits.max_total_bytes:
-                raise ArchiveError(
-                    f"{zip_path.name} unpacks to {size_text(total)}; the limit here is "
-                    f"{size_text(limits.max_total_bytes)}. Upload fewer or smaller images."
-                )
-            written = 0
-            for info in infos:
-                name = info.filename
-                rel = PurePosixPath(name.replace("\\", "/"))
-                parts = rel.parts
-                if info.is_dir() or not parts:
-                    continue
-                # Unsafe before hidden: ".." also starts with a dot, and must be reported.
-                if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                    skipped.append(Skipped(name, "unsafe path (absolute or with ..), not extracted"))
-                    continue
-                if is_hidden(rel):
-                    continue
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    skipped.append(Skipped(name, "symbolic link, not extracted"))
-                    continue
-                if name.lower().endswith(_NESTED_ARCHIVES):
-                    skipped.append(Skipped(name, "archive inside the archive; unzip it and add its images directly"))
-                    continue
-                if info.compress_size and info.file_size / info.compress_size > limits.max_ratio:
-                    raise ArchiveError(
-                        f"{zip_path.name} looks like a zip bomb ({name} expands "
-                        f"{info.file_size / info.compress_size:.0f}x); it was not extracted."
-                    )
-                target = (dest / Path(*parts)).resolve()
-                if dest_real not in target.parents:
-                    skipped.append(Skipped(name, "unsafe path, not extracted"))
-                    continue
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    # Copy with a running count: the header's file_size can lie, the bytes cannot.
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        while chunk := src.read(1 << 20):
-                            written += len(chunk)
-                            if written > limits.max_total_bytes:
-                                raise ArchiveError(
-                                    f"{zip_path.name} unpacks to more than "
-                                    f"{size_text(limits.max_total_bytes)}; it was not extracted."
-                                )
-                            out.write(chunk)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise ArchiveError("The server's disk is full; try again later with fewer images.") from exc
-                    # A name too long for the file system, or a file where a folder must go: that
-                    # one entry cannot exist here; the rest can.
-                    with contextlib.suppress(OSError):
-                        target.unlink(missing_ok=True)
-                    skipped.append(Skipped(name, f"cannot be stored here ({exc.strerror or exc})"))
-    except ArchiveError:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, ValueError) as exc:
-        # zlib.error: a broken deflate stream; ValueError: a header that zipfile cannot parse
-        shutil.rmtree(dest, ignore_errors=True)
-        raise ArchiveError(f"{zip_path.name} is damaged and cannot be read ({exc}). Create the zip again.") from exc
-    _logger.info("Extracted %s (%d entries skipped)", zip_path.name, len(skipped))
-    return skipped
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > limits.max_total_bytes:
+                    raise ArchiveError(f"{zip_name} unpacks to more than {size_text(limits.max_total_bytes)}; "
+                                       "it was not extracted.")
+                out.write(chunk)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ArchiveError("The server's disk is full; try again later with fewer images.") from exc
+        # A name too long for the file system, or a file where a folder must go: that one entry
+        # cannot exist here; the rest can.
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        return written, f"cannot be stored here ({exc.strerror or exc})"
+    return written, ""

@@ -52,34 +52,40 @@ def model_card(metadata: dict) -> str:
     """
     name = metadata.get("model_name") or "unknown"
     info = get_info(name)
-    licence = info.licence if info else "see the base model's licence"
-    hf_licence = licence.lower() if info else "other"
     labels = list(metadata.get("labels") or [])
-    training = metadata.get("training") or {}
-    dataset = metadata.get("dataset") or {}
-    evaluation = metadata.get("evaluation") or {}
-    calibration = metadata.get("calibration") or {}
-    versions = metadata.get("versions") or {}
-    split = metadata.get("split") or {}
-    estimate = metadata.get("estimate") or {}
+    counts = (metadata.get("dataset") or {}).get("counts") or {}
     base = f"timm/{name}" if "." in name and not name.startswith(("local-dir:", "hf-hub:")) else name
+    out = [_front_matter(metadata, name, base, info.licence.lower() if info else "other", labels), ""]
+    out += _base_section(metadata, name, info, labels)
+    out += _data_section(metadata, counts)
+    out += _settings_section(metadata)
+    out += _results_section(metadata)
+    out += _calibration_section(metadata.get("calibration") or {})
+    out += _usage_section(metadata, labels, counts)
+    return "\n".join(out)
 
-    out = [_front_matter(metadata, name, base, hf_licence, labels), "", f"# Image classifier: {', '.join(labels)}", "",
-           f"Fine-tuned from **{info.title if info else name}** (`{name}`) with Transfer Learning Studio "
-           f"({'quick: only the last layer was trained' if training.get('mode') == 'quick' else 'fine-tuned: the whole network was trained'}).",
-           "", "## Base model", "",
-           f"- timm name: `{name}`",
-           f"- weights: {info.source if info else metadata.get('weights_source') or 'unknown'}",
-           f"- pretrained on: {info.trained_on if info else 'see the base model card'}",
-           f"- licence of the base weights: {licence} (this fine-tuned model inherits it)", "",
-           "## Labels", "", ", ".join(f"`{label}`" for label in labels) + f" ({len(labels)} classes)", ""]
 
-    counts = dataset.get("counts") or {}
+def _base_section(metadata: dict, name: str, info, labels: list[str]) -> list[str]:
+    licence = info.licence if info else "see the base model's licence"
+    how = ("quick: only the last layer was trained" if (metadata.get("training") or {}).get("mode") == "quick"
+           else "fine-tuned: the whole network was trained")
+    return [f"# Image classifier: {', '.join(labels)}", "",
+            f"Fine-tuned from **{info.title if info else name}** (`{name}`) with Transfer Learning Studio ({how}).",
+            "", "## Base model", "",
+            f"- timm name: `{name}`",
+            f"- weights: {info.source if info else metadata.get('weights_source') or 'unknown'}",
+            f"- pretrained on: {info.trained_on if info else 'see the base model card'}",
+            f"- licence of the base weights: {licence} (this fine-tuned model inherits it)", "",
+            "## Labels", "", ", ".join(f"`{label}`" for label in labels) + f" ({len(labels)} classes)", ""]
+
+
+def _data_section(metadata: dict, counts: dict) -> list[str]:
+    dataset, split = metadata.get("dataset") or {}, metadata.get("split") or {}
     skipped = dataset.get("skipped") or []
-    out += ["## Training data", ""]
+    out = ["## Training data", ""]
     if counts:
         out += [_table([[k, v] for k, v in counts.items()], ["class", "images"]), ""]
-        if estimate.get("trained_on_all_images"):
+        if (metadata.get("estimate") or {}).get("trained_on_all_images"):
             out += [f"{sum(counts.values())} images, all of them used to train the final model.", ""]
         elif split:
             out += [f"{sum(counts.values())} images; {split.get('train', '?')} used for training and "
@@ -90,45 +96,57 @@ def model_card(metadata: dict) -> str:
         if len(skipped) > 20:
             out.append(f"- ... and {len(skipped) - 20} more")
         out.append("")
-    for warning in (dataset.get("warnings") or []) + (split.get("warnings") or []):
-        out.append(f"- Warning: {warning}")
-    out += ["", "## Training settings", "",
-            _table([[k, ("automatic" if k in ("epochs", "lr", "loader_workers") else "none") if v is None else f"`{v}`"]
-                    for k, v in training.items()], ["setting", "value"]), "",
+    out += [f"- Warning: {warning}" for warning in (dataset.get("warnings") or []) + (split.get("warnings") or [])]
+    return out
+
+
+def _settings_section(metadata: dict) -> list[str]:
+    training = metadata.get("training") or {}
+    rows = [[k, ("automatic" if k in ("epochs", "lr", "loader_workers") else "none") if v is None else f"`{v}`"]
+            for k, v in training.items()]
+    return ["", "## Training settings", "", _table(rows, ["setting", "value"]), "",
             f"Seed: `{metadata.get('seed')}`. Training time: {metadata.get('train_seconds', '?')} s."
             + (" Stopped early by the user." if metadata.get("stopped_by_user") else ""),
-            "", estimate.get("note", ""), ""]
+            "", (metadata.get("estimate") or {}).get("note", ""), ""]
 
-    out += ["## How well it did", ""]
-    if evaluation:
-        per_class = evaluation.get("per_class") or {}
-        if estimate:
-            low, high = estimate.get("interval") or (0, 1)
-            how = (f"{estimate.get('folds')}-fold cross-validation on all {estimate.get('n_images')} images: every "
-                   "image was judged by a model trained on the other folds" if estimate.get("method") == "cross-validation"
-                   else f"{estimate.get('n_images')} held-out images")
-            out += [f"Accuracy **{estimate.get('accuracy', 0):.1%}** ({estimate.get('interval_kind', 'interval')} "
-                    f"{low:.1%}-{high:.1%}), macro-F1 {estimate.get('macro_f1', 0):.3f}, expected calibration error "
-                    f"{estimate.get('ece', float('nan')):.3f}; measured by {how}.", ""]
-        else:
-            out += [f"Accuracy **{evaluation.get('accuracy', 0):.1%}**, macro-F1 {evaluation.get('macro_f1', 0):.3f} "
-                    f"on {evaluation.get('n_images', '?')} held-out images.", ""]
-        out += [
-                _table([[k, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
-                        for k, v in per_class.items()], ["class", "precision", "recall", "F1", "images"]), ""]
+
+def _results_section(metadata: dict) -> list[str]:
+    evaluation, estimate = metadata.get("evaluation") or {}, metadata.get("estimate") or {}
+    out = ["## How well it did", ""]
+    if not evaluation:
+        return out + ["Not evaluated.", ""]
+    if estimate:
+        low, high = estimate.get("interval") or (0, 1)
+        how = (f"{estimate.get('folds')}-fold cross-validation on all {estimate.get('n_images')} images: every "
+               "image was judged by a model trained on the other folds" if estimate.get("method") == "cross-validation"
+               else f"{estimate.get('n_images')} held-out images")
+        out += [f"Accuracy **{estimate.get('accuracy', 0):.1%}** ({estimate.get('interval_kind', 'interval')} "
+                f"{low:.1%}-{high:.1%}), macro-F1 {estimate.get('macro_f1', 0):.3f}, expected calibration error "
+                f"{estimate.get('ece', float('nan')):.3f}; measured by {how}.", ""]
     else:
-        out += ["Not evaluated.", ""]
+        out += [f"Accuracy **{evaluation.get('accuracy', 0):.1%}**, macro-F1 {evaluation.get('macro_f1', 0):.3f} "
+                f"on {evaluation.get('n_images', '?')} held-out images.", ""]
+    per_class = evaluation.get("per_class") or {}
+    return out + [_table([[k, f"{v['precision']:.2f}", f"{v['recall']:.2f}", f"{v['f1']:.2f}", v["support"]]
+                          for k, v in per_class.items()], ["class", "precision", "recall", "F1", "images"]), ""]
+
+
+def _calibration_section(calibration: dict) -> list[str]:
     if calibration and calibration.get("fitted", True):
-        out += [f"Confidences are calibrated by temperature scaling (T = {calibration.get('temperature', 1):.3f}, "
-                f"fitted on {calibration.get('n_images', '?')} predictions for images the model had not learned from; "
-                f"log-loss of the top answer {calibration.get('nll_before', float('nan')):.3f} → "
+        return [f"Confidences are calibrated by temperature scaling (T = {calibration.get('temperature', 1):.3f}, "
+                f"fitted on {calibration.get('n_images', '?')} predictions for images the model had not learned "
+                f"from; log-loss of the top answer {calibration.get('nll_before', float('nan')):.3f} → "
                 f"{calibration.get('nll_after', float('nan')):.3f}). Divide the logits by T before the softmax "
                 "to get the confidences the app showed.", ""]
-    elif calibration:
-        out += [f"Confidences are the model's own, not calibrated: there were {calibration.get('n_images', 0)} "
+    if calibration:
+        return [f"Confidences are the model's own, not calibrated: there were {calibration.get('n_images', 0)} "
                 "checked predictions, too few to fit a temperature.", ""]
+    return []
 
-    out += ["## How to use", "", "```python",
+
+def _usage_section(metadata: dict, labels: list[str], counts: dict) -> list[str]:
+    versions = metadata.get("versions") or {}
+    return ["## How to use", "", "```python",
             "import timm, torch",
             'model = timm.create_model("hf-hub:USER/REPO", pretrained=True).eval()  # or "local-dir:PATH/TO/THIS/FOLDER"',
             "probs = model(timm.data.create_transform(**timm.data.resolve_model_data_config(model))(img).unsqueeze(0)).softmax(-1)",
@@ -148,4 +166,3 @@ def model_card(metadata: dict) -> str:
             "Do not use it for decisions about people, or where a mistake causes harm.", "",
             "## Software", "",
             ", ".join(f"{k} {v}" for k, v in versions.items()) + f". Bundle created {metadata.get('created', '?')}.", ""]
-    return "\n".join(out)

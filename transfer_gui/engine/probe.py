@@ -106,6 +106,65 @@ def stratified_folds(targets: Sequence[int], k: int, seed: int, groups: Sequence
     return folds
 
 
+def _standardise(x: torch.Tensor, train: torch.Tensor):
+    """Each fold's features standardised on its own training images. Returns (mask (k, n), count
+    (k, 1), mean (k, d), std (k, d), z (k, n, d)), all float64."""
+    mask = train.to(torch.float64)
+    count = mask.sum(1, keepdim=True)
+    xd = x.double()
+    mean = mask @ xd / count
+    var = (mask @ (xd * xd) / count - mean * mean).clamp_min(0)
+    std = var.sqrt()
+    std = std.clamp_min(_STD_FLOOR * std.median(dim=1, keepdim=True).values)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # all-constant features stay as they are
+    return mask, count, mean, std, (xd[None] - mean[:, None]) / std[:, None]
+
+
+def _span(z: torch.Tensor, train: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(k, d, r) bases: each fold's optimum lies in the span of its standardised training rows, so
+    it is searched there (zero columns pad the folds of lower rank and stay zero)."""
+    d = z.shape[-1]
+    rank = int(min(count.max().item(), d))
+    bases = []
+    for f in range(z.shape[0]):
+        rows = z[f][train[f]]
+        if rows.shape[0] < d:
+            _, s, vh = torch.linalg.svd(rows, full_matrices=False)
+            v = vh[s > s.max() * 1e-10].T  # (d, r_f)
+        else:
+            v = torch.eye(d, dtype=torch.float64)
+        bases.append(F.pad(v, (0, rank - v.shape[1])))
+    return torch.stack(bases)
+
+
+def _path(loss_of, shape: tuple[int, int, int], penalties: Sequence[float], count: torch.Tensor,
+          dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k folds' weights (G, k, C, r) and biases (G, k, C) for every penalty, ``loss_of(w, b)``
+    giving the sum of the folds' mean losses. One L-BFGS run per penalty, the k folds batched, from the
+    strongest penalty to the weakest, each starting from the previous solution (a regularisation
+    path): mixing all penalties in one run made its shared line search crawl (400 iterations,
+    ~2 s for 80 images)."""
+    k, n_free, rank = shape
+    w = torch.zeros(k, n_free, rank, dtype=dtype, requires_grad=True)
+    b = torch.zeros(k, n_free, dtype=dtype, requires_grad=True)
+    found_w, found_b = [None] * len(penalties), [None] * len(penalties)
+    for i in sorted(range(len(penalties)), key=lambda i: penalties[i]):
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=_MAX_ITER, history_size=10, tolerance_grad=_TOLERANCE,
+                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        scale = 1.0 / (2 * penalties[i] * count)  # (k,)
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            total = loss_of(w, b) + ((w * w).sum((-1, -2)) * scale).sum()
+            total.backward()
+            return total
+
+        if n_free:  # a continued model given no new class has nothing to fit
+            opt.step(closure)
+        found_w[i], found_b[i] = w.detach().clone(), b.detach().clone()
+    return torch.stack(found_w), torch.stack(found_b)
+
+
 def _solve(x: torch.Tensor, y: torch.Tensor, n_classes: int, train: torch.Tensor, penalties: Sequence[float],
            fixed: Fixed | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fit every (penalty, fold) problem at once.
@@ -124,27 +183,9 @@ def _solve(x: torch.Tensor, y: torch.Tensor, n_classes: int, train: torch.Tensor
     k, g = train.shape[0], len(penalties)
     fixed_rows = list(fixed.rows) if fixed is not None else []
     free_rows = [c for c in range(n_classes) if c not in set(fixed_rows)]
-    mask = train.to(torch.float64)
-    count = mask.sum(1, keepdim=True)  # (k, 1)
-    xd = x.double()
-    mean = mask @ xd / count  # (k, d): each fold standardised on its own training images
-    var = (mask @ (xd * xd) / count - mean * mean).clamp_min(0)
-    std = var.sqrt()
-    std = std.clamp_min(_STD_FLOOR * std.median(dim=1, keepdim=True).values)
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # all-constant features stay as they are
-    z = (xd[None] - mean[:, None]) / std[:, None]  # (k, n, d)
-    # Each fold's optimum lies in the span of its standardised training rows: search it there.
-    rank = int(min(count.max().item(), d))
-    bases = []
-    for f in range(k):
-        rows = z[f][train[f]]
-        if rows.shape[0] < d:
-            _, s, vh = torch.linalg.svd(rows, full_matrices=False)
-            v = vh[s > s.max() * 1e-10].T  # (d, r_f)
-        else:
-            v = torch.eye(d, dtype=torch.float64)
-        bases.append(F.pad(v, (0, rank - v.shape[1])))  # zero columns: padding, stays zero
-    basis = torch.stack(bases)  # (k, d, r)
+    mask, count, mean, std, z = _standardise(x, train)
+    basis = _span(z, train, count)  # (k, d, r)
+    rank = basis.shape[-1]
     dtype = torch.float64 if k * n * rank <= _FLOAT64_ELEMENTS else torch.float32
     zr = torch.bmm(z, basis).to(dtype)  # (k, n, r)
     if fixed_rows:
@@ -161,28 +202,11 @@ def _solve(x: torch.Tensor, y: torch.Tensor, n_classes: int, train: torch.Tensor
             out = torch.cat([out, fixed_logits], dim=-1)[..., order]
         return out
 
-    # One L-BFGS run per penalty, the k folds batched, from the strongest penalty to the weakest,
-    # each starting from the previous solution (a regularisation path): mixing all penalties in
-    # one run made its shared line search crawl (400 iterations, ~2 s for 80 images).
-    w = torch.zeros(k, len(free_rows), rank, dtype=dtype, requires_grad=True)
-    b = torch.zeros(k, len(free_rows), dtype=dtype, requires_grad=True)
-    found_w, found_b = [None] * g, [None] * g
-    for i in sorted(range(g), key=lambda i: penalties[i]):
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=_MAX_ITER, history_size=10, tolerance_grad=_TOLERANCE,
-                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
-        scale = 1.0 / (2 * penalties[i] * count[:, 0].to(dtype))  # (k,)
+    def loss_of(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # the folds' mean losses, summed
+        loss = F.cross_entropy(logits_of(w, b).reshape(-1, n_classes), targets, reduction="none").reshape(k, n)
+        return (loss * weights).sum()
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = F.cross_entropy(logits_of(w, b).reshape(-1, n_classes), targets, reduction="none").reshape(k, n)
-            total = (loss * weights).sum() + ((w * w).sum((-1, -2)) * scale).sum()
-            total.backward()
-            return total
-
-        if free_rows:  # a continued model given no new class has nothing to fit
-            opt.step(closure)
-        found_w[i], found_b[i] = w.detach().clone(), b.detach().clone()
-    w, b = torch.stack(found_w), torch.stack(found_b)  # (g, k, C, r), (g, k, C)
+    w, b = _path(loss_of, (k, len(free_rows), rank), penalties, count[:, 0].to(dtype), dtype)
     if fixed_rows:
         fixed_logits = fixed_logits[None].expand(g, -1, -1, -1)
 
