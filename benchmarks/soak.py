@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from transfer_gui.engine.data import open_dataset  # noqa: E402
-from transfer_gui.app.server import EXAMPLE_DATASET, Server  # noqa: E402
+from transfer_gui.app.assets import EXAMPLE_DATASET  # noqa: E402
+from transfer_gui.app.server import Server  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -43,7 +44,7 @@ def main() -> None:
         session = h.new_session()
         session.dataset = dataset
         last = None
-        for last in h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, i):
+        for last in h.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, i):
             pass
         if "**Done.**" not in last[0]:
             raise SystemExit(f"run {i} did not finish: {last[0][:200]}")

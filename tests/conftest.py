@@ -194,8 +194,8 @@ def run_training(h, session, mode="quick", epochs=0, stop_when=None, model="tf_e
     import re
 
     updates = []
-    for out in h.training.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
+    for out in h.train.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
         updates.append(out)
         if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
-            h.training.stop(session)
+            h.train.stop(session)
     return updates

@@ -185,11 +185,11 @@ def test_continuing_or_retraining_an_uploaded_model_passes_the_public_model_chec
     public.data.load_example(session)
     public.model.load_model(session, str(bundle))
     with pytest.raises(gr.Error, match="only builds the listed models and Hub models"):
-        next(public.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, True))
+        next(public.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, True))
     assert session.predictor is not None and session.trained is None  # the uploaded model stays
 
     # trained on a private server (allowed there), then a public server's step 7 retrains it
-    updates = list(private.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0,
+    updates = list(private.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0,
                                           True))
     assert session.trained is not None and session.trained.result.config.model == "lcnet_035", updates[-1].status
     pile = tmp_path / "pile"

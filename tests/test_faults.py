@@ -107,7 +107,7 @@ def test_exception_before_any_epoch_is_a_message_and_nothing_is_kept(h, shapes_s
             run_training(h, shapes_session)
     finally:
         handle.remove()
-    status, train_btn, _ = h.training.after_failure(shapes_session)
+    status, train_btn, _ = h.train.after_failure(shapes_session)
     assert status.startswith("**Could not train:** Training broke off") and train_btn.interactive
     assert shapes_session.predictor is None and _slot_is_free(h, shapes_session)
     assert _threads_settle(before) <= before
@@ -125,7 +125,7 @@ def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread
         if module.training and torch.is_grad_enabled() and type(module).__name__ == "EfficientNet":
             calls["n"] += 1
             if calls["n"] == 1:
-                threading.Thread(target=h.training.stop, args=(session,)).start()
+                threading.Thread(target=h.train.stop, args=(session,)).start()
                 time.sleep(0.5)  # the click lands during this step
 
     handle = torch.nn.modules.module.register_module_forward_hook(press_stop_after_first_step)

@@ -163,7 +163,7 @@ def test_a_retrain_stopped_before_its_model_keeps_the_model_and_the_data_set(h, 
     for view in h.sort.retrain(session):
         updates.append(view.status)
         if "Retraining on 36 pictures" in view.status and not session.stop.is_set():
-            h.training.stop(session)  # the first update comes before the new pictures' features
+            h.train.stop(session)  # the first update comes before the new pictures' features
     assert "stopped before a new model was trained" in updates[-1] and "still the current one" in updates[-1]
     assert session.model is model and session.dataset is dataset
     assert h.test.predict(session, str(pile_files[0])).confidences  # the model still answers

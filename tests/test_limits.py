@@ -56,7 +56,7 @@ def server():
 
 
 def _train(h, session, custom="", weights=None, mode="quick", epochs=0):
-    return list(h.training.train(session, LITE0, custom, weights, mode, epochs, 0, 0.25, 0))
+    return list(h.train.train(session, LITE0, custom, weights, mode, epochs, 0, 0.25, 0))
 
 
 # --- one place, one prefix ------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_heavy_work_reserves_its_memory_and_a_big_picture_waits_for_room_then_is
     h.model.load_model(session, str(zipped))
     # a budget with 300 MB to spare beyond what this process holds now (freed memory given back)
     release_free_memory()
-    h.memory = MemoryGate(resident_bytes() + 300 * 2**20, wait_s=1)
+    h.memory.budget, h.memory.wait_s = resident_bytes() + 300 * 2**20, 1  # the one gate the steps share
     small = ROOT / "assets" / "test_images" / "animal_dolphin.png"
     assert h.test.predict(session, str(small)).confidences  # a photo's few MB fit
     big = tmp_path / "big.png"
@@ -315,7 +315,7 @@ def test_heavy_work_reserves_its_memory_and_a_big_picture_waits_for_room_then_is
     assert h.memory.reserved == 0  # nothing held after the refusals, by the gate or the session:
     session.begin_event(1)  # its one place is free
     session.end_event()
-    h.memory = MemoryGate(resident_bytes() + 2 * h.heavy_bytes, wait_s=1)
+    h.memory.budget = resident_bytes() + 2 * h.heavy_bytes
     assert batch(None, session, [str(small)], 0.5).table.shape[0] == 1
 
 
@@ -327,9 +327,9 @@ def test_heavy_events_share_one_small_group_across_all_users():
     groups = {fn.fn.__qualname__: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.fn}
     for name in ("DataStep.load_zip", "DataStep.add_images", "DataStep.use_classes", "ModelStep.load_model",
                  "ModelStep.evaluate_model", "ResultsStep.view", "ResultsStep.mistakes_view",
-                 "PredictStep.batch_predict", "SortStep.load_pile", "SortStep.download"):
+                 "TestStep.batch_predict", "SortStep.load_pile", "SortStep.download"):
         assert groups[name] == ("heavy", 2), name
-    assert groups["PredictStep.predict"][0] != "heavy" and groups["TrainStep.train"][0] == "training"
+    assert groups["TestStep.predict"][0] != "heavy" and groups["TrainStep.train"][0] == "training"
     h.close()
 
 
@@ -416,11 +416,11 @@ def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_pred
     h.data.load_example(session)
     bundle_zip = shutil.make_archive(str(tmp_path / "model"), "zip", quick_bundle)
     dataset = session.dataset
-    run = h.training.train(session, LITE0, "", None, "finetune", 30, 0, 0.25, 0)
+    run = h.train.train(session, LITE0, "", None, "finetune", 30, 0, 0.25, 0)
     next(run)  # it now holds the slot and this session's training lock
     try:
         with pytest.raises(gr.Error, match="cannot start while your training, export or learning curve"):
-            next(h.training.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0))
+            next(h.train.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0))
         for change in (lambda: h.data.load_zip(session, str(example_zip)), lambda: h.data.load_example(session),
                        lambda: h.data.clear_classes(session), lambda: h.data.use_classes(session),
                        lambda: h.model.load_model(session, bundle_zip)):
@@ -433,7 +433,7 @@ def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_pred
         assert verdict.startswith("### ")
         other.close()
     finally:
-        h.training.stop(session)
+        h.train.stop(session)
         for _ in run:
             pass
     assert session.dataset is dataset and all(item.path.is_file() for item in dataset.items)
@@ -484,7 +484,7 @@ def test_no_server_path_or_token_in_a_bundle_or_a_log_line(server, tmp_path, cap
     first = session.bundle_folder
     assert json.loads((first / "transfer_gui.json").read_text())["training"]["weights_file"] == "my-weights.safetensors"
     h.model.load_model(session, str(session.bundle_zip))
-    list(h.training.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0, True))
+    list(h.train.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0, True))
     second = session.bundle_folder
     meta = json.loads((second / "transfer_gui.json").read_text())
     assert meta["training"]["init_bundle"] and "/" not in meta["training"]["init_bundle"]

@@ -91,7 +91,7 @@ def test_class_builder_makes_a_dataset(h, session):
 
 def test_train_before_data_and_predict_before_training_explain_why(h, session):
     with pytest.raises(gr.Error, match="Load some images first"):
-        next(h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
+        next(h.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
     with pytest.raises(gr.Error, match="Train a model first"):
         h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
     empty = h.test.predict(session, None)
@@ -140,12 +140,12 @@ def test_a_second_training_waits_for_a_stopping_one(h, session):
     other = Session()
     try:
         h.data.load_example(other)
-        first = h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
+        first = h.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
         next(first)  # the first run now holds the training slot
         statuses = []
 
         def second():
-            for status, *_ in h.training.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
+            for status, *_ in h.train.train(other, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0):
                 statuses.append(status)
             statuses.append("second done")
 
@@ -196,7 +196,7 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     still driving its training. The run must end without writing the folder back, free its slot,
     and anything else the closed session is asked to store is refused with a message."""
     h.data.load_example(session)
-    run = h.training.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
+    run = h.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "finetune", 30, 0, 0.25, 0)
     for status, *_ in run:
         if "Training the new head" in status or "Fine-tuning" in status:
             break
@@ -380,13 +380,13 @@ def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h,
         data = copy_example(tmp_path / "seven")
         shutil.copytree(EXAMPLE / "animal", data / "zebra")  # a made-up class, enough to check the head
         h.data.load_zip(new, str(zip_folder(data, tmp_path / "seven.zip")))
-        updates = list(h.training.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
+        updates = list(h.train.train(new, "resnet18.a1_in1k", "", None, "quick", 0, 0, 0.25, 0, True))
         assert "**Done.**" in updates[-1][0] and any("Loading the saved model" in u[0] for u in updates)
         assert new.result.labels == sorted(EXAMPLE_LABELS + ["zebra"]) and len(new.predictor.labels) == 7
         # the uploaded model's classes that are missing from the data are refused with the reason
         h.data.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
         with pytest.raises(gr.Error, match="no images here"):
-            list(h.training.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
+            list(h.train.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
     finally:
         new.close()
     with pytest.raises(gr.Error, match="not a zip archive"):
@@ -419,7 +419,7 @@ EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
 def test_compare_draws_live_and_stop_ends_it_with_what_was_checked(h, session):
     h.data.load_example(session)
     updates = []
-    for update in h.training.compare(session, "tf_efficientnet_lite0.in1k", "", None, 0):
+    for update in h.train.compare(session, "tf_efficientnet_lite0.in1k", "", None, 0):
         updates.append(update)
         if "Training from scratch" in update.status:
             session.stop.set()  # as the Stop button does
@@ -434,7 +434,7 @@ def test_compare_draws_live_and_stop_ends_it_with_what_was_checked(h, session):
 
 
 def test_curve_button_draws_the_curve_with_a_sentence(h, trained):
-    outputs = list(h.training.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
+    outputs = list(h.train.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
     assert any("Training on 25% of the training images" in o[0] for o in outputs[:-1])
     note, plot, _ = outputs[-1]
     assert plot["visible"] is True  # hidden until now: no empty plot on the page

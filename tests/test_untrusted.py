@@ -89,7 +89,7 @@ def test_the_web_app_refuses_pickles_as_bundle_and_as_weights_file(evil_bundle, 
         h.data.load_example(session)
         weights = _evil_bin(tmp_path / "weights.bin", marker)
         with pytest.raises(gr.Error, match="weights.bin is not a .safetensors file"):
-            next(h.training.train(session, "tf_efficientnet_lite0", "", str(weights), "quick", 0, 0, 0.25, 0))
+            next(h.train.train(session, "tf_efficientnet_lite0", "", str(weights), "quick", 0, 0, 0.25, 0))
         assert session.predictor is None
     finally:
         session.close()

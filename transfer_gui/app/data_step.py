@@ -18,7 +18,7 @@ from .session import Session
 from .views import COUNTS_COLUMNS, OK, SKIPPED_COLUMNS, WARN
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import StepContext
 
 __all__ = ["DataStep", "DataView", "ClassesView", "checks_view", "NO_IMAGES"]
 
@@ -60,8 +60,8 @@ def checks_view(checks: list[Check]) -> tuple[str, list[tuple[str, str]]]:
 class DataStep:
     """Step 1's events."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
 
     @staticmethod
     def view(session: Session) -> DataView:
@@ -98,7 +98,7 @@ class DataStep:
         try:
             session.require_server_room(Path(zip_file).stat().st_size, "Unpacking this zip")
             # the zip may unpack to no more than the session's free room (and the upload limits)
-            dataset = open_dataset(zip_file, workdir=folder, limits=self.server.limits.archive.within(session.room()))
+            dataset = open_dataset(zip_file, workdir=folder, limits=self.ctx.limits.archive.within(session.room()))
         except BaseException:
             session.drop_folder(folder)
             raise
@@ -109,7 +109,7 @@ class DataStep:
     def load_example(self, session: Session) -> DataView:
         """Use the bundled example dataset (6 classes of public-domain drawings)."""
         from ..engine.data import open_dataset
-        from .server import EXAMPLE_DATASET
+        from .assets import EXAMPLE_DATASET
 
         refuse_while_training(session, "Using the example images")
         return self._use(session, open_dataset(EXAMPLE_DATASET))
@@ -185,7 +185,7 @@ class DataStep:
             shutil.copytree(builder, folder / "classes", copy_function=os.link)
             files = {name: [folder / "classes" / p.relative_to(builder) for p in paths]
                      for name, paths in session.classes.items()}
-            dataset = scan_files(files, root=folder / "classes", limits=self.server.limits.archive)
+            dataset = scan_files(files, root=folder / "classes", limits=self.ctx.limits.archive)
         except BaseException:
             session.drop_folder(folder)
             raise

@@ -13,7 +13,7 @@ from .jobs import GaveUp, done, turn
 from .session import Session
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import StepContext
 
 __all__ = ["DownloadStep", "ExportView", "DownloadView"]
 
@@ -38,28 +38,28 @@ class DownloadView(NamedTuple):
 class DownloadStep:
     """Step 6's events."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
 
     def export(self, session: Session) -> ExportView:
         """TorchScript + ONNX with preprocessing inside, each checked against the app's own predictions."""
         if session.predictor is None or session.bundle_folder is None:
             raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
         try:
-            for _ in turn(self.server, session, "An export"):
+            for _ in turn(self.ctx, session, "An export"):
                 pass  # the export waits quietly; its button shows Gradio's progress meanwhile
         except GaveUp:
             return ExportView("Stopped before the export started.", gr.DownloadButton(interactive=False))
         try:
             return self._export(session)
         finally:
-            done(self.server, session)
+            done(self.ctx, session)
 
     @user_errors
     def _export(self, session: Session) -> ExportView:
         from ..engine.bundle import zip_bundle
         from ..engine.export import export_all
-        from .server import TEST_IMAGES
+        from .assets import TEST_IMAGES
 
         if session.result is not None and session.result.validation is not None:
             images = [session.dataset.items[i].path for i in session.result.validation.indices[:_PARITY_IMAGES]]

@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 
 from ..settings import Limits, Settings
-from .server import ROOT
+from .assets import ROOT
 
 __all__ = ["launch_kwargs", "zero_gpu", "cache_ttl_s"]
 

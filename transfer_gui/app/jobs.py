@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..engine.data import ImageDataset
     from ..engine.training import TrainResult
     from ..engine.workflow import TrainedModel
-    from .server import Server
+    from .context import StepContext
 
 __all__ = ["Budget", "GaveUp", "turn", "waited", "keep_trained", "done", "check_model"]
 
@@ -60,7 +60,7 @@ class Budget:
                 "so far is kept.")
 
 
-def turn(server: Server, session: Session, what: str) -> Iterator[str]:
+def turn(ctx: StepContext, session: Session, what: str) -> Iterator[str]:
     """Wait for this session's turn at a training slot, yielding a status line about every
     second; on return the session holds its training lock and a slot, which ``done`` frees.
 
@@ -78,29 +78,29 @@ def turn(server: Server, session: Session, what: str) -> Iterator[str]:
         if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
             raise gr.Error("The previous training is still stopping; try again in a minute.")
     try:
-        server.slots.join(session.id, what)
+        ctx.slots.join(session.id, what)
     except UserInputError as exc:
         session.training.release()
         raise shown(exc) from exc
     try:
         session.stop.clear()
-        while not server.slots.take(session.id, timeout=1.0):
+        while not ctx.slots.take(session.id, timeout=1.0):
             if session.closed or session.stop.is_set():
                 raise GaveUp
-            running, _ = server.slots.busy()
-            ahead = server.slots.ahead(session.id)
+            running, _ = ctx.slots.busy()
+            ahead = ctx.slots.ahead(session.id)
             yield (f"**Waiting for a free training slot**: {running} running"
                    + (f", {ahead} waiting before you" if ahead else ", you are next") + ". Stop cancels.")
     except BaseException:
-        done(server, session)
+        done(ctx, session)
         raise
 
 
-def waited(server: Server, session: Session, what: str, update: Callable[[str], T]) -> Generator[T, None, bool]:
+def waited(ctx: StepContext, session: Session, what: str, update: Callable[[str], T]) -> Generator[T, None, bool]:
     """``turn`` as an event's updates: each waiting line becomes ``update(line)``. Returns True
     when the turn came (the caller runs its job, then calls ``done``), False when Stop or a
     closed tab ended the wait."""
-    waiting = turn(server, session, what)
+    waiting = turn(ctx, session, what)
     try:
         for line in waiting:
             yield update(line)
@@ -111,7 +111,7 @@ def waited(server: Server, session: Session, what: str, update: Callable[[str], 
     return True
 
 
-def keep_trained(server: Server, session: Session, result: TrainResult,
+def keep_trained(ctx: StepContext, session: Session, result: TrainResult,
                  dataset: ImageDataset | None = None) -> TrainedModel:
     """A finished training on ``dataset`` (default: ``session.dataset``) becomes the session's
     model: measured, saved as a bundle and its zip in the session's folder (the previous bundle
@@ -121,7 +121,7 @@ def keep_trained(server: Server, session: Session, result: TrainResult,
 
     dataset = dataset or session.dataset
     folder = session.new_folder("bundle")
-    trained = finish_training(result, dataset, folder / "model", device=server.device,
+    trained = finish_training(result, dataset, folder / "model", device=ctx.device,
                               zip_path=folder / "trained-model.zip")
     session.dataset = dataset
     session.use_trained(trained)
@@ -129,9 +129,9 @@ def keep_trained(server: Server, session: Session, result: TrainResult,
     return trained
 
 
-def done(server: Server, session: Session) -> None:
+def done(ctx: StepContext, session: Session) -> None:
     """Free the slot and the training lock that ``turn`` took."""
-    server.slots.leave(session.id)
+    ctx.slots.leave(session.id)
     session.training.release()
     if session.closed:  # the tab closed while this job's last step was still going
         session.remove_files()

@@ -11,10 +11,11 @@ import gradio as gr
 from ..engine.catalog import CATALOG, get_info
 from ..engine.weights import availability
 from .errors import refuse_while_training, user_errors
+from .results_step import ResultsStep
 from .session import Session
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .context import StepContext
 
 __all__ = ["ModelStep", "ModelLoaded", "EvaluatedView", "model_choices", "describe_model"]
 
@@ -73,8 +74,8 @@ def describe_model(name: str) -> str:
 class ModelStep:
     """Step 2's events."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
 
     @user_errors
     def load_model(self, session: Session, zip_file: str | None) -> ModelLoaded:
@@ -84,11 +85,11 @@ class ModelStep:
         if not zip_file:
             raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
         refuse_while_training(session, "Loading a model")
-        limits = self.server.limits
+        limits = self.ctx.limits
         folder = session.new_folder("loaded")
         try:
             session.require_room(2 * Path(zip_file).stat().st_size, "Loading this model")  # zip + unpacked
-            saved = open_model(zip_file, folder, device=self.server.device,
+            saved = open_model(zip_file, folder, device=self.ctx.device,
                                limits=limits.archive.within(session.room()), max_params=limits.max_params)
         except BaseException:
             session.drop_folder(folder)
@@ -122,8 +123,8 @@ class ModelStep:
                 "right. That says how well it learned them, not how it will do on new pictures: for those, "
                 "step 4 keeps the estimate from pictures each fold's model had not seen. To measure it on new "
                 "pictures, download it (step 6), load new images in step 1, then upload it here.",
-                *self.server.results.view(session))
+                *ResultsStep.view(session))
         session.use_evaluation(evaluation)
         return EvaluatedView(f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
                              "The details are in step 4. If these include images the model was trained on, the "
-                             "figure is optimistic: measure on new pictures.", *self.server.results.view(session))
+                             "figure is optimistic: measure on new pictures.", *ResultsStep.view(session))

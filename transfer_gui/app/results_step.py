@@ -4,7 +4,7 @@ confusion matrix, the reliability chart and the most confident mistakes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import gradio as gr
 import pandas as pd
@@ -14,8 +14,6 @@ from ..engine.figures import confusion_picture
 from .session import Session
 from .views import OK, PER_CLASS_COLUMNS, WARN
 
-if TYPE_CHECKING:
-    from .server import Server
 
 __all__ = ["ResultsStep", "ResultsView", "CellView", "CellPick", "MapPick", "NO_RESULTS"]
 
@@ -66,9 +64,6 @@ class CellPick(NamedTuple):
 
 class ResultsStep:
     """Step 4's events."""
-
-    def __init__(self, server: Server):
-        self.server = server
 
     @classmethod
     def view(cls, session: Session) -> ResultsView:

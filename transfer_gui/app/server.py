@@ -2,7 +2,7 @@
 
 ``Server`` is made once per app. It owns what all users share (the limits, the session registry,
 the training slots, the app's temporary folder) and one object per step of the page, whose
-methods are the events (``server.data.load_zip``, ``server.training.train``, ...). ``event`` wraps
+methods are the events (``server.data.load_zip``, ``server.train.train``, ...). ``event`` wraps
 each of them for Gradio: the request's session, counted against its limits.
 """
 
@@ -26,17 +26,18 @@ import gradio as gr
 from ..engine.errors import UserInputError
 from ..engine.images import MAX_DECODE_BYTES, restrict_image_formats
 from ..settings import Limits, Settings
+from .context import StepContext
 from .data_step import DataStep
 from .download_step import DownloadStep
 from .errors import shown
 from .memory import MemoryGate, ServerBusyError
 from .model_step import ModelStep
-from .predict_step import PredictStep
 from .results_step import ResultsStep
 from .registry import SessionRegistry
 from .session import Session, folder_bytes
 from .slots import TrainingSlots
 from .sort_step import SortStep
+from .test_step import TestStep
 from .train_step import TrainStep
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
@@ -44,13 +45,10 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
     from ..engine.data import ImageDataset
     from ..engine.progress import ProgressEvent
 
-__all__ = ["Server", "preload_engine", "client_address", "ROOT", "EXAMPLE_DATASET", "TEST_IMAGES"]
+__all__ = ["Server", "preload_engine", "client_address"]
 
 _logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_DATASET = ROOT / "assets" / "example_dataset"
-TEST_IMAGES = ROOT / "assets" / "test_images"
 _APP_PREFIX = "tls-app-"
 LENT_GPU_SECONDS = 300  # what a training asks of ZeroGPU for one call (its own limit per call)
 _LENT_GPU_MARGIN_S = 30  # of those, left for building the model before and sending it back after
@@ -142,7 +140,8 @@ class Server:
         disk_limit: bytes one session may store (default: ``limits.session_disk_mb``).
 
     Attributes:
-        data, model, training, results, test, download, sort: the event functions of steps 1-7.
+        data, model, train, results, test, download, sort: the event functions of steps 1-7, named
+            as the tabs are.
     """
 
     def __init__(self, training_slots: int | None = None, device: str = "auto",
@@ -188,13 +187,15 @@ class Server:
         sweeper = threading.Thread(target=self._sweep, args=(self.sessions, self._stopped), daemon=True,
                                    name="tls-session-sweeper")
         sweeper.start()
-        self.data = DataStep(self)
-        self.model = ModelStep(self)
-        self.training = TrainStep(self)
-        self.results = ResultsStep(self)
-        self.test = PredictStep(self)
-        self.download = DownloadStep(self)
-        self.sort = SortStep(self)
+        # The steps get only what they use of the server (StepContext), never the server itself.
+        ctx = StepContext(self.limits, self.slots, self.memory, self.device, self.fit)
+        self.data = DataStep(ctx)
+        self.model = ModelStep(ctx)
+        self.train = TrainStep(ctx)
+        self.results = ResultsStep()
+        self.test = TestStep(ctx)
+        self.download = DownloadStep(ctx)
+        self.sort = SortStep(ctx, curve=self.train.curve)
 
     def fit(self, session: Session, config: TrainConfig, dataset: ImageDataset | None = None
             ) -> Iterator[ProgressEvent]:

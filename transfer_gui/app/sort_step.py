@@ -6,24 +6,23 @@ data under the class the user names."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import gradio as gr
 
 from .errors import refuse_while_training, user_errors
 from .jobs import Budget, check_model, done, keep_trained, waited
+from .labelled import merged_dataset
 from .session import Session
 from .views import fmt_s
 
 if TYPE_CHECKING:
-    from ..engine.data import ImageDataset
-    from .server import Server
+    from .context import StepContext
 
-__all__ = ["SortStep", "SortView", "FiledView", "merged_dataset", "RETRAIN_EVERY", "MAX_PILE"]
+__all__ = ["SortStep", "SortView", "FiledView", "RETRAIN_EVERY", "MAX_PILE"]
 
 RETRAIN_EVERY = 10  # decisions after which the head retrains by itself
 # Pictures in one pile: every retraining asks the model about all undecided ones again (about 30
@@ -55,42 +54,12 @@ class FiledView(NamedTuple):
     choice: Any
 
 
-def merged_dataset(server: Server, session: Session) -> ImageDataset | None:
-    """The images of step 1 plus every picture labelled since (the pile's decisions, test pictures
-    filed under a class), or None when nothing was added. Each file counts once."""
-    from ..engine.data import scan_files
-
-    added: dict[str, list[Path]] = {}
-    if session.pile is not None:
-        for label, files in session.pile.labelled_files().items():
-            added.setdefault(label, []).extend(files)
-    for label, files in session.filed.items():
-        added.setdefault(label, []).extend(files)
-    if session.dataset is None or not added:
-        return None
-    files: dict[str, dict[str, None]] = {}  # label -> ordered set of paths
-    for item in session.dataset.items:
-        files.setdefault(item.label, {})[str(item.path)] = None
-    known = {path for paths in files.values() for path in paths}
-    new = 0
-    for label, paths in added.items():
-        for path in map(str, paths):
-            if path not in known:
-                files.setdefault(label, {})[path] = None
-                known.add(path)
-                new += 1
-    if not new:
-        return None
-    root = Path(os.path.commonpath(list(known)))
-    return scan_files({label: list(paths) for label, paths in files.items()},
-                      root=root if root.is_dir() else root.parent, limits=server.limits.archive)
-
-
 class SortStep:
     """Step 7's events, and the Test step's "file it under"."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, ctx: StepContext, curve: Callable[..., Iterator[Any]]):
+        self.ctx = ctx
+        self.learning_curve = curve  # step 3's "Would more images help?"
 
     # --- views ------------------------------------------------------------------------------------
 
@@ -161,7 +130,7 @@ class SortStep:
         if session.predictor is None or session.dataset is None:
             raise gr.Error("Train a model first (step 3, Quick is enough): it makes the suggestions.")
         refuse_while_training(session, "Sorting new pictures")
-        limits = self.server.limits.archive.within(session.room())
+        limits = self.ctx.limits.archive.within(session.room())
         if len(files) > limits.max_files:
             raise gr.Error(f"That is {len(files)} files; the limit is {limits.max_files}. Upload fewer.")
         session.require_room(sum(Path(f).stat().st_size for f in files), "Keeping these pictures")
@@ -258,22 +227,22 @@ class SortStep:
         if not force and new < RETRAIN_EVERY:
             yield unchanged
             return
-        dataset = merged_dataset(self.server, session)
+        dataset = merged_dataset(session, self.ctx.limits.archive)
         if dataset is None:
             if force:
                 raise gr.Error("Nothing new to learn from yet: sort a few pictures first.")
             yield unchanged
             return
         config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None)
-        check_model(self.server.limits, session, config)  # a continued model's name came from an upload
-        if not (yield from waited(self.server, session, "Retraining", lambda line: self.view(session, line))):
+        check_model(self.ctx.limits, session, config)  # a continued model's name came from an upload
+        if not (yield from waited(self.ctx, session, "Retraining", lambda line: self.view(session, line))):
             yield self.view(session, "Stopped before retraining.")
             return
         try:
-            clock = Budget(self.server.limits.train_seconds, session)
+            clock = Budget(self.ctx.limits.train_seconds, session)
             # the current model and data set stay until the new model exists (keep_trained)
             result, last = None, 0.0
-            for event in self.server.fit(session, config, dataset):
+            for event in self.ctx.fit(session, config, dataset):
                 clock.check()
                 result = event.result or result
                 if time.perf_counter() - last > 1.0:
@@ -283,11 +252,11 @@ class SortStep:
                 yield self.view(session, "**Retraining stopped before a new model was trained**; the model you had "
                                          "is still the current one. Sort on and retrain.")
                 return
-            keep_trained(self.server, session, result, dataset)
+            keep_trained(self.ctx, session, result, dataset)
             pile.round += 1
             pile.suggest(session.predictor)
         finally:
-            done(self.server, session)
+            done(self.ctx, session)
         yield self.view(session, f"**Retrained on {len(dataset.items)} labelled pictures in "
                                  f"{fmt_s(result.train_seconds)}**; the suggestions below are new.")
 
@@ -322,7 +291,7 @@ class SortStep:
         if session.trained is None:
             raise gr.Error("Train a model first (step 3), then sort a few pictures.")
         config = session.trained.result.config
-        yield from self.server.training.curve(session, config.model, "", config.weights_file, config.seed)
+        yield from self.learning_curve(session, config.model, "", config.weights_file, config.seed)
 
     # --- the Test step's correction ---------------------------------------------------------------
 

@@ -14,13 +14,15 @@ from ..engine.catalog import DEFAULT_MODEL
 from ..engine.config import TrainConfig
 from .errors import refuse_while_training, user_errors
 from .jobs import Budget, check_model, done, keep_trained, waited
+from .labelled import merged_dataset
+from .results_step import ResultsStep
 from .session import Session
 from .views import fmt_s
 
 if TYPE_CHECKING:
     from ..engine.progress import ProgressEvent
     from ..engine.workflow import SavedModel
-    from .server import Server
+    from .context import StepContext
 
 __all__ = ["TrainStep", "TrainUpdate", "FailureView", "CurveUpdate", "CompareUpdate", "MODE_CHOICES"]
 
@@ -136,8 +138,8 @@ def make_config(model_choice: str, custom_model: str, weights_file: str | None, 
 class TrainStep:
     """Step 3's events."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
 
     @user_errors(remember=True)
     def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
@@ -145,19 +147,17 @@ class TrainStep:
               val_fraction: float = TrainConfig.val_fraction, seed: float = 0,
               continue_loaded: bool = False) -> Iterator[TrainUpdate]:
         """Train with live updates; ``ResultsStep.view`` then fills the Results step."""
-        from .sort_step import merged_dataset
-
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
-        added = merged_dataset(self.server, session)  # pictures sorted in step 7 or filed in step 5
+        added = merged_dataset(session, self.ctx.limits.archive)  # pictures sorted in step 7 or filed in step 5
         if added is not None:
             refuse_while_training(session, "Training with the newly labelled pictures")
             session.dataset = added
         base = session.loaded if continue_loaded else None
         config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base)
-        check_model(self.server.limits, session, config)
+        check_model(self.ctx.limits, session, config)
         rows: list[dict] = []
-        if not (yield from waited(self.server, session, "A training",
+        if not (yield from waited(self.ctx, session, "A training",
                                   lambda line: TrainUpdate(line, *_plots(rows), *_buttons(running=True), session))):
             yield TrainUpdate("**Stopped before it started.** Press Train to try again.", *_plots(rows),
                               *_buttons(running=False), session)
@@ -165,7 +165,7 @@ class TrainStep:
         try:
             yield from self._run(session, config, rows)
         finally:
-            done(self.server, session)
+            done(self.ctx, session)
 
     def demo(self, session: Session) -> Iterator[TrainUpdate]:
         """The page's first impression: Quick with the built-in model and every setting at its
@@ -175,7 +175,7 @@ class TrainStep:
     def _run(self, session: Session, config: TrainConfig, rows: list[dict]) -> Iterator[TrainUpdate]:
         # The current model stays until the new one exists (keep_trained): a Stop, an error or
         # the time limit before that leaves the user the model they had.
-        clock = Budget(self.server.limits.train_seconds, session)
+        clock = Budget(self.ctx.limits.train_seconds, session)
         best_acc = None
         last_yield = 0.0
         result = None
@@ -192,7 +192,7 @@ class TrainStep:
         cleared = gr.LinePlot(value=None, x_title=x_title)
         busy = _buttons(running=True)
         yield TrainUpdate("**Starting...**", cleared, cleared, *busy, session)
-        for event in self.server.fit(session, config):
+        for event in self.ctx.fit(session, config):
             clock.check()
             if event.phase in ("head", "finetune", "refit"):
                 x = _plot_x(event, config)
@@ -229,7 +229,7 @@ class TrainStep:
                           *_plots(rows, x_title), *busy, session)
         if session.closed:
             return
-        trained = keep_trained(self.server, session, result)
+        trained = keep_trained(self.ctx, session, result)
         what = ("Broke off with an error" if result.error else "Stopped" if result.stopped else "Done")
         status = (f"**{what}.** **{trained.estimate.sentence()}** (details in step 4). {trained.estimate.note} "
                   f"Trained in {fmt_s(result.train_seconds)}. Test it in step 5, download it in step 6.")
@@ -247,7 +247,7 @@ class TrainStep:
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
         config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
-        check_model(self.server.limits, session, config)
+        check_model(self.ctx.limits, session, config)
         return config
 
     @user_errors
@@ -258,13 +258,13 @@ class TrainStep:
         from ..engine.figures import curve_picture
 
         config = self._quick_config(session, model_choice, custom_model, weights_file, seed)
-        if not (yield from waited(self.server, session, "A learning curve",
+        if not (yield from waited(self.ctx, session, "A learning curve",
                                   lambda line: CurveUpdate(line, gr.skip(), session))):
             yield CurveUpdate("Stopped before it started.", gr.skip(), session)
             return
         try:
             found = None
-            clock = Budget(self.server.limits.train_seconds, session)
+            clock = Budget(self.ctx.limits.train_seconds, session)
             for fraction, repeat, found in learning_curve(session.dataset, config, stop=session.stop,
                                                           cache=session.cache):
                 clock.check()
@@ -272,7 +272,7 @@ class TrainStep:
                     yield CurveUpdate(f"Training on {fraction:.0%} of the training images (try {repeat + 1})...",
                                       gr.skip(), session)
         finally:
-            done(self.server, session)
+            done(self.ctx, session)
         if found is None:
             yield CurveUpdate("Stopped.", gr.skip(), session)
             return
@@ -294,12 +294,12 @@ class TrainStep:
         def waiting(line: str) -> CompareUpdate:
             return CompareUpdate(line, gr.skip(), *running, gr.skip(), gr.skip(), session)
 
-        if not (yield from waited(self.server, session, "The comparison", waiting)):
+        if not (yield from waited(self.ctx, session, "The comparison", waiting)):
             yield CompareUpdate("Stopped before it started.", gr.skip(), *idle, gr.skip(), gr.skip(), session)
             return
         found = None
         try:
-            clock = Budget(self.server.limits.train_seconds, session)
+            clock = Budget(self.ctx.limits.train_seconds, session)
             last = 0.0
             for found in compare_with_scratch(session.dataset, config, stop=session.stop):
                 clock.check()
@@ -312,7 +312,7 @@ class TrainStep:
                                         gr.update(value=found.picture().image, visible=True), *running, gr.skip(),
                                         gr.skip(), session)
         finally:
-            done(self.server, session)
+            done(self.ctx, session)
         if found is None or session.closed:
             return
         note = (f"**{found.sentence()}** Both checked on the same {found.n_checked} held-out images; the clock "
@@ -324,7 +324,7 @@ class TrainStep:
             note = "**Stopped.** " + note
         session.comparison = found
         yield CompareUpdate(note, gr.update(value=found.picture().image, visible=True), *idle,
-                            *self.server.results.map_view(session), session)
+                            *ResultsStep.map_view(session), session)
 
     @staticmethod
     def after_failure(session: Session) -> FailureView:
