@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 
-from transfer_gui.app.server import preload_engine
 from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
+from transfer_gui.app.server import preload_engine
+from transfer_gui.settings import Settings
 
 
 def main() -> None:
@@ -20,15 +21,16 @@ def main() -> None:
     # A stopped server (Ctrl+C, or SIGTERM from a Space or a container runtime) exits normally, so
     # the session folders are deleted on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    demo = build_demo()
+    settings = Settings.from_env()  # read once, here, and passed down
+    demo = build_demo(settings=settings)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         prevent_thread_lock=True,
-        **launch_kwargs(),
+        **launch_kwargs(settings.limits),
     )
     # The page is up without torch and timm (~7 s of imports); load them now, before a click needs them.
-    preload_engine()
+    preload_engine(settings.keep_malloc)
     demo.block_thread()
 
 

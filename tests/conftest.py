@@ -19,6 +19,15 @@ PHOTOS = ROOT / "tests" / "data"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tuned_process():
+    """The test process is an entry point, as the app and the command line are: tuned once at
+    start (threads, allocator; ``speed.tune_process``) with the default settings."""
+    from transfer_gui.engine.speed import tune_process
+
+    tune_process()
+
+
 def shape_image(kind: str, seed: int, size: int = 64) -> Image.Image:
     """A red square or a blue circle at a random place on random noise."""
     return shape_with_box(kind, seed, size)[0]

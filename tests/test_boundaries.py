@@ -48,6 +48,13 @@ def test_only_the_app_imports_gradio_and_nothing_imports_the_app():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_the_engine_imports_no_settings():
+    """Settings are read once by each entry point (the app, the command line) and passed down."""
+    for path in sorted((PACKAGE / "engine").glob("*.py")):
+        bad = [m for m in _imports(path) if m == "transfer_gui.settings"]
+        assert not bad, f"{path.relative_to(ROOT)} imports the settings"
+
+
 def test_the_relative_imports_are_resolved_as_python_does():
     # the rule above is only as good as _imports: check it on a module with both kinds of import
     # (a tab's module: one and three dots, ..model_step and ...engine.catalog)

@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from conftest import EXAMPLE, TEST_IMAGES, zip_folder
+from transfer_gui.settings import Limits
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
@@ -379,7 +380,7 @@ def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, 
         return sum(not t.name.startswith("AnyIO worker") for t in threading.enumerate())
 
     monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.05")
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())
     demo = build_demo(server=h)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
@@ -439,7 +440,7 @@ def test_an_open_tab_has_one_session_the_same_one_its_events_and_its_unload_use(
     from transfer_gui.app.layout import build_demo
 
     monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.05")
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())
     demo = build_demo(server=h)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:

@@ -241,13 +241,15 @@ def test_on_zerogpu_training_runs_in_another_process_on_plain_data_and_stop_cros
     from conftest import run_training
     from transfer_gui.app import hosting
     from transfer_gui.app.server import LENT_GPU_SECONDS, Server
+    from transfer_gui.settings import Settings
 
     stand_in = StandIn()
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=stand_in.GPU))
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert hosting.zero_gpu() is None  # spaces importable, but not a ZeroGPU Space (an ordinary GPU one)
+    # spaces importable, but not a ZeroGPU Space (an ordinary GPU one)
+    assert hosting.zero_gpu(Settings.from_env().zero_gpu) is None
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    h = Server(training_slots=1, device="cpu", lent_gpu=hosting.zero_gpu())
+    h = Server(training_slots=1, device="cpu", lent_gpu=hosting.zero_gpu(Settings.from_env().zero_gpu))
     session = h.new_session()
     try:
         h.data.load_example(session)

@@ -139,7 +139,7 @@ def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
     """API clients never close a tab: their sessions end after TLS_SESSION_IDLE_MIN without an
     event. A session whose training is running is not idle."""
     monkeypatch.setenv("TLS_SESSION_IDLE_MIN", "0.02")  # 1.2 s
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())  # as the app's entry point reads them
     assert h.sessions.idle_s == pytest.approx(1.2)
     idle, busy, active = (h.sessions.get(k) for k in ("idle", "busy", "active"))
     busy.training.acquire()
@@ -159,7 +159,7 @@ def test_an_expired_session_loses_its_folder(tmp_path, example_zip, monkeypatch)
     """Gradio expiring the page's state counts as the page going away: the session's folder goes
     after the grace period (here 1.2 s)."""
     monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.02")
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())  # as the app's entry point reads them
     demo = build_demo(server=h, queue_size=5, state_ttl_s=2)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
@@ -267,7 +267,7 @@ def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_s
     drops for 2 s; the next prediction gives the same answer. A page gone for longer than the grace
     period (here 15 s) loses its session, and with it its model."""
     monkeypatch.setenv("TLS_SESSION_GRACE_MIN", "0.25")
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())  # as the app's entry point reads them
     demo = build_demo(server=h, queue_size=10)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
@@ -303,7 +303,7 @@ def test_random_session_hashes_make_no_folders_and_lock_nobody_out(monkeypatch):
     sessions their events make give way to each other at the address's cap, no folder is made for
     them, and a user who holds pictures from the same address keeps them."""
     monkeypatch.setenv("TLS_SESSIONS_PER_CLIENT", "3")
-    h = Server(training_slots=1)
+    h = Server(training_slots=1, limits=Limits.from_env())  # as the app's entry point reads them
     demo = build_demo(server=h, queue_size=30)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:

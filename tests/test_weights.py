@@ -50,11 +50,14 @@ def test_larger_built_in_models_are_real_imagenet_models_offline(name, size, mon
 
 
 def test_builtin_conversion_is_cached_safetensors(tmp_path, monkeypatch):
+    from transfer_gui.settings import Settings
+
     monkeypatch.setenv("TLS_CACHE_DIR", str(tmp_path))
-    path = builtin_weights_file()
+    cache = Settings.from_env().cache_dir  # the entry point reads it and passes it down
+    path = builtin_weights_file(cache_dir=cache)
     assert path.parent == tmp_path and path.suffix == ".safetensors"
     mtime = path.stat().st_mtime_ns
-    assert builtin_weights_file() == path and path.stat().st_mtime_ns == mtime  # converted once
+    assert builtin_weights_file(cache_dir=cache) == path and path.stat().st_mtime_ns == mtime  # converted once
     model = timm.create_model("tf_efficientnet_lite0", pretrained=True, num_classes=5,
                               pretrained_cfg_overlay={"file": str(path)})
     assert model.get_classifier().out_features == 5

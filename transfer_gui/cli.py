@@ -149,7 +149,8 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
 
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          val_fraction=args.val_fraction, seed=args.seed, device=device, precision=args.precision,
-                         weights_file=args.weights_file, pretrained=not args.scratch)
+                         weights_file=args.weights_file, pretrained=not args.scratch,
+                         weights_cache=str(settings.cache_dir))
     _check_out(Path(args.out), args.force)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         if args.continue_from:
@@ -313,7 +314,7 @@ def _cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
     args.seconds = COMPARE_SECONDS if args.seconds is None else args.seconds
     if args.seconds <= 0:
         raise UserInputError("--seconds must be more than 0.")
-    config = TrainConfig(model=args.model, seed=args.seed)
+    config = TrainConfig(model=args.model, seed=args.seed, weights_cache=str(settings.cache_dir))
     check_available(config.model)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
@@ -335,7 +336,7 @@ def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.repeats < 1:
         raise UserInputError("--repeats must be at least 1.")
-    config = TrainConfig(model=args.model, seed=args.seed)
+    config = TrainConfig(model=args.model, seed=args.seed, weights_cache=str(settings.cache_dir))
     check_available(config.model)
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:
         dataset = open_dataset(args.data, workdir=Path(tmp) / "data", limits=settings.limits.archive)
@@ -347,6 +348,10 @@ def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# The commands that run a model: the process is tuned for them first (threads, allocator).
+_RUNS_MODELS = frozenset({"train", "evaluate", "predict", "export", "compare", "curve", "suggest"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -355,8 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
                 "export": _cmd_export, "push": cmd_push, "demo-space": cmd_demo_space, "compare": _cmd_compare,
                 "curve": _cmd_curve, "suggest": _cmd_suggest}
+    settings = Settings.from_env()  # read once, passed down
     try:
-        return commands[args.command](args, Settings.from_env())
+        if args.command in _RUNS_MODELS:
+            from .engine.speed import tune_process
+
+            tune_process(settings.keep_malloc)
+        return commands[args.command](args, settings)
     except UserInputError as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE

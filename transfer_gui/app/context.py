@@ -32,6 +32,7 @@ class StepContext:
         device: where trained models answer ("auto", or "cpu" on a ZeroGPU Space).
         fit: runs a training for a session (here, or on a lent GPU): ``fit(session, config,
             dataset=None)`` yields ``training.fit``'s progress events.
+        weights_cache: the folder where the built-in models' weights are converted once.
     """
 
     limits: Limits
@@ -39,3 +40,4 @@ class StepContext:
     memory: MemoryGate
     device: str
     fit: Callable[..., Iterator[ProgressEvent]]
+    weights_cache: str | None = None

@@ -28,7 +28,7 @@ STATE_TTL_S = 6 * 3600  # an idle session's files are deleted after 6 hours at t
 
 def build_demo(training_slots: int | None = None, queue_size: int | None = None,
                state_ttl_s: float = STATE_TTL_S, server: Server | None = None,
-               sign_in: bool | None = None) -> gr.Blocks:
+               sign_in: bool | None = None, settings: Settings | None = None) -> gr.Blocks:
     """Build the app.
 
     Args:
@@ -39,10 +39,13 @@ def build_demo(training_slots: int | None = None, queue_size: int | None = None,
             to inspect sessions and limits).
         sign_in: offer "Sign in with Hugging Face" for publishing (default: on a Space with
             OAuth, see Settings.sign_in; off the Space Gradio signs in a stand-in user).
+        settings: the app's settings, read once by its entry point (default: read here).
     """
-    gpu = zero_gpu()
-    sign_in = Settings.from_env().sign_in if sign_in is None else sign_in
-    h = server or Server(training_slots, device="cpu" if gpu else "auto", lent_gpu=gpu)
+    settings = settings or Settings.from_env()
+    gpu = zero_gpu(settings.zero_gpu)
+    sign_in = settings.sign_in if sign_in is None else sign_in
+    h = server or Server(training_slots, device="cpu" if gpu else "auto", limits=settings.limits, lent_gpu=gpu,
+                         weights_cache=settings.cache_dir)
     # delete_cache: Gradio keeps copies of uploads and downloads in its own cache; drop those older
     # than a session lives, checking every 10 minutes, so a public server's disk does not fill up (the
     # server's disk budget counts them meanwhile). Uploads are not deleted once read: Gradio

@@ -25,7 +25,7 @@ import gradio as gr
 
 from ..engine.errors import UserInputError
 from ..engine.images import MAX_DECODE_BYTES, restrict_image_formats
-from ..settings import Limits, Settings
+from ..settings import Limits
 from .context import StepContext
 from .data_step import DataStep
 from .download_step import DownloadStep
@@ -91,11 +91,12 @@ def client_address(request: gr.Request | None, proxy_hops: int = 0) -> str:
     return forwarded[-proxy_hops] if len(forwarded) >= proxy_hops else forwarded[0]
 
 
-def preload_engine() -> threading.Thread:
+def preload_engine(keep_malloc: bool = False) -> threading.Thread:
     """Import the engine (torch, timm and our modules built on them) in a background thread.
 
     The app calls this once its page is served, so the first click does not wait ~7 s for the
     imports. A handler that runs before it finishes waits for the same modules at its own import.
+    It also tunes the process (``speed.tune_process``; ``keep_malloc`` from the settings).
     Our modules import each other without cycles, so the two threads cannot deadlock on them.
     """
     def load() -> None:
@@ -104,7 +105,7 @@ def preload_engine() -> threading.Thread:
         from ..engine import learning_curve, workflow  # noqa: F401
         from ..engine.speed import tune_process
 
-        tune_process()  # the allocator's arenas are capped before request threads make their own
+        tune_process(keep_malloc)  # the allocator's arenas are capped before request threads make their own
         import torch
 
         if Path("/dev/nvidia0").exists() and not torch.cuda.is_available():
@@ -136,8 +137,12 @@ class Server:
         training_slots: trainings that may run at once (default: ``limits.training_slots``).
         device: where trained models answer (predictions, heat maps): "auto", or "cpu" on a
             ZeroGPU Space, where the GPU is only lent to the training function.
-        limits: the server's limits (default: the environment's, see ``Settings``).
+        limits: the server's limits (default: ``Limits()``; the app passes ``Settings.limits``,
+            read from the environment once at its start).
         disk_limit: bytes one session may store (default: ``limits.session_disk_mb``).
+        lent_gpu: ZeroGPU's ``spaces.GPU`` (see ``hosting.zero_gpu``), or None.
+        weights_cache: the folder for the built-in models' converted weights (``Settings.cache_dir``;
+            default: the engine's).
 
     Attributes:
         data, model, train, results, test, download, sort: the event functions of steps 1-7, named
@@ -145,8 +150,9 @@ class Server:
     """
 
     def __init__(self, training_slots: int | None = None, device: str = "auto",
-                 limits: Limits | None = None, disk_limit: int | None = None, lent_gpu: Callable | None = None):
-        self.limits = limits or Settings.from_env().limits
+                 limits: Limits | None = None, disk_limit: int | None = None, lent_gpu: Callable | None = None,
+                 weights_cache: str | Path | None = None):
+        self.limits = limits or Limits()
         # ZeroGPU's spaces.GPU (hosting.zero_gpu): trainings then run on a GPU lent for one call, in
         # another process, as a function of plain data (engine/lent_gpu.py); see fit().
         self.lent_gpu = None
@@ -188,7 +194,8 @@ class Server:
                                    name="tls-session-sweeper")
         sweeper.start()
         # The steps get only what they use of the server (StepContext), never the server itself.
-        ctx = StepContext(self.limits, self.slots, self.memory, self.device, self.fit)
+        ctx = StepContext(self.limits, self.slots, self.memory, self.device, self.fit,
+                          str(weights_cache) if weights_cache else None)
         self.data = DataStep(ctx)
         self.model = ModelStep(ctx)
         self.train = TrainStep(ctx)

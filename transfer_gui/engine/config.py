@@ -47,6 +47,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: all fast paths (see speed.py); fp32: none (the reference); bf16
     progress_interval_s: float = 2.0  # mid-epoch progress at most this often (live plots)
     loader_workers: int | None = None  # DataLoader worker processes; None: from the cores on a GPU, 0 on a CPU
+    weights_cache: str | None = None  # where built-in weights are converted once (None: builtin's default); not saved
 
     def __post_init__(self) -> None:
         # The door for model names: every path that builds a model builds it from a config.
@@ -82,6 +83,7 @@ class TrainConfig:
         """JSON-ready copy, saved in bundles: files by name only. A server path in a published
         bundle tells strangers where a user's private files are (and for a while, how to fetch them)."""
         out = asdict(self)
+        del out["weights_cache"]  # this machine's folder: nothing to do with the model
         for key in ("weights_file", "init_bundle"):
             if out[key]:
                 out[key] = Path(out[key]).name

@@ -46,10 +46,9 @@ class Predictor:
 
     def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
                  temperature: float = 1.0, precision: str = "fp32"):
-        from .speed import fast_paths, tune_process
+        from .speed import fast_paths
         from .distributed import pick_device
 
-        tune_process()
         self.device = pick_device(device)
         self.paths = fast_paths(self.device, precision)
         self.batch_size = self.paths.batch

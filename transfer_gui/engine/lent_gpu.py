@@ -33,8 +33,10 @@ def fit_on_lent_gpu(dataset: ImageDataset, config: TrainConfig, stop_file: str, 
     Yields:
         ``fit``'s ProgressEvents; the last carries the TrainResult (its model on the CPU).
     """
+    from .speed import tune_process
     from .training import fit
 
+    tune_process()  # the GPU's process is an entry point of its own (threads, cuDNN autotuning)
     stop = threading.Event()
     deadline = time.monotonic() + seconds
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import Settings
 
 __all__ = ["FastPaths", "fast_paths", "cpu_has_fast_bf16", "available_cores", "loader_workers", "gpu_batch",
            "tune_process"]
@@ -168,9 +167,10 @@ def autocast(device: torch.device, paths: FastPaths):
 
 
 @functools.cache
-def tune_process() -> str:
-    """Apply the process-wide settings once: threads = available cores, allocator reuse.
-    Returns what was done (for logs)."""
+def tune_process(keep_malloc: bool = False) -> str:
+    """Apply the process-wide settings once: threads = available cores, allocator reuse (unless
+    ``keep_malloc``). The entry points call it at start (the command line, the app's engine
+    preload, the lent GPU's process), from their settings. Returns what was done (for logs)."""
     done = []
     cores = available_cores()
     if os.environ.get("OMP_NUM_THREADS"):  # set by the user, or by torchrun for several processes
@@ -190,7 +190,7 @@ def tune_process() -> str:
         # kernels once per shape and keep the fastest
         torch.backends.cudnn.benchmark = True
         done.append("cuDNN autotuning")
-    if mallopt is not None and not Settings.from_env().keep_malloc:
+    if mallopt is not None and not keep_malloc:
         ok = (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
               and mallopt(_M_ARENA_MAX, _ARENA_MAX))
         done.append(f"glibc allocator reuses large blocks in {_ARENA_MAX} arenas" if ok else "mallopt refused")

@@ -39,7 +39,7 @@ from .features import FeatureCache, cached_features
 from .policies import POLICIES, STEP_FAILURES, Setup, Validation
 from .preprocessing import model_data_config
 from .progress import EpochRecord, ProgressEvent, Run
-from .speed import fast_paths, tune_process
+from .speed import fast_paths
 from .weights import LoadedModel, create_model
 
 __all__ = ["TrainResult", "fit", "train"]
@@ -116,7 +116,6 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     device = pick_device(config.device)
-    tune_process()
     run = Run(dataset, config, split, stop, cache, fast_paths(device, config.precision, config.loader_workers))
     _logger.info("Training on %s: %s", device, run.paths.describe())
     what = f"the saved model from {Path(config.init_bundle).name}" if config.init_bundle else config.model
@@ -148,7 +147,7 @@ def _build(run: Run, device: torch.device) -> tuple[LoadedModel, nn.Module]:
         loaded = continue_from(config.init_bundle, list(run.dataset.labels))
     else:
         loaded = create_model(config.model, len(run.dataset.labels), weights_file=config.weights_file,
-                              pretrained=config.pretrained)
+                              pretrained=config.pretrained, builtin_cache=config.weights_cache)
     model = loaded.model.to(device)
     if run.paths.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -259,6 +259,7 @@ def create_model(
     pretrained: bool = True,
     hf_cache_dir: str | Path | None = None,
     prefer_builtin: bool = True,
+    builtin_cache: str | Path | None = None,
 ) -> LoadedModel:
     """Create a timm model with pretrained weights and a new head of ``num_classes`` outputs.
 
@@ -270,6 +271,7 @@ def create_model(
         pretrained: False builds a randomly initialised model (the "from scratch" baseline).
         hf_cache_dir: the Hugging Face cache to look in (default: huggingface_hub's).
         prefer_builtin: for the built-in model, use the packaged weights (False: the hub's copy).
+        builtin_cache: where the built-in weights are converted once (``builtin_weights_file``).
 
     Returns:
         LoadedModel with the model in eval mode on the CPU.
@@ -307,7 +309,7 @@ def create_model(
         return LoadedModel(_create_from_file(name, num_classes, path, kwargs, overlay), name, "file", kwargs)
 
     if info is not None and info.builtin and prefer_builtin:
-        model = _create_from_file(name, num_classes, builtin_weights_file(name), kwargs, overlay)
+        model = _create_from_file(name, num_classes, builtin_weights_file(name, builtin_cache), kwargs, overlay)
         return LoadedModel(model, name, "builtin", kwargs)
 
     if name.startswith("local-dir:"):
