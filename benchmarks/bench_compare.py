@@ -65,6 +65,9 @@ def run(name: str, pool: dict[str, list[Path]], per_class: int, seed: int) -> di
 
 def main(argv: list[str] | None = None) -> None:
     """Run every set and seed; print JSON lines, then a table of means."""
+    from transfer_gui.engine.speed import tune_process
+
+    tune_process()  # an entry point: threads and allocator as the app and the command line have them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--per-class", type=int, default=10)

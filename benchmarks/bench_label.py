@@ -93,6 +93,9 @@ def simulate(pool_x, pool_y, test_x, test_y, n_classes: int, order: str, rounds:
 
 def main(argv: list[str] | None = None) -> None:
     """Every set, seed and order; JSON lines, then a table of means."""
+    from transfer_gui.engine.speed import tune_process
+
+    tune_process()  # an entry point: threads and allocator as the app and the command line have them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=6)

@@ -31,6 +31,9 @@ def _rss_mb() -> float:
 
 def main() -> None:
     """Run the trainings and print one line per checkpoint, then the growth."""
+    from transfer_gui.engine.speed import tune_process
+
+    tune_process()  # an entry point: threads and allocator as the app and the command line have them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
