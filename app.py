@@ -11,7 +11,7 @@ import sys
 
 from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
-from transfer_gui.app.server import preload_engine
+from transfer_gui.app.preload import preload_engine
 from transfer_gui.settings import Settings
 
 

@@ -198,12 +198,13 @@ def run_measured(cmd: list[str], tmp: Path, env: dict | None = None, timeout: fl
 
 
 def run_training(h, session, mode="quick", epochs=0, stop_when=None, model="tf_efficientnet_lite0.in1k"):
-    """Drive ``TrainStep.train`` to the end, as the page does; press Stop at the first status
-    matching the regex ``stop_when``. Returns every update."""
+    """Drive ``TrainStep.train`` to the end through the server's event wrapper, as the page does
+    (an error reaches the test as the page's ``gr.Error``); press Stop at the first status matching
+    the regex ``stop_when``. Returns every update."""
     import re
 
     updates = []
-    for out in h.train.train(session, model, "", None, mode, epochs, 0, 0.25, 0):
+    for out in h.event(h.train.train)(None, session, model, "", None, mode, epochs, 0, 0.25, 0):
         updates.append(out)
         if stop_when is not None and re.search(stop_when, out[0]) and not session.stop.is_set():
             h.train.stop(session)

@@ -10,7 +10,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import gradio as gr
 import pytest
 from PIL import Image
 
@@ -18,7 +17,7 @@ from conftest import EXAMPLE, TEST_IMAGES, run_measured, write_shapes
 from transfer_gui.app.server import Server
 from transfer_gui.engine.archive import extract_zip
 from transfer_gui.engine.data import open_dataset
-from transfer_gui.engine.errors import ArchiveError, DataError, ModelError, without_paths
+from transfer_gui.engine.errors import ArchiveError, DataError, ModelError, without_paths, UserInputError
 from transfer_gui.engine.names import ClassName, ModelName, class_folder, folder_names
 from transfer_gui.engine.workflow import open_model
 from transfer_gui.settings import Limits
@@ -92,7 +91,7 @@ def test_a_bundle_with_a_path_as_class_name_is_refused_and_nothing_is_filed_outs
     with pytest.raises(ModelError, match=r"'\.\./\.\./escaped' in config\.json of .* holds a slash"):
         open_model(evil)
     session = h.new_session()
-    with pytest.raises(gr.Error, match="holds a slash"):
+    with pytest.raises(UserInputError, match="holds a slash"):
         h.model.load_model(session, str(evil))
     assert session.loaded is None and session.predictor is None
 
@@ -101,7 +100,7 @@ def test_a_bundle_with_a_path_as_class_name_is_refused_and_nothing_is_filed_outs
     picture = tmp_path / "dolphin.png"
     shutil.copy(TEST_IMAGES / "animal_dolphin.png", picture)
     for label in ("../../escaped", "/tmp/escaped", "no such class"):
-        with pytest.raises(gr.Error, match="Choose one of the model's classes"):
+        with pytest.raises(UserInputError, match="Choose one of the model's classes"):
             h.sort.file_test_picture(session, str(picture), label)
     assert not _outside(session.workdir) and not session.filed
     note, _ = h.sort.file_test_picture(session, str(picture), "bug")
@@ -114,7 +113,7 @@ def test_the_class_box_refuses_a_path(h, tmp_path):
     picture = tmp_path / "a.png"
     shutil.copy(TEST_IMAGES / "animal_dolphin.png", picture)
     for name in ("../../escaped", "/abs/x", ".x"):
-        with pytest.raises(gr.Error, match="Rename that class"):
+        with pytest.raises(UserInputError, match="Rename that class"):
             h.data.add_images(session, name, [str(picture)], None)
     assert not session.classes and not _outside(session.workdir)
     session.close()
@@ -184,7 +183,7 @@ def test_continuing_or_retraining_an_uploaded_model_passes_the_public_model_chec
     session = public.new_session()
     public.data.load_example(session)
     public.model.load_model(session, str(bundle))
-    with pytest.raises(gr.Error, match="only builds the listed models and Hub models"):
+    with pytest.raises(UserInputError, match="only builds the listed models and Hub models"):
         next(public.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0, True))
     assert session.predictor is not None and session.trained is None  # the uploaded model stays
 
@@ -198,7 +197,7 @@ def test_continuing_or_retraining_an_uploaded_model_passes_the_public_model_chec
         shutil.copy(f, pile / f"p{n}.png")
     public.sort.load_pile(session, [str(p) for p in sorted(pile.iterdir())])
     public.sort.accept(session)
-    with pytest.raises(gr.Error, match="only builds the listed models and Hub models"):
+    with pytest.raises(UserInputError, match="only builds the listed models and Hub models"):
         next(public.sort.retrain(session))
     session.close()
     public.close()
@@ -273,7 +272,7 @@ def test_the_cli_and_the_test_step_say_why_a_thin_picture_is_refused(cli, h, qui
     assert "thin.png: picture is too long and thin: it is 40000x1 pixels" in proc.stderr
     session = h.new_session()
     h.model.load_model(session, str(_edit_bundle(quick_bundle, tmp_path)))
-    with pytest.raises(gr.Error, match="more than 20 times as long as it is wide"):
+    with pytest.raises(UserInputError, match="more than 20 times as long as it is wide"):
         h.test.predict(session, str(thin))
     big = tmp_path / "big.png"
     Image.new("RGB", (6000, 3000), (10, 200, 10)).save(big)

@@ -9,11 +9,11 @@ import json
 import shutil
 import zipfile
 
-import gradio as gr
 import numpy as np
 import pytest
 
 from conftest import EXAMPLE, TEST_IMAGES, run_training, zip_folder
+from transfer_gui.engine.errors import UserInputError
 from transfer_gui.app.server import Server
 from transfer_gui.app.session import Session
 from transfer_gui.engine.labelling import BY_SUGGESTION, BY_YOU, ask_order, margins, review_order, suggestion_rows
@@ -93,7 +93,7 @@ def test_decisions_join_the_next_training_and_the_zip_and_csv_say_who_labelled_w
     session, pile_files, truth = sorting
     with monkeypatch.context() as m:  # a pile over the limit is refused, with what to do
         m.setattr(sort_step, "MAX_PILE", 71)
-        with pytest.raises(gr.Error, match="more than 71 pictures.*Sort it in parts"):
+        with pytest.raises(UserInputError, match="more than 71 pictures.*Sort it in parts"):
             h.sort.load_pile(session, [str(f) for f in pile_files])
     assert session.pile is None
     view = h.sort.load_pile(session, [str(f) for f in pile_files])

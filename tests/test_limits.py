@@ -24,7 +24,7 @@ from transfer_gui.engine.batch import prediction_rows
 from transfer_gui.engine.bundle import load_bundle
 from transfer_gui.engine.data import open_dataset, scan_csv
 from transfer_gui.engine.images import read_failure
-from transfer_gui.engine.errors import ArchiveError, DataError, ModelError
+from transfer_gui.engine.errors import ArchiveError, DataError, ModelError, UserInputError
 from transfer_gui.engine.figures import confusion_picture
 from transfer_gui.app.memory import MemoryGate, ServerBusyError, release_free_memory, resident_bytes
 from transfer_gui.app.server import Server, client_address
@@ -82,16 +82,16 @@ def test_limits_are_read_from_one_prefix_and_the_hosting_docs_list_each_with_its
 def test_a_public_server_builds_only_listed_or_hub_models_under_its_size_cap(server):
     h, session = server(public=True, model_params_m=100)
     h.data.load_example(session)
-    with pytest.raises(gr.Error, match=r"vit_giant_patch14_dinov2\.lvd142m has 1,1\d\d million parameters; this "
+    with pytest.raises(UserInputError, match=r"vit_giant_patch14_dinov2\.lvd142m has 1,1\d\d million parameters; this "
                                        r"server allows models of up to 100 million"):
         _train(h, session, custom="vit_giant_patch14_dinov2.lvd142m")
-    with pytest.raises(gr.Error, match=r"local-dir:\) cannot be chosen here"):
+    with pytest.raises(UserInputError, match=r"local-dir:\) cannot be chosen here"):
         _train(h, session, custom=f"local-dir:{ROOT / 'assets'}")
     assert session.predictor is None and "100 million parameters" in h.limits_note()
     # a private server too never takes a server folder from the page
     h2, s2 = server()
     h2.data.load_example(s2)
-    with pytest.raises(gr.Error, match=r"local-dir:\) cannot be chosen here"):
+    with pytest.raises(UserInputError, match=r"local-dir:\) cannot be chosen here"):
         _train(h2, s2, custom="local-dir:/etc")
     # a listed model under the cap trains
     assert "Done." in _train(h, session)[-1][0]
@@ -306,7 +306,7 @@ def test_heavy_work_reserves_its_memory_and_a_big_picture_waits_for_room_then_is
     assert h.test.predict(session, str(small)).confidences  # a photo's few MB fit
     big = tmp_path / "big.png"
     Image.new("RGB", (9000, 9000), (10, 200, 10)).save(big)  # 0.2 MB on disk, 243 MB decoded
-    with pytest.raises(gr.Error, match="short of memory right now"):
+    with pytest.raises(UserInputError, match="short of memory right now"):
         h.test.predict(session, str(big))
     batch = h.event(h.test.batch_predict, heavy=True)  # a heavy event reserves a batch's worst case
     assert h.heavy_bytes >= 2 * 100e6 * 3  # the batch's 100 megapixels, decoded and converted
@@ -335,7 +335,7 @@ def test_heavy_events_share_one_small_group_across_all_users():
 
 def test_the_servers_disk_budget_covers_all_sessions(server, example_zip):
     h, session = server(server_disk_mb=0.5)
-    with pytest.raises(gr.Error, match="the server's disk budget for all its users is nearly used up"):
+    with pytest.raises(UserInputError, match="the server's disk budget for all its users is nearly used up"):
         h.data.load_zip(session, str(example_zip))
     assert session.dataset is None and not any(session.workdir.iterdir())
 
@@ -419,12 +419,12 @@ def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_pred
     run = h.train.train(session, LITE0, "", None, "finetune", 30, 0, 0.25, 0)
     next(run)  # it now holds the slot and this session's training lock
     try:
-        with pytest.raises(gr.Error, match="cannot start while your training, export or learning curve"):
+        with pytest.raises(UserInputError, match="cannot start while your training, export or learning curve"):
             next(h.train.train(session, LITE0, "", None, "quick", 0, 0, 0.25, 0))
         for change in (lambda: h.data.load_zip(session, str(example_zip)), lambda: h.data.load_example(session),
                        lambda: h.data.clear_classes(session), lambda: h.data.use_classes(session),
                        lambda: h.model.load_model(session, bundle_zip)):
-            with pytest.raises(gr.Error, match="has to wait: a training, export or learning curve is running"):
+            with pytest.raises(UserInputError, match="has to wait: a training, export or learning curve is running"):
                 change()
         # another user loads a model and predicts meanwhile
         other = h.new_session()
@@ -489,7 +489,7 @@ def test_no_server_path_or_token_in_a_bundle_or_a_log_line(server, tmp_path, cap
     meta = json.loads((second / "transfer_gui.json").read_text())
     assert meta["training"]["init_bundle"] and "/" not in meta["training"]["init_bundle"]
     token = "hf_NotARealTokenButSecret123"
-    with pytest.raises(gr.Error):
+    with pytest.raises(UserInputError):
         h.download.push(session, "someone/model", token, True)  # offline here; online it would push
     secrets = [str(tmp_path), str(session.workdir), str(h.root), token]
     for folder in (first, second):

@@ -21,6 +21,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import EXAMPLE, ROOT, TEST_IMAGES, copy_example, zip_folder
+from transfer_gui.engine.errors import UserInputError
 from transfer_gui.app.server import Server
 from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
@@ -182,11 +183,11 @@ def test_each_session_has_a_disk_cap_and_nothing_lands_outside_it(tmp_path, exam
     h = Server(training_slots=1, disk_limit=400_000)
     session = h.new_session()
     outside = {p for p in tmp_path.rglob("*") if session.workdir not in p.parents}
-    with pytest.raises(gr.Error, match=r"unpacks to .*; the limit here is 400 kB. Upload fewer or smaller"):
+    with pytest.raises(UserInputError, match=r"unpacks to .*; the limit here is 400 kB. Upload fewer or smaller"):
         h.data.load_zip(session, str(example_zip))
     assert list(session.workdir.iterdir()) == []  # the refused upload left nothing
     pictures = sorted(str(p) for p in EXAMPLE.rglob("*.png"))  # 1.3 MB in all
-    with pytest.raises(gr.Error, match=r"Adding these pictures needs .* of its 400 kB\. Use fewer"):
+    with pytest.raises(UserInputError, match=r"Adding these pictures needs .* of its 400 kB\. Use fewer"):
         h.data.add_images(session, "animal", pictures, None)
     h.data.add_images(session, "animal", pictures[:2], None)  # a little fits
     assert session.disk_used() <= session.disk_limit

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_training, EXAMPLE, ROOT, TEST_IMAGES, write_shapes, zip_folder
+from transfer_gui.engine.errors import UserInputError
 from transfer_gui.app.server import Server
 from transfer_gui.engine.probe import PENALTIES
 from transfer_gui.app.session import Session
@@ -56,13 +57,13 @@ def test_zip_with_junk_reports_skips_in_plain_words(h, session, tmp_path):
 def test_wrong_archive_and_missing_file_are_gr_errors_with_the_fix(h, session, tmp_path):
     fake = tmp_path / "photos.zip"
     fake.write_text("not a zip")
-    with pytest.raises(gr.Error, match="not a zip archive.*Compress the class folders"):
+    with pytest.raises(UserInputError, match="not a zip archive.*Compress the class folders"):
         h.data.load_zip(session, str(fake))
-    with pytest.raises(gr.Error, match="Choose a .zip file first"):
+    with pytest.raises(UserInputError, match="Choose a .zip file first"):
         h.data.load_zip(session, None)
     one = tmp_path / "one"
     shutil.copytree(EXAMPLE / "animal", one / "animal")
-    with pytest.raises(gr.Error, match="at least 2 classes"):
+    with pytest.raises(UserInputError, match="at least 2 classes"):
         h.data.load_zip(session, str(zip_folder(one, tmp_path / "one.zip")))
     assert session.dataset is None  # nothing half-loaded
 
@@ -76,9 +77,9 @@ def test_class_builder_makes_a_dataset(h, session):
     assert files is None and snap is None  # inputs cleared for the next class
     summary, *_ = h.data.use_classes(session)
     assert "6 images in 2 classes" in summary
-    with pytest.raises(gr.Error, match="Type a class name"):
+    with pytest.raises(UserInputError, match="Type a class name"):
         h.data.add_images(session, "  ", animals, None)
-    with pytest.raises(gr.Error, match="holds a slash.*Rename that class"):
+    with pytest.raises(UserInputError, match="holds a slash.*Rename that class"):
         h.data.add_images(session, "../etc", animals, None)
     used = {item.path: item.path.read_bytes() for item in session.dataset.items}
     table, _ = h.data.clear_classes(session)
@@ -90,13 +91,13 @@ def test_class_builder_makes_a_dataset(h, session):
 
 
 def test_train_before_data_and_predict_before_training_explain_why(h, session):
-    with pytest.raises(gr.Error, match="Load some images first"):
+    with pytest.raises(UserInputError, match="Load some images first"):
         next(h.train.train(session, "tf_efficientnet_lite0.in1k", "", None, "quick", 0, 0, 0.25, 0))
-    with pytest.raises(gr.Error, match="Train a model first"):
+    with pytest.raises(UserInputError, match="Train a model first"):
         h.test.predict(session, Image.open(TEST_IMAGES / "animal_dolphin.png"))
     empty = h.test.predict(session, None)
     assert empty[:4] == ("", None, None, "") and empty.file_under.interactive is False
-    with pytest.raises(gr.Error, match="Train a model first"):
+    with pytest.raises(UserInputError, match="Train a model first"):
         h.test.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
 
 
@@ -206,7 +207,7 @@ def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     assert not session.workdir.exists() and session.bundle_zip is None
     assert all("Done" not in u[0] for u in updates)
     assert h.slots.busy() == (0, 0)  # the slot is free for the next user
-    with pytest.raises(gr.Error, match="session has ended.*Reload the page"):
+    with pytest.raises(UserInputError, match="session has ended.*Reload the page"):
         h.data.add_images(session, "cats", [str(TEST_IMAGES / "animal_dolphin.png")], None)
     assert not session.workdir.exists()
 
@@ -385,11 +386,11 @@ def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h,
         assert new.result.labels == sorted(EXAMPLE_LABELS + ["zebra"]) and len(new.predictor.labels) == 7
         # the uploaded model's classes that are missing from the data are refused with the reason
         h.data.load_zip(new, str(zip_folder(copy_example(tmp_path / "two", ["animal", "bug"]), tmp_path / "two.zip")))
-        with pytest.raises(gr.Error, match="no images here"):
+        with pytest.raises(UserInputError, match="no images here"):
             list(h.train.train(new, "", "", None, "quick", 0, 0, 0.25, 0, True))
     finally:
         new.close()
-    with pytest.raises(gr.Error, match="not a zip archive"):
+    with pytest.raises(UserInputError, match="not a zip archive"):
         h.model.load_model(Session(), str(TEST_IMAGES / "animal_dolphin.png"))
 
 
@@ -397,17 +398,17 @@ def test_publish_offline_says_so(h, trained, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(gr.Error, match="Publishing needs the internet"):
+    with pytest.raises(UserInputError, match="Publishing needs the internet"):
         h.download.push(trained, "alice/flowers", "hf_token", True)
-    with pytest.raises(gr.Error, match="Train a model"):
+    with pytest.raises(UserInputError, match="Train a model"):
         h.download.push(Session(), "alice/flowers", "hf_token", True)
     # no token pasted: the token of "Sign in with Hugging Face" is used (then the Hub is needed)
-    with pytest.raises(gr.Error, match="Publishing needs the internet"):
+    with pytest.raises(UserInputError, match="Publishing needs the internet"):
         h.download.push(trained, "alice/flowers", "", True,
                         oauth_token=gr.OAuthToken(token="hf_signed_in", scope="", expires_at=0))
-    with pytest.raises(gr.Error, match="on a Space, sign in with Hugging Face; elsewhere paste one"):
+    with pytest.raises(UserInputError, match="on a Space, sign in with Hugging Face; elsewhere paste one"):
         h.download.push(trained, "alice/flowers", "", True, oauth_token=None)
-    with pytest.raises(gr.Error, match="the model must be public"):  # a Space cannot show a private model
+    with pytest.raises(UserInputError, match="the model must be public"):  # a Space cannot show a private model
         h.download.push(trained, "alice/flowers", "hf_token", True, True)
 
 

@@ -8,11 +8,10 @@ import pickle
 import shutil
 import zipfile
 
-import gradio as gr
 import pytest
 
 from transfer_gui.engine.bundle import load_bundle
-from transfer_gui.engine.errors import ModelError
+from transfer_gui.engine.errors import ModelError, UserInputError
 from transfer_gui.app.server import Server
 from transfer_gui.engine.weights import create_model
 
@@ -84,11 +83,11 @@ def test_the_web_app_refuses_pickles_as_bundle_and_as_weights_file(evil_bundle, 
     h = Server(training_slots=1)
     session = h.new_session()
     try:
-        with pytest.raises(gr.Error, match="contains pytorch_model.bin"):
+        with pytest.raises(UserInputError, match="contains pytorch_model.bin"):
             h.model.load_model(session, str(evil_bundle))
         h.data.load_example(session)
         weights = _evil_bin(tmp_path / "weights.bin", marker)
-        with pytest.raises(gr.Error, match="weights.bin is not a .safetensors file"):
+        with pytest.raises(UserInputError, match="weights.bin is not a .safetensors file"):
             next(h.train.train(session, "tf_efficientnet_lite0", "", str(weights), "quick", 0, 0, 0.25, 0))
         assert session.predictor is None
     finally:

@@ -175,8 +175,6 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
                 line += f" | checked loss {event.val_loss:.3f}"
             _err(line)
             result = event.result or result
-        if result.validation is None:
-            raise UserInputError("Training was stopped before any model was trained.")
         if result.error:
             _err(f"warning: training broke off ({result.error}); the model trained before it is kept")
         if rank != 0:

@@ -12,8 +12,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from ..engine.errors import UserInputError
 from ..engine.checks import Check
-from .errors import refuse_while_training, user_errors
+from .errors import refuse_while_training
 from .session import Session
 from .views import COUNTS_COLUMNS, OK, SKIPPED_COLUMNS, WARN
 
@@ -86,13 +87,12 @@ class DataStep:
                         gr.update(value=check_images, visible=bool(check_images)), gr.Button(interactive=True),
                         session)
 
-    @user_errors
     def load_zip(self, session: Session, zip_file: str | None) -> DataView:
         """Read an uploaded .zip with one folder per class."""
         from ..engine.data import open_dataset
 
         if not zip_file:
-            raise gr.Error("Choose a .zip file first: one folder per class, images inside.")
+            raise UserInputError("Choose a .zip file first: one folder per class, images inside.")
         refuse_while_training(session, "Loading new images")
         folder = session.new_folder("upload")
         try:
@@ -105,7 +105,6 @@ class DataStep:
         session.keep_folder("upload", folder)
         return self._use(session, dataset)
 
-    @user_errors
     def load_example(self, session: Session) -> DataView:
         """Use the bundled example dataset (6 classes of public-domain drawings)."""
         from ..engine.data import open_dataset
@@ -128,7 +127,6 @@ class DataStep:
                              "images": [len(v) for v in session.classes.values()]},
                             columns=COUNTS_COLUMNS)
 
-    @user_errors
     def add_images(self, session: Session, class_name: str, files: list[str] | None,
                    snapshot: str | Image.Image | None) -> ClassesView:
         """Add uploaded files and/or a webcam/clipboard snapshot (a file path or an image) to a
@@ -137,13 +135,13 @@ class DataStep:
         from ..engine.names import ClassName, class_folder
 
         if not (class_name or "").strip():
-            raise gr.Error("Type a class name first (letters, numbers, spaces; no slashes).")
+            raise UserInputError("Type a class name first (letters, numbers, spaces; no slashes).")
         name = ClassName(class_name.strip(), "the class box")
         files = list(files or [])
         if not files and snapshot is None:
-            raise gr.Error(f"Add some images for '{name}': upload files, take a webcam photo or paste one.")
+            raise UserInputError(f"Add some images for '{name}': upload files, take a webcam photo or paste one.")
         if snapshot is not None and (why := read_failure(snapshot)):
-            raise gr.Error(f"The webcam/pasted picture cannot be used: {why}.")
+            raise UserInputError(f"The webcam/pasted picture cannot be used: {why}.")
         session.check_open()
         session.require_room(sum(Path(f).stat().st_size for f in files), "Adding these pictures")
         folder = class_folder(session.workdir / "classes", name)
@@ -168,14 +166,13 @@ class DataStep:
         shutil.rmtree(session.workdir / "classes", ignore_errors=True)
         return self.classes_table(session), session
 
-    @user_errors
     def use_classes(self, session: Session) -> DataView:
         """Use the classes built in the browser as the dataset."""
         from ..engine.data import scan_files
 
         refuse_while_training(session, "Using new classes")
         if not session.classes:
-            raise gr.Error("Create at least two classes and add images to each first.")
+            raise UserInputError("Create at least two classes and add images to each first.")
         # The data set gets its own links to the builder's files, kept like an upload: "Start
         # over" or a picture added under the same name later must not delete or overwrite a
         # picture that the data set, its results or its model's retraining still use.

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import gradio as gr
 
+from ..engine.errors import UserInputError
 from ..engine.hub import push_bundle, push_demo_space
-from .errors import user_errors
 from .jobs import GaveUp, done, turn
 from .session import Session
 
@@ -44,7 +44,7 @@ class DownloadStep:
     def export(self, session: Session) -> ExportView:
         """TorchScript + ONNX with preprocessing inside, each checked against the app's own predictions."""
         if session.predictor is None or session.bundle_folder is None:
-            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
+            raise UserInputError("Train a model (step 3) or upload one (step 2) first.")
         try:
             for _ in turn(self.ctx, session, "An export"):
                 pass  # the export waits quietly; its button shows Gradio's progress meanwhile
@@ -55,7 +55,6 @@ class DownloadStep:
         finally:
             done(self.ctx, session)
 
-    @user_errors
     def _export(self, session: Session) -> ExportView:
         from ..engine.bundle import zip_bundle
         from ..engine.export import export_all
@@ -79,7 +78,6 @@ class DownloadStep:
         session.keep_folder("export", folder.parent)
         return ExportView("  \n".join(lines), gr.DownloadButton(value=str(session.export_zip), interactive=True))
 
-    @user_errors
     def push(self, session: Session, repo: str, token: str, private: bool, demo_space: bool = False,
              oauth_token: gr.OAuthToken | None = None) -> str:
         """Publish the current bundle on the Hugging Face Hub (and, with ``demo_space``, a Space
@@ -87,10 +85,10 @@ class DownloadStep:
         Face" (on a Space; Gradio passes it as ``oauth_token``). Returns a status line."""
         model = session.model
         if model is None or model.folder is None:
-            raise gr.Error("Train a model (step 3) or upload one (step 2) first.")
+            raise UserInputError("Train a model (step 3) or upload one (step 2) first.")
         if demo_space and private:
-            raise gr.Error("A demo Space shows the model to anyone, so the model must be public: untick "
-                           "'Private' to publish both.")
+            raise UserInputError("A demo Space shows the model to anyone, so the model must be public: untick "
+                                 "'Private' to publish both.")
         token = (token or "").strip() or (oauth_token.token if oauth_token is not None else "")
         url = push_bundle(model.folder, repo, token, private=bool(private))
         status = (f"**Published:** [{url}]({url}). Anyone with access loads it with "

@@ -11,14 +11,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Generator, Iterator, TypeVar
 
-import gradio as gr
-
 from ..engine.catalog import get_info
 from ..engine.config import TrainConfig
 from ..engine.errors import UserInputError
 from ..engine.weights import check_available, check_model_allowed, count_parameters, hub_cached_file
 from ..settings import Limits
-from .errors import shown
 from .session import Session
 from .slots import AlreadyInLineError
 
@@ -68,20 +65,20 @@ def turn(ctx: StepContext, session: Session, what: str) -> Iterator[str]:
     it waits for the stopped one's last step.
 
     Raises:
-        gr.Error: this session's job is still running, or the line is full.
+        UserInputError: this session's job is still running, or the line is full.
         GaveUp: Stop was pressed (or the tab closed) while waiting.
     """
     if not session.training.acquire(blocking=False):
         if not session.stop.is_set():
-            raise shown(AlreadyInLineError(what))
+            raise AlreadyInLineError(what)
         yield "Waiting for the previous training to finish its last step..."
         if not session.training.acquire(timeout=_WAIT_FOR_STOPPED_S):
-            raise gr.Error("The previous training is still stopping; try again in a minute.")
+            raise UserInputError("The previous training is still stopping; try again in a minute.")
     try:
         ctx.slots.join(session.id, what)
-    except UserInputError as exc:
+    except UserInputError:
         session.training.release()
-        raise shown(exc) from exc
+        raise
     try:
         session.stop.clear()
         while not ctx.slots.take(session.id, timeout=1.0):

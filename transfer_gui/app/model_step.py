@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gradio as gr
 
+from ..engine.errors import UserInputError
 from ..engine.catalog import CATALOG, get_info
 from ..engine.weights import availability
-from .errors import refuse_while_training, user_errors
+from .errors import refuse_while_training
 from .results_step import ResultsStep
 from .session import Session
 
@@ -77,13 +78,12 @@ class ModelStep:
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
 
-    @user_errors
     def load_model(self, session: Session, zip_file: str | None) -> ModelLoaded:
         """Upload a bundle .zip: it becomes the current model (test, evaluate, export, continue)."""
         from ..engine.workflow import open_model
 
         if not zip_file:
-            raise gr.Error("Choose the .zip of a model this app (or the CLI) trained.")
+            raise UserInputError("Choose the .zip of a model this app (or the CLI) trained.")
         refuse_while_training(session, "Loading a model")
         limits = self.ctx.limits
         folder = session.new_folder("loaded")
@@ -105,14 +105,13 @@ class ModelStep:
         return ModelLoaded(status, gr.Checkbox(visible=True, value=True),
                            gr.DownloadButton(value=str(saved.zip_path), interactive=True), session)
 
-    @user_errors
     def evaluate_model(self, session: Session) -> EvaluatedView:
         """Measure the current model on every image from step 1 (e.g. new data for an uploaded model)."""
         if session.predictor is None:
-            raise gr.Error("Upload a trained model (above) or train one in step 3 first.")
+            raise UserInputError("Upload a trained model (above) or train one in step 3 first.")
         if session.dataset is None:
-            raise gr.Error("Load the images to evaluate on in step 1 first (one folder per class, "
-                           "named like the model's classes).")
+            raise UserInputError("Load the images to evaluate on in step 1 first (one folder per class, "
+                                 "named like the model's classes).")
         refuse_while_training(session, "Evaluating")
         evaluation = session.predictor.evaluate(session.dataset)
         if session.trained is not None:

@@ -16,21 +16,20 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import gradio as gr
 
-from ..engine.errors import UserInputError
+from ..engine.errors import UserInputError, without_paths
 from ..engine.images import MAX_DECODE_BYTES, restrict_image_formats
 from ..settings import Limits
 from .context import StepContext
 from .data_step import DataStep
 from .download_step import DownloadStep
 from .errors import shown
-from .memory import MemoryGate, ServerBusyError
+from .memory import MemoryGate
 from .model_step import ModelStep
 from .results_step import ResultsStep
 from .registry import SessionRegistry
@@ -45,7 +44,7 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
     from ..engine.data import ImageDataset
     from ..engine.progress import ProgressEvent
 
-__all__ = ["Server", "preload_engine", "client_address"]
+__all__ = ["Server", "client_address"]
 
 _logger = logging.getLogger(__name__)
 
@@ -89,36 +88,6 @@ def client_address(request: gr.Request | None, proxy_hops: int = 0) -> str:
     if not forwarded:
         return peer or ""
     return forwarded[-proxy_hops] if len(forwarded) >= proxy_hops else forwarded[0]
-
-
-def preload_engine(keep_malloc: bool = False) -> threading.Thread:
-    """Import the engine (torch, timm and our modules built on them) in a background thread.
-
-    The app calls this once its page is served, so the first click does not wait ~7 s for the
-    imports. A handler that runs before it finishes waits for the same modules at its own import.
-    It also tunes the process (``speed.tune_process``; ``keep_malloc`` from the settings).
-    Our modules import each other without cycles, so the two threads cannot deadlock on them.
-    """
-    def load() -> None:
-        start = time.perf_counter()
-        from ..engine import batch, bundle, comparison, data, explain, export, inference  # noqa: F401
-        from ..engine import learning_curve, workflow  # noqa: F401
-        from ..engine.speed import tune_process
-
-        tune_process(keep_malloc)  # the allocator's arenas are capped before request threads make their own
-        import torch
-
-        if Path("/dev/nvidia0").exists() and not torch.cuda.is_available():
-            # requirements.txt takes PyTorch's CPU wheels, right for a CPU Space only
-            _logger.warning("This machine has an NVIDIA GPU but torch %s cannot use it: delete the "
-                            "--extra-index-url line of requirements.txt and rebuild", torch.__version__)
-        import sklearn.manifold  # noqa: F401  (the map's t-SNE: 2 s to import, better before the first map)
-
-        _logger.info("Engine loaded in %.1f s", time.perf_counter() - start)
-
-    thread = threading.Thread(target=load, name="tls-preload-engine", daemon=True)
-    thread.start()
-    return thread
 
 
 def _event_signature(fn: Callable) -> inspect.Signature:
@@ -296,6 +265,7 @@ class Server:
         """
         most = self.limits.user_events if counted else None
         reserve = self.heavy_bytes if heavy else 0
+        remember = getattr(fn, "remembers_errors", False)
 
         def session_of(request: gr.Request | None, session: Session | None) -> Session:
             try:
@@ -314,11 +284,14 @@ class Server:
                 raise shown(exc) from exc
 
         @contextlib.contextmanager
-        def room() -> Iterator[None]:
+        def room(session: Session) -> Iterator[None]:
+            # The one place where an error the user can fix becomes what the page shows.
             try:
                 with self.memory.reserve(reserve, "this request"):
                     yield
-            except ServerBusyError as exc:
+            except UserInputError as exc:  # ServerBusyError is one too
+                if remember:
+                    session.last_error = without_paths(str(exc))
                 raise shown(exc) from exc
 
         def end(session: Session) -> None:
@@ -332,7 +305,7 @@ class Server:
                 s = session_of(request, session)
                 begin(s)
                 try:
-                    with room():
+                    with room(s):
                         yield from fn(s, *args)
                 finally:
                     end(s)
@@ -341,7 +314,7 @@ class Server:
                 s = session_of(request, session)
                 begin(s)
                 try:
-                    with room():
+                    with room(s):
                         return fn(s, *args)
                 finally:
                     end(s)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import gradio as gr
 
-from .errors import refuse_while_training, user_errors
+from ..engine.errors import UserInputError
+from .errors import refuse_while_training
 from .jobs import Budget, check_model, done, keep_trained, waited
 from .labelled import merged_dataset
 from .session import Session
@@ -118,7 +119,6 @@ class SortStep:
 
     # --- the pile ---------------------------------------------------------------------------------
 
-    @user_errors
     def load_pile(self, session: Session, files: list[str] | None) -> SortView:
         """Take a pile of unlabelled pictures (images and/or zips) and ask the model about each."""
         from ..engine.batch import iter_image_files
@@ -126,13 +126,13 @@ class SortStep:
         from ..engine.labelling import Pile
 
         if not files:
-            raise gr.Error("Choose the unsorted pictures first: many image files, or a .zip of them.")
+            raise UserInputError("Choose the unsorted pictures first: many image files, or a .zip of them.")
         if session.predictor is None or session.dataset is None:
-            raise gr.Error("Train a model first (step 3, Quick is enough): it makes the suggestions.")
+            raise UserInputError("Train a model first (step 3, Quick is enough): it makes the suggestions.")
         refuse_while_training(session, "Sorting new pictures")
         limits = self.ctx.limits.archive.within(session.room())
         if len(files) > limits.max_files:
-            raise gr.Error(f"That is {len(files)} files; the limit is {limits.max_files}. Upload fewer.")
+            raise UserInputError(f"That is {len(files)} files; the limit is {limits.max_files}. Upload fewer.")
         session.require_room(sum(Path(f).stat().st_size for f in files), "Keeping these pictures")
         folder = session.new_folder("pile")
         try:
@@ -145,15 +145,15 @@ class SortStep:
                     skipped.append(shown)
                     continue
                 if len(found) == MAX_PILE:
-                    raise gr.Error(f"That pile holds more than {MAX_PILE} pictures, the most one pile may have "
-                                   "here. Sort it in parts.")
+                    raise UserInputError(f"That pile holds more than {MAX_PILE} pictures, the most one pile may have "
+                                         "here. Sort it in parts.")
                 if folder not in file.parents:  # not from a zip: Gradio may delete its copy of an upload
                     dest = folder / f"{n:05d}_{file.name}"
                     shutil.copyfile(file, dest)
                     file = dest
                 found.append((shown, file))
             if not found:
-                raise gr.Error("No pictures found in that upload (images, or a .zip of images).")
+                raise UserInputError("No pictures found in that upload (images, or a .zip of images).")
             pile = Pile(found)
             pile.suggest(session.predictor, on_skip=lambda s, why: skipped.append(s))
         except BaseException:
@@ -167,17 +167,15 @@ class SortStep:
 
     def _decide(self, session: Session, decide) -> SortView:
         if session.pile is None or not session.pile.waiting():
-            raise gr.Error("There is no picture waiting: upload a pile first.")
+            raise UserInputError("There is no picture waiting: upload a pile first.")
         item = decide(session.pile, session.pile.waiting()[0])
         session.sorted_zip = None  # out of date now
         return self.view(session, f"`{item.shown}`: {'skipped' if item.label is None else item.label}.")
 
-    @user_errors
     def accept(self, session: Session) -> SortView:
         """The suggestion is right."""
         return self._decide(session, lambda pile, item: pile.accept(item.file))
 
-    @user_errors
     def choose(self, session: Session, label: str | None) -> SortView:
         """The picture is of ``label`` (a correction when the suggestion said otherwise)."""
         if not label:
@@ -191,26 +189,22 @@ class SortStep:
         under a class the model has (a request may send any text)."""
         labels = list(session.predictor.labels) if session.predictor is not None else []
         if label not in labels:
-            raise gr.Error("Choose one of the model's classes"
-                           + (f" ({', '.join(labels[:10])})." if labels else ": train a model first (step 3)."),
-                           print_exception=False)
+            raise UserInputError("Choose one of the model's classes"
+                                 + (f" ({', '.join(labels[:10])})." if labels else ": train a model first (step 3)."))
         return labels[labels.index(label)]
 
-    @user_errors
     def skip(self, session: Session) -> SortView:
         """Ask about this one later."""
         return self._decide(session, lambda pile, item: pile.skip(item.file))
 
-    @user_errors
     def accept_above(self, session: Session, confidence: float) -> SortView:
         """Accept every suggestion at or above ``confidence``."""
         if session.pile is None:
-            raise gr.Error("Upload a pile of pictures first.")
+            raise UserInputError("Upload a pile of pictures first.")
         n = session.pile.accept_above(float(confidence))
         session.sorted_zip = None
         return self.view(session, f"Accepted **{n}** suggestion(s) at {float(confidence):.0%} or more.")
 
-    @user_errors
     def retrain(self, session: Session, force: bool = True) -> Iterator[SortView]:
         """Train Quick again on the images of step 1 plus every picture sorted so far, then ask
         about the rest again. Without ``force`` only once ``RETRAIN_EVERY`` decisions are new."""
@@ -220,7 +214,7 @@ class SortStep:
         pile = session.pile
         if pile is None or session.trained is None:
             if force:
-                raise gr.Error("Upload a pile and sort a few pictures first.")
+                raise UserInputError("Upload a pile and sort a few pictures first.")
             yield unchanged
             return
         _, new = pile.corrections()
@@ -230,7 +224,7 @@ class SortStep:
         dataset = merged_dataset(session, self.ctx.limits.archive)
         if dataset is None:
             if force:
-                raise gr.Error("Nothing new to learn from yet: sort a few pictures first.")
+                raise UserInputError("Nothing new to learn from yet: sort a few pictures first.")
             yield unchanged
             return
         config = dataclasses.replace(session.trained.result.config, mode="quick", init_bundle=None,
@@ -265,13 +259,12 @@ class SortStep:
         """After a decision: retrain once ``RETRAIN_EVERY`` decisions are new (else nothing)."""
         yield from self.retrain(session, force=False)
 
-    @user_errors
     def download(self, session: Session) -> SortView:
         """The sorted pictures as a zip (one folder per class) with labels.csv."""
         from ..engine.labelling import write_sorted_zip
 
         if session.dataset is None:
-            raise gr.Error("There are no pictures to download yet.")
+            raise UserInputError("There are no pictures to download yet.")
         base: dict[str, list[Path]] = {}
         pile_files = {str(i.file) for i in session.pile.items} if session.pile else set()
         for item in session.dataset.items:
@@ -290,13 +283,12 @@ class SortStep:
         """"Would more images help?" on the labelled set as it is now (step 1's pictures and the
         sorted ones the last training learned from), with the current model's architecture."""
         if session.trained is None:
-            raise gr.Error("Train a model first (step 3), then sort a few pictures.")
+            raise UserInputError("Train a model first (step 3), then sort a few pictures.")
         config = session.trained.result.config
         yield from self.learning_curve(session, config.model, "", config.weights_file, config.seed)
 
     # --- the Test step's correction ---------------------------------------------------------------
 
-    @user_errors
     def file_test_picture(self, session: Session, image: str | None, label: str | None) -> FiledView:
         """A test picture the model got wrong: file it under ``label``; it joins the training data
         at the next training (step 3, or a retrain in step 7)."""
@@ -305,7 +297,7 @@ class SortStep:
         if not label:
             return FiledView("", gr.skip())
         if not image:
-            raise gr.Error("Choose a test picture first.")
+            raise UserInputError("Choose a test picture first.")
         label = self._known_class(session, label)
         session.require_room(Path(image).stat().st_size, "Keeping this picture")
         folder = class_folder(session.workdir / "filed", label)

@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from .errors import user_errors
+from ..engine.errors import UserInputError
 from .memory import picture_bytes
 from .session import Session
 from .views import BATCH_COLUMNS
@@ -46,7 +46,6 @@ class TestStep:
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
 
-    @user_errors
     def predict(self, session: Session, image: str | Image.Image | None, threshold: float = 0.5) -> Verdict:
         """One picture (a file path or an image): the verdict, every class's confidence, the heat
         map. Its decoding waits for room in the server's memory budget (``picture_bytes``)."""
@@ -57,14 +56,14 @@ class TestStep:
         if image is None:
             return Verdict("", None, None, "", gr.Radio(choices=[], value=None, interactive=False))
         if session.predictor is None:
-            raise gr.Error("Train a model first (step 3), then test it here.")
+            raise UserInputError("Train a model first (step 3), then test it here.")
         need = picture_bytes(image) if isinstance(image, (str, Path)) else 0
         with self.ctx.memory.reserve(need, "this picture"):
             try:
                 picture = load_image(image)  # decoded once: a big photo costs seconds per decode
             except IMAGE_READ_ERRORS as exc:
-                raise gr.Error(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or "
-                               "WebP picture.", print_exception=False) from None
+                raise UserInputError(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or "
+                                     "WebP picture.") from None
             predictor = session.predictor
             hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
         probs = hm.probabilities
@@ -79,16 +78,15 @@ class TestStep:
         return Verdict(verdict, dict(ranked), hm.overlay(), hm.caption(),
                        gr.Radio(choices=list(predictor.labels), value=None, interactive=True))
 
-    @user_errors
     def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5) -> BatchView:
         """Many pictures (and/or .zip files): a table and its CSV."""
         from ..engine.batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
 
         predictor = session.predictor  # a training starting meanwhile forgets the session's model
         if predictor is None:
-            raise gr.Error("Train a model first (step 3), then classify pictures here.")
+            raise UserInputError("Train a model first (step 3), then classify pictures here.")
         if not files:
-            raise gr.Error("Choose some pictures or a .zip of pictures first.")
+            raise UserInputError("Choose some pictures or a .zip of pictures first.")
         limits = self.ctx.limits
         folder = session.new_folder("batch")
         skipped: list[str] = []
@@ -107,7 +105,7 @@ class TestStep:
                 shutil.rmtree(extracted, ignore_errors=True)
         if not rows:
             session.drop_folder(folder)
-            raise gr.Error("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")
+            raise UserInputError("None of these files is a readable picture. Use JPEG, PNG, WebP, BMP, GIF or TIFF files.")
         csv_path = folder / "predictions.csv"
         write_csv(rows, csv_path)
         session.keep_folder("batch", folder)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 import gradio as gr
 import pandas as pd
 
+from ..engine.errors import UserInputError
 from ..engine.catalog import DEFAULT_MODEL
 from ..engine.config import TrainConfig
-from .errors import refuse_while_training, user_errors
+from .errors import refuse_while_training, remembered
 from .jobs import Budget, check_model, done, keep_trained, waited
 from .labelled import merged_dataset
 from .results_step import ResultsStep
@@ -143,14 +144,14 @@ class TrainStep:
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
 
-    @user_errors(remember=True)
+    @remembered
     def train(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
               mode: str = "quick", epochs: float | None = 0, lr: float | None = 0,
               val_fraction: float = TrainConfig.val_fraction, seed: float = 0,
               continue_loaded: bool = False) -> Iterator[TrainUpdate]:
         """Train with live updates; ``ResultsStep.view`` then fills the Results step."""
         if session.dataset is None:
-            raise gr.Error("Load some images first (step 1).")
+            raise UserInputError("Load some images first (step 1).")
         added = merged_dataset(session, self.ctx.limits.archive)  # pictures sorted in step 7 or filed in step 5
         if added is not None:
             refuse_while_training(session, "Training with the newly labelled pictures")
@@ -248,13 +249,12 @@ class TrainStep:
                       seed: float) -> TrainConfig:
         """The Quick configuration of the form's model, checked against this server's limits."""
         if session.dataset is None:
-            raise gr.Error("Load some images first (step 1).")
+            raise UserInputError("Load some images first (step 1).")
         config = make_config(model_choice, custom_model, weights_file, "quick", 0, 0, TrainConfig.val_fraction, seed,
                              weights_cache=self.ctx.weights_cache)
         check_model(self.ctx.limits, session, config)
         return config
 
-    @user_errors
     def curve(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
               seed: float = 0) -> Iterator[CurveUpdate]:
         """"Would more images help?": Quick training on 25/50/75/100 % of the training images."""
@@ -286,7 +286,6 @@ class TrainStep:
                 f"{tries} random subsets per point, all images once.)")
         yield CurveUpdate(note, gr.update(value=picture.image, visible=True), session)
 
-    @user_errors
     def compare(self, session: Session, model_choice: str, custom_model: str, weights_file: str | None = None,
                 seed: float = 0) -> Iterator[CompareUpdate]:
         """Pretrained vs from scratch on the images of step 1, drawn live on one seconds axis."""

@@ -8,7 +8,7 @@ exit code 2 with a one-line reason. Anything else is a bug and keeps its traceba
 import re
 
 __all__ = ["UserInputError", "DataError", "ArchiveError", "ModelError", "WeightsUnavailableError",
-           "TrainingFailedError", "without_paths"]
+           "TrainingFailedError", "NothingTrainedError", "without_paths"]
 
 # An absolute path (POSIX or Windows) inside a message: two or more parts, the last kept. Not
 # inside a URL (after ':' or '/') or a relative path (after a word character).
@@ -40,6 +40,10 @@ class ModelError(UserInputError):
 
 class WeightsUnavailableError(ModelError):
     """Pretrained weights need the internet and it cannot be reached."""
+
+
+class NothingTrainedError(UserInputError):
+    """A training was stopped before any model was trained: there is nothing to keep."""
 
 
 class TrainingFailedError(UserInputError):

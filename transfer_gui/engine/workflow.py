@@ -26,6 +26,7 @@ from .calibration import Calibration, cross_fitted_probabilities, fit_temperatur
 from .checks import Check, leakage_check
 from .config import TrainConfig
 from .data import ImageDataset, Split
+from .errors import NothingTrainedError
 from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMeaning, evaluate_predictions,
                          expected_calibration_error, reliability_bins, threshold_meaning, wilson_interval)
 from .inference import Predictor
@@ -132,10 +133,13 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
         result: a finished ``fit`` (its ``validation`` holds the checked predictions).
         dataset: the images it was trained on (``validation.indices`` index into it).
         device: where the Predictor answers.
+
+    Raises:
+        NothingTrainedError: the training was stopped before any model was trained.
     """
     validation = result.validation
     if validation is None:
-        raise ValueError("This training was stopped before any model was trained; there is nothing to finish.")
+        raise NothingTrainedError("Training was stopped before any model was trained; there is nothing to keep.")
     indices = list(validation.indices)
     all_targets = dataset.targets
     targets = np.array([all_targets[i] for i in indices], dtype=int)
