@@ -142,9 +142,19 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         stop_distributed(world)
 
 
+def _progress_line(event) -> None:
+    """One training progress event as a line on stderr."""
+    line = f"[{event.elapsed_s:6.1f}s] {event.message}"
+    if event.train_loss is not None and event.phase != "done":
+        line += f" | train loss {event.train_loss:.3f}"
+    if event.val_loss is not None and event.phase != "done":
+        line += f" | checked loss {event.val_loss:.3f}"
+    _err(line)
+
+
 def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, device: str) -> int:
     from .engine.data import open_dataset
-    from .engine.training import fit
+    from .engine.training import train
     from .engine.workflow import continuing, finish_training, open_model
 
     config = TrainConfig(model=args.model, mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -163,18 +173,7 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
             _err(f"warning: {warning}")
         for skipped in dataset.report.skipped:
             _err(f"skipped {skipped.path}: {skipped.reason}")
-        result = None
-        for event in fit(dataset, config):
-            if rank != 0:
-                result = event.result or result
-                continue  # one process reports (the others compute the same metrics)
-            line = f"[{event.elapsed_s:6.1f}s] {event.message}"
-            if event.train_loss is not None and event.phase != "done":
-                line += f" | train loss {event.train_loss:.3f}"
-            if event.val_loss is not None and event.phase != "done":
-                line += f" | checked loss {event.val_loss:.3f}"
-            _err(line)
-            result = event.result or result
+        result = train(dataset, config, on_event=_progress_line if rank == 0 else None)  # one process reports
         if result.error:
             _err(f"warning: training broke off ({result.error}); the model trained before it is kept")
         if rank != 0:
@@ -184,24 +183,11 @@ def _train(args: argparse.Namespace, settings: Settings, rank: int, world: int, 
         trained = finish_training(result, dataset, args.out, device=config.device, zip_path=args.zip_path)
     split = result.split
     _err(f"{trained.estimate.sentence()}. {trained.estimate.note}")
-    _out({
-        "out": str(Path(args.out).resolve()),
-        "zip": str(Path(args.zip_path).resolve()) if args.zip_path else None,
-        "model": result.model_name,
-        "mode": config.mode,
-        "labels": result.labels,
-        "estimate": trained.estimate.to_dict(),
-        "val_accuracy": trained.estimate.accuracy,
-        "val_macro_f1": trained.estimate.macro_f1,
-        "ece": trained.estimate.ece,
-        "n_train": len(dataset.items) if trained.estimate.trained_on_all else len(split.train),
-        "n_checked": trained.estimate.n_images,
-        "best_epoch": result.best.to_dict() if result.best else None,
-        "train_seconds": round(result.train_seconds, 3),
-        "calibration": trained.calibration.to_dict(),
-        "skipped": [s.to_dict() for s in dataset.report.skipped],
-        "warnings": dataset.report.warnings + (split.warnings if split is not None else []),
-    })
+    _out({"out": str(Path(args.out).resolve()),
+          "zip": str(Path(args.zip_path).resolve()) if args.zip_path else None,
+          **trained.summary(),
+          "skipped": [s.to_dict() for s in dataset.report.skipped],
+          "warnings": dataset.report.warnings + (split.warnings if split is not None else [])})
     return 0
 
 

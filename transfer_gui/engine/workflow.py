@@ -121,9 +121,19 @@ class TrainedModel:
         return threshold_meaning(self.checked_probs, self.checked_targets, threshold)
 
     def summary(self) -> dict:
-        """JSON-ready headline figures (the CLI's ``train`` output)."""
-        return {**self.estimate.to_dict(), "calibration": self.calibration.to_dict(),
-                "kept": self.result.best.phase if self.result.best else None}
+        """JSON-ready description of the model and its figures (the command line's ``train``
+        output; the page says the same in words with ``estimate.sentence()``)."""
+        result, estimate, split = self.result, self.estimate, self.result.split
+        if estimate.trained_on_all:  # every image: cross-validated ones, or a holdout's both parts
+            n_train = len(split.train) + len(split.val) if split is not None else estimate.n_images
+        else:
+            n_train = len(split.train)
+        return {"model": result.model_name, "mode": result.config.mode, "labels": result.labels,
+                "estimate": estimate.to_dict(), "val_accuracy": estimate.accuracy, "val_macro_f1": estimate.macro_f1,
+                "ece": estimate.ece, "n_train": n_train, "n_checked": estimate.n_images,
+                "best_epoch": result.best.to_dict() if result.best else None,
+                "kept": result.best.phase if result.best else None, "train_seconds": round(result.train_seconds, 3),
+                "calibration": self.calibration.to_dict()}
 
 
 def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> TrainedModel:
