@@ -8,28 +8,17 @@ README.md model card, transfer_gui.json), which is timm's own hub layout, so
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
 from .errors import UserInputError, WeightsUnavailableError
+from .names import check_repo_id
 from .weights import hub_reachable
 
-__all__ = ["push_bundle", "push_demo_space", "check_repo_id"]
+__all__ = ["push_bundle", "push_demo_space"]
 
 _logger = logging.getLogger(__name__)
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-
-
-def check_repo_id(repo_id: str) -> str:
-    """The repo id stripped, or a UserInputError that shows the expected form."""
-    repo_id = (repo_id or "").strip()
-    if not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):
-        raise UserInputError(
-            f"'{repo_id}' is not a Hugging Face repo name. Use USER/NAME, e.g. alice/my-flowers "
-            "(letters, digits, '-', '_' and '.').")
-    return repo_id
 
 
 def push_bundle(folder: str | Path, repo_id: str, token: str, private: bool = True) -> str:

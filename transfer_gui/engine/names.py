@@ -1,4 +1,4 @@
-"""The doors for names that come from outside: class names and model names.
+"""The doors for names that come from outside: class names, model names and Hub repository names.
 
 A class name arrives from a folder, a zip, a CSV, the page's class box, a bundle's config.json; a
 model name from the page, the command line, a bundle's metadata. Each is parsed here once, where
@@ -17,13 +17,14 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, UserInputError
 
 __all__ = ["ClassName", "ModelName", "MAX_CLASS_NAME", "class_names", "class_folder", "folder_names",
-           "model_name"]
+           "model_name", "check_repo_id"]
 
 MAX_CLASS_NAME = 100  # characters: a label shown in tables and on buttons, and a folder name
 _MAX_MODEL_NAME = 200
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 # timm names (``arch.tag``), Hub repositories (``hf-hub:org/name`` with an optional ``@revision``)
 _TIMM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _HUB_NAME = re.compile(r"hf-hub:[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9_.\-]+)?")
@@ -164,3 +165,13 @@ class ModelName(str):
 def model_name(value: object, where: str = "") -> ModelName:
     """``value`` parsed as a ``ModelName`` (``ModelError`` when it is not one)."""
     return ModelName(value, where)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """The repo id stripped, or a UserInputError that shows the expected form."""
+    repo_id = (repo_id or "").strip()
+    if not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):
+        raise UserInputError(
+            f"'{repo_id}' is not a Hugging Face repo name. Use USER/NAME, e.g. alice/my-flowers "
+            "(letters, digits, '-', '_' and '.').")
+    return repo_id

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from .hub import check_repo_id
+from .names import check_repo_id
 
 __all__ = ["write_demo_space", "demo_space_id"]
 
