@@ -58,7 +58,7 @@ grep '^error:' "$OUT/torchrun2.log" | tee -a "$OUT/summary.txt"
 step speed 300 python3 benchmarks/speed.py --device "$DEVICE" || failed=1
 grep '^|\|^model' "$OUT/speed.log" | tee -a "$OUT/summary.txt"
 # the engine's tests (the files that do not need gradio)
-step tests 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_training.py tests/test_speed.py \
+step tests 300 python3 -m pytest -q -x -p no:cacheprovider tests/engine/test_training.py tests/engine/test_speed.py \
   || failed=1
 tail -n 3 "$OUT/tests.log" | tee -a "$OUT/summary.txt"
 exit $failed

@@ -37,6 +37,7 @@ def _imports(path):
                 yield from (".".join([*base, a.name]) for a in node.names)
 
 
+@pytest.mark.slow
 def test_only_the_app_imports_gradio_and_nothing_imports_the_app():
     assert len(NOT_APP) >= 20 and len(APP) >= 5
     for path in NOT_APP:
@@ -98,6 +99,7 @@ def test_no_module_level_mutable_state():
                     assert constant, f"{path.name}: module-level {name} may hold shared mutable state"
 
 
+@pytest.mark.slow
 def test_the_page_is_built_without_importing_torch():
     """The app serves its page before torch and timm load (they take ~7 s on 2 cores, and
     app.py preloads them right after): building the whole page must not import them."""

@@ -24,6 +24,8 @@ if not os.path.exists(CHROMIUM):
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+pytestmark = pytest.mark.browser  # left out of the fast subset (README)
+
 expect.set_options(timeout=60_000)  # the default 5 s is too short for a 2-core CI machine
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -29,6 +29,7 @@ def reference(example_dataset):
     return result, finish(result, example_dataset).evaluation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["auto", "bf16"])
 def test_fast_paths_keep_validation_accuracy_within_one_point(example_dataset, reference, precision):
     """auto = what this machine picks (channels_last, allocator reuse, small batches, bf16 where the
@@ -55,6 +56,7 @@ def test_loading_is_in_line_on_a_cpu_and_scales_with_cores_and_memory_on_a_gpu()
     assert gpu_batch(None, 140 * gib, (3, 448, 448)) == 128  # 4x the pixels: 243 fit, the power of two below
 
 
+@pytest.mark.slow
 def test_fine_tune_fast_path_parity(example_dataset):
     """Two fine-tune epochs on the example data, plain vs fast: the same validation accuracy."""
     accs = {}
@@ -64,6 +66,7 @@ def test_fine_tune_fast_path_parity(example_dataset):
     assert abs(accs["auto"] - accs["fp32"]) <= 0.01, accs
 
 
+@pytest.mark.slow
 def test_loader_workers_train_on_exactly_the_in_line_pixels(tmp_path):
     """Fine-tuning with 2 loader worker processes (as on a GPU: images decoded once up front and
     shared with them, each augmented for the epoch its key carries) gives the in-line loader's
@@ -85,6 +88,7 @@ def test_loader_workers_train_on_exactly_the_in_line_pixels(tmp_path):
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_process(tmp_path):
     data = write_shapes(tmp_path / "data", per_class=10)  # 16 to train: one step of 16 (8 per process)
     # The built-in pretrained model, whose BatchNorm statistics stay frozen while fine-tuning. A

@@ -142,6 +142,7 @@ def test_probe_is_scikit_learns_logistic_regression(example_features, example_da
         assert np.abs(ours - theirs).max() < 2e-3
 
 
+@pytest.mark.slow
 def test_fine_tune_is_kept_only_when_it_beats_quick_and_then_learns_from_every_image(example_dataset):
     """Whichever way the evidence goes, what was kept, the history and the note agree; the
     decision is a sign test on the held-out pictures the two models disagree on."""

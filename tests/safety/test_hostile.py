@@ -186,6 +186,7 @@ def test_one_class_and_only_empty_classes_say_what_to_do(tmp_path):
         scan_folder(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_two_hundred_classes_train(tmp_path):
     root = tmp_path / "many"
     rng = np.random.default_rng(0)
@@ -220,6 +221,7 @@ def test_labels_csv_naming_missing_files(tmp_path):
         open_dataset(only_missing)
 
 
+@pytest.mark.slow
 def test_ten_thousand_images_train_in_bounded_memory(tmp_path):
     """10,000 Fashion-MNIST pictures through the command line: works, and the peak memory of the
     process is reported and bounded. A small random-initialised network keeps CI's time down; the

@@ -65,6 +65,7 @@ def shapes_session(h, tmp_path):
     session.close()
 
 
+@pytest.mark.slow
 def test_exception_in_a_fine_tune_step_keeps_the_best_model_and_frees_the_slot(h, shapes_session, tmp_path):
     before = threading.active_count()
     with fault_in_training_step(after_calls=1) as calls:
@@ -114,6 +115,7 @@ def test_exception_before_any_epoch_is_a_message_and_nothing_is_kept(h, shapes_s
     assert "**Done.**" in run_training(h, shapes_session)[-1][0]
 
 
+@pytest.mark.slow
 def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread(h, tmp_path):
     session = h.new_session()
     session.dataset = open_dataset(write_shapes(tmp_path / "shapes", per_class=24))  # 36 to train: 3 steps
@@ -141,6 +143,7 @@ def test_stop_mid_epoch_keeps_the_best_model_frees_the_slot_and_leaves_no_thread
     session.close()
 
 
+@pytest.mark.slow
 def test_many_trainings_in_a_row_do_not_grow_memory(h, tmp_path):
     """Each run in a fresh session (as many users in a row would); the growth after the first
     few runs (allocator warm-up) is what must stay bounded. benchmarks/soak.py runs 50."""

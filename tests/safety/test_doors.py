@@ -245,6 +245,7 @@ print(json.dumps({"trained_on": len(dataset.items), "data_skipped": [s.reason fo
 """
 
 
+@pytest.mark.slow
 def test_thin_pictures_cost_no_memory_in_training_batches_and_piles(tmp_path):
     """A 201-byte 40000x1 PNG became a 10-gigabyte picture once resized (and a 93-byte 3000x1 one
     1.7 GB): training, a batch and a pile with them stay far below that, in a real process."""

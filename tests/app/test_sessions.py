@@ -63,6 +63,7 @@ def _session_folders(h) -> set[Path]:
     return set(h.root.glob("tls-session-*"))
 
 
+@pytest.mark.slow
 def test_a_session_cannot_read_or_load_another_sessions_files(server, tmp_path):
     url, h = server
     a_zip = zip_folder(copy_example(tmp_path / "a", ["animal", "computer", "bug"]), tmp_path / "a.zip")
@@ -107,6 +108,7 @@ def _file_uploaded(url: str, path: Path) -> dict:
     return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
 
+@pytest.mark.slow
 def test_a_tabs_session_outlives_its_page_going_away_for_the_grace_period():
     """The registry holds each tab's Session: events of one tab share it, and a garbage collection
     does not end it. When the page goes away (Gradio's unload: a closed tab, or only a network
@@ -136,6 +138,7 @@ def test_a_tabs_session_outlives_its_page_going_away_for_the_grace_period():
     h.close()
 
 
+@pytest.mark.slow
 def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
     """API clients never close a tab: their sessions end after TLS_SESSION_IDLE_MIN without an
     event. A session whose training is running is not idle."""
@@ -156,6 +159,7 @@ def test_sessions_idle_longer_than_the_limit_end_unless_training(monkeypatch):
     h.close()
 
 
+@pytest.mark.slow
 def test_an_expired_session_loses_its_folder(tmp_path, example_zip, monkeypatch):
     """Gradio expiring the page's state counts as the page going away: the session's folder goes
     after the grace period (here 1.2 s)."""
@@ -215,6 +219,7 @@ def _load_module():
     return module
 
 
+@pytest.mark.slow
 def test_three_users_at_once_all_finish_with_their_own_labels():
     """benchmarks/load.py with N=3: a real `python app.py` process and three gradio_client users."""
     load = _load_module()
@@ -227,6 +232,7 @@ def test_three_users_at_once_all_finish_with_their_own_labels():
     assert report.leftover_folders == 0  # the server removed its session folders when stopped
 
 
+@pytest.mark.slow
 def test_one_user_flooding_the_queue_is_refused_while_others_are_served(server, quick_bundle, tmp_path):
     """The queue holds 10 events. One session sends 12 fine-tunings at once: it gets one training
     and refusals for the rest (one job per user; a few events per user in the queue), instead of
@@ -263,6 +269,7 @@ def _drop_heartbeat(url: str, session_hash: str, seconds: float) -> None:
         time.sleep(seconds)
 
 
+@pytest.mark.slow
 def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_session(monkeypatch):
     """Through the HTTP API as the issue measured it: example, Quick, a prediction; the heartbeat
     drops for 2 s; the next prediction gives the same answer. A page gone for longer than the grace
@@ -299,6 +306,7 @@ def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_s
         h.close()
 
 
+@pytest.mark.slow
 def test_random_session_hashes_make_no_folders_and_lock_nobody_out(monkeypatch):
     """A flood of queue joins, each with a new random session hash from one address: the empty
     sessions their events make give way to each other at the address's cap, no folder is made for

@@ -20,6 +20,7 @@ from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.data import split_dataset
 
 
+@pytest.mark.slow
 def test_pretrained_climbs_and_scratch_barely_moves_both_from_0_s_with_a_curve_each(example_dataset, quick_result):
     """Measured (seed 0, example data): pretrained 8 % -> 79 % in 2.8-3.0 s of training, from
     scratch 17-25 % over 20 s. Asserted: a 30-point gap, both runs checked from 0 s, 11+ checks."""
@@ -84,6 +85,7 @@ def test_a_large_set_is_mapped_from_a_stated_seeded_sample():
     assert map_picture([fmap], ["a", "b"]).notes[0][0] == f"a random 2 of {MAP_MAX_IMAGES + 250} images"
 
 
+@pytest.mark.slow
 def test_a_budget_shorter_than_a_step_still_gives_a_check_per_step_up_to_checks(example_dataset):
     """Measured: a step of 16 pictures takes 0.6-1.5 s on two cores, so a 1 s budget (the
     pretrained run's ~3 s then sets it) is what a slow machine sees with the 20 s one: each step is
@@ -94,6 +96,7 @@ def test_a_budget_shorter_than_a_step_still_gives_a_check_per_step_up_to_checks(
     assert len(steps) == CHECKS + 1 and steps[0] == 0 and steps == sorted(set(steps))
 
 
+@pytest.mark.slow
 def test_learning_curve_points_fractions_and_sentence(example_dataset):
     config = TrainConfig(seed=0)
     found = [c for _, _, c in learning_curve(example_dataset, config, repeats=2) if c is not None]
@@ -127,6 +130,7 @@ def test_the_sentence_reads_the_slope(means, word):
     assert ("more images of each class would likely help" in sentence) == (word == "Still rising")
 
 
+@pytest.mark.slow
 def test_cli_curve_prints_json(cli):
     proc = cli("curve", EXAMPLE, "--repeats", "1")
     assert proc.returncode == 0, proc.stderr
@@ -136,6 +140,7 @@ def test_cli_curve_prints_json(cli):
     assert "trained on 25% of the images (repeat 1)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_compare_prints_both_runs_checks_and_draws_them(cli, tmp_path):
     picture = tmp_path / "compare.png"
     proc = cli("compare", EXAMPLE, "--seed", "2", "--seconds", "3", "--picture", str(picture))
@@ -152,6 +157,7 @@ def test_cli_compare_prints_both_runs_checks_and_draws_them(cli, tmp_path):
         assert image.size == (720, 360)
 
 
+@pytest.mark.slow
 def test_the_curve_picture_has_whole_number_ticks_at_the_measured_sizes_and_a_band_of_the_tries(example_dataset):
     from transfer_gui.engine.figures import curve_picture
 

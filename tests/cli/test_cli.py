@@ -31,6 +31,7 @@ def trained(tmp_path_factory, example_zip):
     return out, json.loads(proc.stdout), proc.stderr
 
 
+@pytest.mark.slow
 def test_train_prints_progress_and_one_json_object(trained):
     out, result, stderr = trained
     assert {"out", "model", "mode", "labels", "val_accuracy", "estimate", "ece", "train_seconds", "skipped"} <= set(result)
@@ -111,6 +112,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(args, message, cli):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_bad_input_process_exits_2_with_one_line():
     proc = run("train", EXAMPLE, "--out", "/tmp/x", "--model", "resnet18.a1_in1k", env=ENV_OFFLINE)
     assert proc.returncode == 2, proc.stderr
@@ -126,6 +128,7 @@ def test_too_few_images_in_a_class(tmp_path, cli):
     assert proc.returncode == 2 and "'computer' (1)" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_export_writes_checked_files_and_push_refuses_offline(trained, tmp_path, cli):
     out, _, _ = trained
     proc = cli("export", out.with_suffix(".zip"), "--out", tmp_path / "x", "--images", TEST_IMAGES)

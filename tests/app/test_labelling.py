@@ -86,6 +86,7 @@ def sorting(h, tmp_path):
     session.close()
 
 
+@pytest.mark.slow
 def test_decisions_join_the_next_training_and_the_zip_and_csv_say_who_labelled_what(h, sorting, tmp_path,
                                                                                     monkeypatch):
     from transfer_gui.app import sort_step
@@ -151,6 +152,7 @@ def test_decisions_join_the_next_training_and_the_zip_and_csv_say_who_labelled_w
     assert sum(r["labelled_by"] == BY_SUGGESTION for r in rows) == sum(i.by == BY_SUGGESTION for i in pile.decided())
 
 
+@pytest.mark.slow
 def test_a_retrain_stopped_before_its_model_keeps_the_model_and_the_data_set(h, sorting):
     """Retrain, like Train, replaces the model (and the data set it was trained on) only once the
     new one exists."""

@@ -101,6 +101,7 @@ def test_train_before_data_and_predict_before_training_explain_why(h, session):
         h.test.batch_predict(session, [str(TEST_IMAGES / "animal_dolphin.png")], 0.5)
 
 
+@pytest.mark.slow
 def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, session):
     h.data.load_example(session)
     updates = run_training(h, session)
@@ -122,6 +123,7 @@ def test_quick_training_streams_updates_then_a_model_to_test_and_download(h, ses
     assert max(label, key=label.get) in verdict and heat.size == (192, 178)
 
 
+@pytest.mark.slow
 def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
     h.data.load_example(session)
     updates = run_training(h, session, mode="finetune", epochs=30,
@@ -134,6 +136,7 @@ def test_stop_during_fine_tune_keeps_the_quick_model(h, session):
     assert session.result.best.phase == "head" and session.result.validation.trained_on_all
 
 
+@pytest.mark.slow
 def test_a_second_training_waits_for_a_stopping_one(h, session):
     """A closed tab frees Gradio's slot at once; our slots still keep two runs from overlapping,
     and the waiting user is told so."""
@@ -192,6 +195,7 @@ def test_session_close_removes_its_files(h):
     s.close()  # twice is fine
 
 
+@pytest.mark.slow
 def test_a_run_still_going_when_its_session_closes_leaves_no_files(h, session):
     """The closed-tab race seen in CI: the tab's session is closed (files deleted) while Gradio is
     still driving its training. The run must end without writing the folder back, free its slot,
@@ -224,6 +228,7 @@ def trained(h):
     s.close()
 
 
+@pytest.mark.slow
 def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
     ev = trained.evaluation
     summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability, *_ = h.results.view(trained)
@@ -297,6 +302,7 @@ def test_not_sure_below_the_threshold_shows_the_candidates(h, trained):
     assert h.results.threshold_note(Session(), 0.6) == ""  # nothing trained: nothing to say
 
 
+@pytest.mark.slow
 def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
     folder = tmp_path / "in"
     (folder / "more").mkdir(parents=True)
@@ -342,6 +348,7 @@ def test_dataset_checks_in_step_one_show_the_offending_images(h, session, tmp_pa
 
 # --- export, load back, continue, publish ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
     report, button = h.download.export(trained)
     assert report.count("**Passed**") == 2 and "TorchScript: parity check passed" in report
@@ -353,6 +360,7 @@ def test_export_reports_both_parity_checks_and_offers_the_files(h, trained):
     assert "## How well it did" in h.download.card_view(trained)
 
 
+@pytest.mark.slow
 def test_evaluating_a_model_on_the_images_it_learned_says_so_and_keeps_its_results(h, trained):
     """Step 2's Evaluate on step 1's images, right after training on them: the figure is named
     for what it is, never "unseen", and the cross-validated results stay."""
@@ -362,6 +370,7 @@ def test_evaluating_a_model_on_the_images_it_learned_says_so_and_keeps_its_resul
     assert trained.trained is not None and summary == before and "cross-validation" in summary
 
 
+@pytest.mark.slow
 def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h, trained, tmp_path):
     from conftest import copy_example
 
@@ -417,6 +426,7 @@ EXAMPLE_LABELS = sorted(p.name for p in EXAMPLE.iterdir() if p.is_dir())
 
 # --- pretrained vs scratch, learning curve -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_draws_live_and_stop_ends_it_with_what_was_checked(h, session):
     h.data.load_example(session)
     updates = []
@@ -434,6 +444,7 @@ def test_compare_draws_live_and_stop_ends_it_with_what_was_checked(h, session):
     assert session.trained is None  # an experiment: it keeps no model
 
 
+@pytest.mark.slow
 def test_curve_button_draws_the_curve_with_a_sentence(h, trained):
     outputs = list(h.train.curve(trained, "tf_efficientnet_lite0.in1k", "", None, 0))
     assert any("Training on 25% of the training images" in o[0] for o in outputs[:-1])

@@ -37,6 +37,7 @@ def _train(client: Client, mode="quick", epochs=0):
     return updates, job.result()
 
 
+@pytest.mark.slow
 def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_path):
     client = Client(app_url, verbose=False)
     summary, counts, _, skipped, checks, _ = client.predict(handle_file(str(example_zip)), api_name="/load_zip")
@@ -83,6 +84,7 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert row["confidence"] == pytest.approx(pred["confidences"][0]["confidence"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_two_sessions_train_different_data_and_keep_their_own_labels(app_url, tmp_path):
     a_zip = zip_folder(copy_example(tmp_path / "a", ["animal", "computer", "bug"]), tmp_path / "a.zip")
     b_zip = zip_folder(copy_example(tmp_path / "b", ["flower", "fruit", "vehicle"]), tmp_path / "b.zip")
@@ -124,6 +126,7 @@ def test_engine_errors_reach_the_client_as_messages(app_url, tmp_path, monkeypat
         client.predict(MODEL, "resnet18.a1_in1k", None, "quick", 0, 0, 0.25, 0, api_name="/train")
 
 
+@pytest.mark.slow
 def test_the_readmes_python_example_runs_against_a_real_server(app_url, example_zip, capsys):
     """The README's gradio_client block, as written, with this server and real files put in."""
     readme = (ROOT / "README.md").read_text()

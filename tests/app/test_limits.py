@@ -293,6 +293,7 @@ def test_memory_the_allocator_keeps_freed_is_given_back_before_a_reservation_is_
         assert resident_bytes() < before + 200 * 2**20
 
 
+@pytest.mark.slow
 def test_heavy_work_reserves_its_memory_and_a_big_picture_waits_for_room_then_is_refused(server, quick_bundle,
                                                                                          tmp_path):
     zipped = tmp_path / "model.zip"
@@ -439,6 +440,7 @@ def test_a_running_training_blocks_a_second_one_and_any_data_change_but_not_pred
     assert session.dataset is dataset and all(item.path.is_file() for item in dataset.items)
 
 
+@pytest.mark.slow
 def test_training_stops_at_the_servers_time_budget_and_keeps_its_best(server):
     h, session = server(train_minutes=0.25)
     assert "a training runs at most 0.25 minutes" in h.limits_note()
@@ -451,6 +453,7 @@ def test_training_stops_at_the_servers_time_budget_and_keeps_its_best(server):
 
 # --- files ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_of_a_minimal_uploaded_bundle(server, quick_bundle, tmp_path):
     h, session = server()
     minimal = tmp_path / "minimal.zip"
@@ -473,6 +476,7 @@ def test_pillow_opens_only_the_formats_we_list(tmp_path):
         Image.open(fake)
 
 
+@pytest.mark.slow
 def test_no_server_path_or_token_in_a_bundle_or_a_log_line(server, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="transfer_gui")
     h, session = server()
@@ -506,6 +510,7 @@ def test_cli_push_warns_about_a_token_on_the_command_line(cli, quick_bundle):
     assert "hf_NotARealToken" not in proc.stderr and "hf_NotARealToken" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_train_refuses_an_out_folder_holding_other_files(cli, example_zip, tmp_path):
     out = tmp_path / "documents"
     out.mkdir()

@@ -97,6 +97,7 @@ def test_in_graph_preprocessing_gives_the_apps_pixels_exactly(trained):
         assert torch.allclose(got, expected, atol=1e-6), picture.size
 
 
+@pytest.mark.slow
 def test_torchscript_and_onnx_match_the_app_on_real_images(trained, example_dataset, quick_result, tmp_path):
     predictor = trained[0]
     images = [example_dataset.items[i].path for i in quick_result.validation.indices[:24]] + [
@@ -230,6 +231,7 @@ def test_readme_front_matter_makes_a_gradio_space_of_the_tested_version():
     assert front["title"] and front["emoji"]
 
 
+@pytest.mark.slow
 def test_on_zerogpu_training_runs_in_another_process_on_plain_data_and_stop_crosses(monkeypatch):
     """ZeroGPU runs the wrapped function in another process with pickled arguments (the stand-in
     does the same, spawning a fresh one): a training there gets plain data, sends its progress and
