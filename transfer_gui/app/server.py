@@ -268,56 +268,38 @@ class Server:
         remember = getattr(fn, "remembers_errors", False)
 
         def session_of(request: gr.Request | None, session: Session | None) -> Session:
-            try:
-                if request is not None and request.session_hash:
-                    return self.sessions.get(request.session_hash, client_address(request, self.limits.proxy_hops))
-            except UserInputError as exc:
-                raise shown(exc) from exc
+            if request is not None and request.session_hash:
+                return self.sessions.get(request.session_hash, client_address(request, self.limits.proxy_hops))
             return session if isinstance(session, Session) else self.new_session()
 
-        def begin(session: Session) -> None:
-            if most is None:
-                return
-            try:
-                session.begin_event(most)
-            except UserInputError as exc:
-                raise shown(exc) from exc
-
         @contextlib.contextmanager
-        def room(session: Session) -> Iterator[None]:
+        def running(request: gr.Request | None, given: Session | None) -> Iterator[Session]:
             # The one place where an error the user can fix becomes what the page shows.
+            session = None
             try:
-                with self.memory.reserve(reserve, "this request"):
-                    yield
-            except UserInputError as exc:  # ServerBusyError is one too
-                if remember:
+                session = session_of(request, given)
+                if most is not None:  # each event counts against its session's limit while it runs
+                    session.begin_event(most)
+                try:
+                    with self.memory.reserve(reserve, "this request"):
+                        yield session
+                finally:
+                    if most is not None:
+                        session.end_event()
+            except UserInputError as exc:  # ServerBusyError and TooManyEventsError are ones too
+                if remember and session is not None:
                     session.last_error = without_paths(str(exc))
                 raise shown(exc) from exc
 
-        def end(session: Session) -> None:
-            if most is not None:
-                session.end_event()
-
         # The request comes first: Gradio passes it to the positional parameter annotated with it.
-        # Each event counts against its session's limit of events at once while it runs.
         if inspect.isgeneratorfunction(fn):
             def bound(request: gr.Request, session, *args):
-                s = session_of(request, session)
-                begin(s)
-                try:
-                    with room(s):
-                        yield from fn(s, *args)
-                finally:
-                    end(s)
+                with running(request, session) as s:
+                    yield from fn(s, *args)
         else:
             def bound(request: gr.Request, session, *args):
-                s = session_of(request, session)
-                begin(s)
-                try:
-                    with room(s):
-                        return fn(s, *args)
-                finally:
-                    end(s)
+                with running(request, session) as s:
+                    return fn(s, *args)
         bound.__name__, bound.__qualname__, bound.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         bound.__signature__ = _event_signature(fn)
         if "oauth_token" in bound.__signature__.parameters:
