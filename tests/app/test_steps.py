@@ -232,10 +232,25 @@ def trained(h):
 def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h, trained):
     ev = trained.evaluation
     summary, table, picture, true_dd, pred_dd, note, cell, mistakes, show_heat, reliability, *_ = h.results.view(trained)
-    assert f"About {ev.accuracy:.0%} right" in summary and "macro-F1" in summary and "Wilson" in summary
-    assert "5-fold cross-validation on all 96 images" in summary and ev.n_images == 96
-    assert "Confidences were" in summary and "No checked image is a copy" in summary
-    assert "Expected calibration error" in summary
+    # plain sentences first, with the numbers they stand for; the statistics' names folded below
+    from transfer_gui.app.plain import in_words
+
+    plain, details = summary.split("<details>")
+    est = trained.trained.estimate
+    assert f"About {in_words(est.accuracy)} pictures like yours will be right" in plain
+    assert f"between {est.low:.0%} and {est.high:.0%}" in plain
+    assert f"It got {round(ev.accuracy * 96)} of 96 of your pictures right" in plain and ev.n_images == 96
+    assert "No checked image is a copy" in plain and "macro-F1" not in plain and "Wilson" not in plain
+    off = max((ev.confusion[i][j], i, j) for i in range(6) for j in range(6) if i != j)
+    assert f"**{ev.labels[off[1]]}** taken for **{ev.labels[off[2]]}** ({off[0]} pictures" in plain
+    # how far to trust its percentages, said with the numbers it is drawn from
+    probs, targets = trained.trained.checked_probs, trained.trained.checked_targets
+    said, right = probs.max(1).mean(), (probs.argmax(1) == targets).mean()
+    way = ("means what it says" if est.ece <= 0.05 else "right more often than it says" if said < right
+           else "right less often than it says")
+    assert way in plain and f"{said:.0%}" in plain and f"{right:.0%}" in plain
+    assert "macro-F1" in details and "Wilson" in details and "Expected calibration error" in details
+    assert "5-fold cross-validation on all 96 images" in details and "Confidences were" in details
     bins = reliability["value"]
     assert reliability["visible"] and set(bins["series"]) == {"perfectly calibrated", "your model"}
     shown = [b for b in trained.trained.reliability() if b.count >= 3]
@@ -385,7 +400,8 @@ def test_an_uploaded_model_is_tested_evaluated_and_continued_with_a_new_class(h,
         h.data.load_zip(new, str(zip_folder(EXAMPLE, tmp_path / "all.zip")))
         assert new.predictor is new.loaded.predictor  # new data does not drop the uploaded model
         note, summary, *_ = h.model.evaluate_model(new)
-        assert "Evaluated on 96 images" in note and "of the uploaded model on all 96 images" in summary
+        right = round(new.evaluation.accuracy * 96)
+        assert "Evaluated on 96 images" in note and f"got {right} of the 96 pictures of step 1 right" in summary
         # continue training on data with a seventh class: the head grows
         data = copy_example(tmp_path / "seven")
         shutil.copytree(EXAMPLE / "animal", data / "zebra")  # a made-up class, enough to check the head

@@ -203,6 +203,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
 
     _tab(page, "4. Results")
     # every image's out-of-fold result, the calibration measured, and the reliability chart
+    expect(page.locator("#results-summary")).to_contain_text("pictures like yours will be right")
     expect(page.locator("#results-summary")).to_contain_text("estimated by 5-fold cross-validation on all 96 images")
     expect(page.locator("#results-summary")).to_contain_text("Wilson score interval")
     expect(page.locator("#results-summary")).to_contain_text("Confidences were")
@@ -351,7 +352,7 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     _tab(page, "3. Train")
     expect(page.locator("#continue-loaded input")).to_be_checked()
     _tab(page, "4. Results")
-    expect(page.locator("#results-summary")).to_contain_text("of the uploaded model on all 96 images")
+    expect(page.locator("#results-summary")).to_contain_text("of the 96 pictures of step 1 right")
     _wait_for_images(page, "#confusion img")
     shot("11-loaded-model-results")
 

@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from ..engine.evaluation import INTERVAL_NAME
 from ..engine.figures import confusion_picture
+from .plain import results_summary
 from .session import Session
-from .views import OK, PER_CLASS_COLUMNS, WARN
+from .views import PER_CLASS_COLUMNS
 
 
 __all__ = ["ResultsStep", "ResultsView", "CellView", "CellPick", "MapPick", "NO_RESULTS"]
@@ -73,31 +73,6 @@ class ResultsStep:
             picker = gr.Dropdown(choices=[], value=None)
             return ResultsView(NO_RESULTS, None, None, picker, picker, "", [], [], False,
                                gr.update(value=None, visible=False), *cls.map_view(session))
-        correct = round(ev.accuracy * ev.n_images)
-        trained = session.trained
-        if trained is None:  # an uploaded model, evaluated on every image of step 1
-            lines = [f"**Accuracy {ev.accuracy:.0%}** of the uploaded model on all {ev.n_images} images "
-                     f"from step 1 ({correct} right) · macro-F1 {ev.macro_f1:.2f}"]
-        else:
-            est = trained.estimate
-            lines = [f"**{est.sentence()}** ({correct} of {ev.n_images} right) · macro-F1 {est.macro_f1:.2f}. "
-                     f"The range is a {INTERVAL_NAME}: with this many images, the share the model gets right on "
-                     "new pictures like these most likely lies in it.",
-                     est.note]
-            if est.method == "cross-validation":
-                lines.append("Every image below was judged by a model trained without it (the folds it was not "
-                             "in), so the tables, the matrix and the mistakes cover all your images.")
-            elif est.trained_on_all:
-                lines.append("The figures below come from the held-out images of the evidence run, before the "
-                             "final fine-tuning on all images.")
-        if session.calibration is not None:
-            lines.append(session.calibration.sentence())
-        if trained is not None:
-            lines.append(f"Expected calibration error: **{trained.estimate.ece:.3f}** (confidences are off from "
-                         f"the observed accuracy by about {trained.estimate.ece:.0%} on average; the chart below "
-                         "shows where). The \"not sure\" threshold in step 5 says what it means on your images.")
-            leakage = trained.leakage
-            lines.append(f"{OK if leakage.ok else WARN} {leakage.message}")
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],
                              columns=PER_CLASS_COLUMNS)
@@ -106,7 +81,7 @@ class ResultsStep:
         off = [(ev.confusion[i][j], i, j) for i in range(len(ev.labels)) for j in range(len(ev.labels)) if i != j]
         n, i, j = max(off) if off else (0, 0, 0)
         true_label, predicted = (ev.labels[i], ev.labels[j]) if n else (ev.labels[0], ev.labels[0])
-        return ResultsView("  \n".join(lines), table, picture,
+        return ResultsView(results_summary(session), table, picture,
                            gr.Dropdown(choices=ev.labels, value=true_label),
                            gr.Dropdown(choices=ev.labels, value=predicted),
                            *cls.cell_view(session, true_label, predicted), cls.mistakes_view(session, False), False,
