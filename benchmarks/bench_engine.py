@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transfer_gui.engine.evaluation import expected_calibration_error  # noqa: E402
 from transfer_gui.engine.config import TrainConfig  # noqa: E402
 from transfer_gui.engine.transforms import eval_transform  # noqa: E402
-from transfer_gui.engine.images import load_image  # noqa: E402
+from transfer_gui.engine.images import PictureShapeError, check_pixels, load_image  # noqa: E402
 from transfer_gui.engine.data import scan_files  # noqa: E402
 from transfer_gui.engine.weights import create_model  # noqa: E402
 
@@ -69,9 +69,13 @@ def _openclipart(tmp: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]
         files = []
         for f in sorted((OPENCLIPART / folder).rglob("*.png")):
             digest = hashlib.sha1(f.read_bytes()).hexdigest()
-            with Image.open(f) as im:  # a few drawings are over the pixel limit a user gets too
-                too_big = im.width * im.height > Image.MAX_IMAGE_PIXELS
-            if digest not in seen and not too_big:
+            with Image.open(f) as im:  # a few drawings are refused to a user too (pixels, shape)
+                try:
+                    check_pixels(im)
+                    refused = im.width * im.height > Image.MAX_IMAGE_PIXELS
+                except (PictureShapeError, Image.DecompressionBombError):
+                    refused = True
+            if digest not in seen and not refused:
                 seen.add(digest)
                 files.append(f)
         rng.shuffle(files)

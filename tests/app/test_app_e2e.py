@@ -51,8 +51,12 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert download["interactive"] and bundle_zip.endswith("trained-model.zip")
     assert "**Done.**" in status
     # plot updates: {"value": {"data": rows, ...}, "x_title": ...}; each run seeds its series with a NaN point
-    # Quick: one point per head setting tried, each checked by cross-validation
-    assert loss["x_title"].startswith("head setting tried") and len(loss["value"]["data"]) > 2
+    # Quick: one point per setting tried for the new last layer, each checked by cross-validation,
+    # on an axis of whole numbers: the settings are categories "1", "2", ...
+    assert loss["x_title"].startswith("setting tried") and len(loss["value"]["data"]) > 2
+    assert loss["value"]["datatypes"]["epoch"] == "nominal"
+    x = loss["value"]["columns"].index("epoch")
+    assert {row[x] for row in loss["value"]["data"]} == {str(i) for i in range(1, 10)}
     assert len(acc["value"]["data"]) > 1
     # the Results step (the browser runs it after training succeeds)
     (results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _, reliability, feature_map,

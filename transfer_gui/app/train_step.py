@@ -83,11 +83,12 @@ def _buttons(running: bool, bundle_zip: Path | None = None) -> tuple[gr.Button, 
     return gr.Button(interactive=not running), gr.Button(interactive=running), download
 
 
-def _plot_x(event: ProgressEvent, config: TrainConfig) -> float:
-    """Plot position. Quick: the head setting tried (1, 2, ...). Fine-tune: the head's settings
-    squeezed into 0-1, then epochs (of the evidence run, then of the refit on all images)."""
+def _plot_x(event: ProgressEvent, config: TrainConfig) -> float | str:
+    """Plot position. Quick: the head setting tried, "1" to "9" (categories: the plot's axis then
+    shows whole numbers only). Fine-tune: the head's settings squeezed into 0-1, then epochs (of
+    the evidence run, then of the refit on all images)."""
     if event.phase == "head":
-        return float(event.epoch) if config.mode == "quick" else event.epoch / max(1, event.epochs)
+        return str(event.epoch) if config.mode == "quick" else event.epoch / max(1, event.epochs)
     if event.step < event.steps:  # mid-epoch: a fraction of the running epoch
         return 1.0 + event.epoch + event.step / max(1, event.steps)
     return 1.0 + event.epoch
@@ -110,8 +111,9 @@ def _plots(rows: list[dict], x_title: str = "epoch"):
         return gr.skip(), gr.skip()
     # Explicit dtypes: an empty first update would otherwise be "object" columns, which the
     # plot reads as categories and keeps for the rest of the run (seen in the browser test).
+    x_type = str if isinstance(rows[0]["epoch"], str) else float  # Quick's settings are categories
     df = pd.DataFrame(rows, columns=["epoch", "value", "series"]).astype(
-        {"epoch": float, "value": float, "series": str})
+        {"epoch": x_type, "value": float, "series": str})
     is_acc = df["series"].str.endswith("validation accuracy")
     loss = df[~is_acc].reset_index(drop=True)
     acc = df[is_acc].reset_index(drop=True)
@@ -183,8 +185,7 @@ class TrainStep:
         best_acc = None
         last_yield = 0.0
         result = None
-        x_title = ("head setting tried (1 = simplest)" if config.mode == "quick" else
-                   "epoch (0-1: the new head's settings)")
+        x_title = "setting tried (1 = simplest)" if config.mode == "quick" else "epoch (0-1: the new head's settings)"
         # The browser's plot fixes its colours (series) with the first data it gets and keeps them
         # for the rest of a run (seen in the browser test: later series were drawn invisible).
         # So each run first clears the plots, then starts with every series it will draw, each
@@ -192,7 +193,8 @@ class TrainStep:
         names = ["training loss", "validation loss", "validation accuracy"]
         if config.mode == "finetune":
             names.insert(1, _REFIT_SERIES)
-        rows[:] = [{"epoch": 0.0, "value": float("nan"), "series": name} for name in names]
+        first_x = "1" if config.mode == "quick" else 0.0
+        rows[:] = [{"epoch": first_x, "value": float("nan"), "series": name} for name in names]
         cleared = gr.LinePlot(value=None, x_title=x_title)
         busy = _buttons(running=True)
         yield TrainUpdate("**Starting...**", cleared, cleared, *busy, session)
