@@ -1,5 +1,5 @@
 """The command line: ``python -m transfer_gui models | train | evaluate | predict | suggest | export | push | compare
-| curve``.
+| compare-models | curve``.
 
 This interface is a contract: results go to stdout as JSON (or CSV for ``predict``/``suggest --csv``),
 progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
@@ -17,6 +17,7 @@ from typing import Sequence
 
 from . import __version__
 from .cli_publish import add_publish_commands, cmd_demo_space, cmd_push
+from .cli_trials import add_trials_command, cmd_compare_models
 from .cli_output import EXIT_USAGE, err as _err, out as _out
 from .engine.catalog import CATALOG, DEFAULT_MODEL
 from .engine.config import MODES, PRECISIONS, TrainConfig
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--repeats", type=int, default=3, help="random subsets per fraction (default 3)")
     k.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
+    add_trials_command(sub)
     add_publish_commands(sub)
     return parser
 
@@ -333,7 +335,7 @@ def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # The commands that run a model: the process is tuned for them first (threads, allocator).
-_RUNS_MODELS = frozenset({"train", "evaluate", "predict", "export", "compare", "curve", "suggest"})
+_RUNS_MODELS = frozenset({"train", "evaluate", "predict", "export", "compare", "compare-models", "curve", "suggest"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-                "export": _cmd_export, "push": cmd_push, "demo-space": cmd_demo_space, "compare": _cmd_compare,
+                "export": _cmd_export, "push": cmd_push, "demo-space": cmd_demo_space, "compare": _cmd_compare, "compare-models": cmd_compare_models,
                 "curve": _cmd_curve, "suggest": _cmd_suggest}
     settings = Settings.from_env()  # read once, passed down
     try:

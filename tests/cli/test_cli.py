@@ -157,3 +157,24 @@ def test_continue_from_a_bundle_adds_a_class(tmp_path, cli):
     proc = cli("train", copy_example(tmp_path / "two", ["animal", "bug"]), "--out", tmp_path / "m2",
                "--continue-from", tmp_path / "m4")
     assert proc.returncode == 2 and "no images here: computer, flower" in proc.stderr
+
+
+@pytest.mark.slow
+def test_compare_models_tries_every_built_in_model_and_ranks_them_by_the_estimate_the_page_shows(
+        cli, example_dataset, quick_result):
+    from transfer_gui.engine.catalog import CATALOG
+    from transfer_gui.engine.workflow import finish
+
+    proc = cli("compare-models", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["models"]
+    assert sorted(r["model"] for r in rows) == sorted(m.name for m in CATALOG if m.builtin)
+    assert [r["accuracy"] for r in rows] == sorted((r["accuracy"] for r in rows), reverse=True)
+    assert all(r["low"] <= r["accuracy"] <= r["high"] and r["seconds"] > 0 and r["ms_per_picture"] > 0 for r in rows)
+    # the built-in model's row is the estimate Quick gives it (seed 0), as the Results step says it
+    lite0 = next(r for r in rows if r["model"] == "tf_efficientnet_lite0.in1k")
+    estimate = finish(quick_result, example_dataset, device="cpu").estimate
+    assert lite0["accuracy"] == round(estimate.accuracy, 4) and lite0["input_px"] == 224
+    assert "trying tf_efficientnet_lite1.in1k" in proc.stderr
+    bad = cli("compare-models", str(EXAMPLE), "--models", "../etc/passwd")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
