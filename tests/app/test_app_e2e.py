@@ -152,7 +152,7 @@ def test_the_api_lists_named_parameters_and_only_the_public_steps(app_url):
     endpoints = api["named_endpoints"]
     assert {"/use_example", "/demo", "/train", "/predict", "/batch_predict"} <= set(endpoints)
     assert not {"/sort_accept", "/file_under", "/cell", "/mistakes", "/model_card"} & set(endpoints)
-    assert len(endpoints) == 15
+    assert len(endpoints) == 16  # /compare_models: step 2's "try every built-in model"
     names = {name: [p["parameter_name"] for p in ep["parameters"]] for name, ep in endpoints.items()}
     assert names["/predict"] == ["image", "threshold"]
     assert names["/train"][:4] == ["model_choice", "custom_model", "weights_file", "mode"]

@@ -468,3 +468,30 @@ def test_curve_button_draws_the_curve_with_a_sentence(h, trained):
     assert plot["visible"] is True  # hidden until now: no empty plot on the page
     assert note.startswith(("**Still rising", "**Flat")) and "24 held-out images" in note
     assert isinstance(plot["value"], Image.Image) and plot["value"].size == (720, 340)
+
+
+@pytest.mark.slow
+def test_trying_every_built_in_model_ranks_them_and_one_click_picks_the_best(h):
+    from transfer_gui.engine.catalog import CATALOG
+
+    session = Session()
+    try:
+        with pytest.raises(UserInputError, match="Load some images first"):
+            next(h.trials.try_models(session))
+        h.data.load_example(session)
+        updates = list(h.event(h.trials.try_models)(None, session))
+        status, table, use_button, _ = updates[-1]
+        assert any(u[0].startswith("**Trying tf_efficientnet_lite1.in1k**") for u in updates[:-1])
+        built_in = [m for m in CATALOG if m.builtin]
+        assert len(table) == len(built_in) and not session.training.locked()  # the slot is given back
+        best = session.model_trials[0]
+        assert [t.accuracy for t in session.model_trials] == sorted((t.accuracy for t in session.model_trials),
+                                                                    reverse=True)
+        assert table["model"].iloc[0] == best.title and table["about right"].iloc[0] == f"{best.accuracy:.0%}"
+        assert f"**{best.title} did best on your pictures**: about {best.accuracy:.0%} right" in status
+        assert use_button.visible is True and use_button.value == f"Use {best.title}"
+        assert h.trials.use_best(session)["value"] == best.model
+        # the winner's features are cached: its Quick training now skips the backbone
+        assert "**Done.**" in run_training(h, session, model=best.model)[-1][0]
+    finally:
+        session.close()

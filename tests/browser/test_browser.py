@@ -367,6 +367,23 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     shot("13-learning-curve")
 
 
+
+def test_trying_every_built_in_model_shows_a_table_and_one_click_picks_the_best(page, artifacts, tmp_path):
+    page.locator("#zip-upload input[type=file]").set_input_files(str(zip_folder(EXAMPLE, tmp_path / "example.zip")))
+    expect(page.locator("#data-summary")).to_contain_text("96 images in 6 classes", timeout=60_000)
+    _tab(page, "2. Model")
+    page.locator("#trials-btn").click()
+    expect(page.locator("#trials-status")).to_contain_text("did best on your pictures", timeout=240_000)
+    table = page.locator("#trials-table")
+    for title in ("EfficientNet-Lite0", "EfficientNet-Lite1", "EfficientNet-Lite2"):
+        expect(table).to_contain_text(title)
+    best = page.locator("#use-best")
+    expect(best).to_be_visible()
+    winner = best.inner_text().removeprefix("Use ")
+    best.click()
+    expect(page.locator("#model-card")).to_contain_text(winner.split(" (")[0])
+    page.screenshot(path=str(artifacts / "03c-try-every-model.png"), full_page=True)
+
 def test_closing_the_tab_mid_training_frees_the_slot_for_the_next_user(browser, artifacts, monkeypatch):
     """A tab closed while it fine-tunes: its training stops, its files go once the grace period
     for a page to come back (here 3 s) is over, no thread of ours is left behind, and the next

@@ -38,6 +38,7 @@ from .slots import TrainingSlots
 from .sort_step import SortStep
 from .test_step import TestStep
 from .train_step import TrainStep
+from .model_trials_step import TrialsStep
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
     from ..engine.config import TrainConfig
@@ -167,6 +168,7 @@ class Server:
                           str(weights_cache) if weights_cache else None)
         self.data = DataStep(ctx)
         self.model = ModelStep(ctx)
+        self.trials = TrialsStep(ctx)  # step 2's "try every built-in model"
         self.train = TrainStep(ctx)
         self.results = ResultsStep()
         self.test = TestStep(ctx)

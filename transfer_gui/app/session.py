@@ -93,6 +93,7 @@ class Session:
         heat_cache: (image path, class) -> heat-map overlay, so toggling heat maps is instant.
         comparison: the last pretrained-vs-scratch comparison (its random-weight features feed
             the map of what the model sees), or None.
+        model_trials: the last "try every built-in model", best first, or None.
         feature_map: the map picture on show in the Results step (to turn a click into an image).
         pile: unlabelled pictures being sorted (step 7), with the decisions so far, or None.
         filed: test pictures filed under a class (step 5), by class: they join the next training.
@@ -135,6 +136,7 @@ class Session:
         self.model: CurrentModel | None = None
         self.heat_cache: dict[tuple[str, str], object] = {}
         self.comparison: Comparison | None = None
+        self.model_trials: list | None = None  # engine.model_trials.ModelTrial, best first
         self.pile: Pile | None = None
         self.filed: dict[str, list[Path]] = {}
         self.sorted_zip: Path | None = None

@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import gradio as gr
+import pandas as pd
 
 from ...engine.catalog import DEFAULT_MODEL
 from ..model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
+from ..model_trials_step import TRIAL_COLUMNS, TrialsView
 from ..views import outputs
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ class ModelTab:
             self.model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Pretrained model",
                                      elem_id="model")
             self.card = gr.Markdown(describe_model(DEFAULT_MODEL), elem_id="model-card")
+            with gr.Row():
+                self.trials_button = gr.Button("Not sure? Try every built-in model on your pictures (a Quick each)",
+                                               elem_id="trials-btn", scale=2)
+                self.use_best = gr.Button(visible=False, variant="primary", elem_id="use-best", scale=1)
+            self.trials_status = gr.Markdown(elem_id="trials-status")
+            self.trials_table = gr.Dataframe(pd.DataFrame(columns=TRIAL_COLUMNS), interactive=False,
+                                             label="Built-in models on your pictures, best first", elem_id="trials-table")
             with gr.Accordion("Advanced: any timm model, or your own weights", open=False):
                 self.custom_model = gr.Textbox("", label="timm model name (overrides the list)",
                                                placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
@@ -58,6 +67,12 @@ class ModelTab:
         upload = w.event(self.bundle_upload.upload, m.load_model, [self.bundle_upload], loaded, heavy=True,
                          show_progress_on=[self.bundle_status], api_name="load_model")
         w.event(upload.success, w.server.download.view, [], page.download.outputs(), api_visibility="private")
+        trials = w.server.trials
+        w.event(self.trials_button.click, trials.try_models, [],
+                outputs(TrialsView, status=self.trials_status, table=self.trials_table, use_button=self.use_best,
+                        session=w.state),
+                show_progress_on=[self.trials_status], api_name="compare_models", **page.train.long_job(page.slots))
+        w.event(self.use_best.click, trials.use_best, [], [self.model], api_visibility="private")
         w.event(self.evaluate_button.click, m.evaluate_model, [],
                 outputs(EvaluatedView, status=self.evaluate_status, **page.results.parts()),
                 heavy=True, show_progress_on=[self.evaluate_status], api_name="evaluate_model")
