@@ -26,24 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import timm.data
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_engine import SETS, _features  # noqa: E402
+from bench_engine import SETS, draw, load_set  # noqa: E402
 from transfer_gui.engine.calibration import fit_temperature  # noqa: E402
 from transfer_gui.engine.evaluation import expected_calibration_error  # noqa: E402
 from transfer_gui.engine.probe import _solve, cross_validate, fit_head, n_folds, stratified_folds  # noqa: E402
-from transfer_gui.engine.transforms import eval_transform  # noqa: E402
-from transfer_gui.engine.weights import create_model  # noqa: E402
 
 ARMS = ("app", "none", "fold-mean", "refit", "reference")
 
@@ -106,19 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         for name in args.sets:
-            pool, test = SETS[name](Path(tmp))
-            labels = sorted(pool)
-            test_paths = [p for label in labels for p in test[label]]
-            test_y = np.array([i for i, label in enumerate(labels) for _ in test[label]])
-            backbone = create_model(args.model, len(labels)).model.eval()
-            transform = eval_transform(timm.data.resolve_model_data_config(backbone))
-            pool_paths = [p for label in labels for p in pool[label]]
-            feats = dict(zip(pool_paths, _features(backbone, pool_paths, transform)))
-            test_x = _features(backbone, test_paths, transform)
+            labels, pool, _, _, test_y, feats, test_x = load_set(name, Path(tmp), args.model)
             for size in args.sizes:
                 for seed in args.seeds:
-                    rng = random.Random(seed * 7919 + size)  # the draw of bench_engine.py
-                    train_files = {label: rng.sample(pool[label], size) for label in labels}
+                    train_files = draw(pool, size, seed)
                     x = np.stack([feats[p] for label in labels for p in train_files[label]])
                     y = np.array([i for i, label in enumerate(labels) for _ in train_files[label]])
                     row = {"set": name, "per_class": size, "seed": seed, **_arms(x, y, test_x, test_y, seed)}

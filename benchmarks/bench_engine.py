@@ -116,6 +116,26 @@ def _features(model, paths: list[Path], transform, batch: int = 32) -> np.ndarra
     return torch.cat(out).numpy()
 
 
+def load_set(name: str, tmp: Path, model: str):
+    """One set with the built-in features of every pool and test image: (labels, pool, test,
+    test paths, test classes, {pool path: features}, test features)."""
+    pool, test = SETS[name](tmp)
+    labels = sorted(pool)
+    test_paths = [p for label in labels for p in test[label]]
+    test_y = np.array([i for i, label in enumerate(labels) for _ in test[label]])
+    backbone = create_model(model, len(labels)).model.eval()
+    transform = eval_transform(timm.data.resolve_model_data_config(backbone))
+    pool_paths = [p for label in labels for p in pool[label]]
+    feats = dict(zip(pool_paths, _features(backbone, pool_paths, transform)))
+    return labels, pool, test, test_paths, test_y, feats, _features(backbone, test_paths, transform)
+
+
+def draw(pool: dict[str, list[Path]], size: int, seed: int) -> dict[str, list[Path]]:
+    """The ``size`` training images per class of one seed (the same draw in every benchmark)."""
+    rng = random.Random(seed * 7919 + size)
+    return {label: rng.sample(pool[label], size) for label in sorted(pool)}
+
+
 def _reference(train_x, train_y, test_x, test_y) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -165,21 +185,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         for name in args.sets:
-            pool, test = SETS[name](Path(tmp))
-            labels = sorted(pool)
-            test_paths = [p for label in labels for p in test[label]]
-            test_y = np.array([i for i, label in enumerate(labels) for _ in test[label]])
-            backbone = create_model(args.model, len(labels)).model.eval()
-            transform = eval_transform(timm.data.resolve_model_data_config(backbone))
-            pool_paths = [p for label in labels for p in pool[label]]
-            feats = dict(zip(pool_paths, _features(backbone, pool_paths, transform)))
-            test_x = _features(backbone, test_paths, transform)
-            print(f"# {name}: {len(labels)} classes, training pool {len(pool_paths)}, test {len(test_paths)} images "
+            labels, pool, test, test_paths, test_y, feats, test_x = load_set(name, Path(tmp), args.model)
+            print(f"# {name}: {len(labels)} classes, training pool {len(feats)}, test {len(test_paths)} images "
                   f"(per class: {', '.join(f'{k} {len(v)}' for k, v in test.items())})", flush=True)
             for size in args.sizes:
                 for seed in args.seeds:
-                    rng = random.Random(seed * 7919 + size)
-                    train_files = {label: rng.sample(pool[label], size) for label in labels}
+                    train_files = draw(pool, size, seed)
                     train_paths = [p for label in labels for p in train_files[label]]
                     train_y = np.array([i for i, label in enumerate(labels) for _ in train_files[label]])
                     row = {"set": name, "per_class": size, "seed": seed,

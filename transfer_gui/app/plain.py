@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..engine.workflow import TrainedModel
     from .session import Session
 
-__all__ = ["in_words", "results_summary", "TRUSTED_ECE"]
+__all__ = ["in_words", "results_summary", "worst_cell", "TRUSTED_ECE"]
 
 # Expected calibration error up to which "when it says 80 %, it is right about 80 % of the time"
 # is a fair sentence (the issue's goal for 10+ images per class).
@@ -50,10 +50,16 @@ def _confidence_sentence(trained: TrainedModel) -> str:
             f"{right:.0%} of the time, so read its percentages as a little high.")
 
 
-def _worst_mix_up(ev: EvalReport) -> str | None:
+def worst_cell(ev: EvalReport) -> tuple[int, int, int]:
+    """(count, true class, predicted class) of the confusion matrix's cell with the most mistakes
+    ((0, 0, 0) when there are none)."""
     n = len(ev.labels)
     off = [(ev.confusion[i][j], i, j) for i in range(n) for j in range(n) if i != j]
-    count, i, j = max(off) if off else (0, 0, 0)
+    return max(off) if off else (0, 0, 0)
+
+
+def _worst_mix_up(ev: EvalReport) -> str | None:
+    count, i, j = worst_cell(ev)
     if not count:
         return None
     return (f"Its most common mistake: **{ev.labels[i]}** taken for **{ev.labels[j]}** "

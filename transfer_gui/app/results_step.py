@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from ..engine.figures import confusion_picture
-from .plain import results_summary
+from .plain import results_summary, worst_cell
 from .session import Session
 from .views import PER_CLASS_COLUMNS
 
@@ -78,8 +78,7 @@ class ResultsStep:
                              columns=PER_CLASS_COLUMNS)
         picture = confusion_picture(ev.labels, ev.confusion).image
         # Start on the cell with the most mistakes: the first thing worth looking at.
-        off = [(ev.confusion[i][j], i, j) for i in range(len(ev.labels)) for j in range(len(ev.labels)) if i != j]
-        n, i, j = max(off) if off else (0, 0, 0)
+        n, i, j = worst_cell(ev)
         true_label, predicted = (ev.labels[i], ev.labels[j]) if n else (ev.labels[0], ev.labels[0])
         return ResultsView(results_summary(session), table, picture,
                            gr.Dropdown(choices=ev.labels, value=true_label),
