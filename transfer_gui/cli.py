@@ -1,7 +1,7 @@
 """The command line: ``python -m transfer_gui models | train | evaluate | predict | suggest | export | push | compare
-| compare-models | curve``.
+| compare-models | check-labels | curve``.
 
-This interface is a contract: results go to stdout as JSON (or CSV for ``predict``/``suggest --csv``),
+This interface is a contract: results go to stdout as JSON (or CSV for ``predict``/``suggest``/``check-labels --csv``),
 progress and warnings to stderr. Exit code 0 on success, 2 with a one-line reason for bad input.
 """
 
@@ -17,6 +17,7 @@ from typing import Sequence
 
 from . import __version__
 from .cli_publish import add_publish_commands, cmd_demo_space, cmd_push
+from .cli_labels import add_labels_command, cmd_check_labels
 from .cli_trials import add_trials_command, cmd_compare_models
 from .cli_output import EXIT_USAGE, err as _err, out as _out
 from .engine.catalog import CATALOG, DEFAULT_MODEL
@@ -67,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (bf16 where fast), fp32, bf16")
     t.add_argument("--scratch", action="store_true",
-                   help="start from random weights instead of pretrained ones (no download; for comparisons "
-                        "and tests)")
+                   help="start from random weights, not pretrained ones (no download; for comparisons and tests)")
     t.add_argument("--out", required=True, help="folder to write the trained model bundle to")
     t.add_argument("--zip", dest="zip_path", help="also write the bundle as this .zip file")
     t.add_argument("--force", action="store_true",
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="how many top classes to list (default 3)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help='answer "not sure" below this confidence, 0-1 (default 0: always answer)')
+    p.add_argument("--always-a-class", dest="none_of_these", action="store_false",
+                   help='never answer "not one of your classes" (the novelty column still has the score)')
     p.add_argument("--csv", dest="csv_path", help="write rows to this CSV file instead of JSON lines on stdout")
     g = sub.add_parser("suggest", help="suggest a class for unlabelled pictures, least certain first")
     g.add_argument("bundle", help="bundle folder or .zip")
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     add_trials_command(sub)
+    add_labels_command(sub)
     add_publish_commands(sub)
     return parser
 
@@ -234,7 +237,7 @@ def _cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         predictor = open_model(args.bundle, Path(tmp) / "b", limits=settings.limits.archive).predictor
         skip = lambda shown, why: _err(f"skipped {shown}: {why}")  # noqa: E731
         images = iter_image_files([(raw, Path(raw)) for raw in args.paths], Path(tmp), skip)
-        rows = prediction_rows(predictor, images, args.top_k, args.threshold, skip)
+        rows = prediction_rows(predictor, images, args.top_k, args.threshold, skip, none_of_these=args.none_of_these)
         if args.csv_path:
             count = write_csv(rows, args.csv_path)
         else:
@@ -335,7 +338,8 @@ def _cmd_curve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # The commands that run a model: the process is tuned for them first (threads, allocator).
-_RUNS_MODELS = frozenset({"train", "evaluate", "predict", "export", "compare", "compare-models", "curve", "suggest"})
+_RUNS_MODELS = frozenset({"train", "evaluate", "predict", "export", "compare", "compare-models", "curve", "suggest",
+                          "check-labels"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     commands = {"models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
                 "export": _cmd_export, "push": cmd_push, "demo-space": cmd_demo_space, "compare": _cmd_compare, "compare-models": cmd_compare_models,
+                "check-labels": cmd_check_labels,
                 "curve": _cmd_curve, "suggest": _cmd_suggest}
     settings = Settings.from_env()  # read once, passed down
     try:

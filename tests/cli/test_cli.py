@@ -70,9 +70,14 @@ def test_predict_json_lines_and_csv_agree(trained, tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == len(list(TEST_IMAGES.iterdir()))
-    assert list(rows[0]) == ["path", "label", "confidence", "top1_label", "top1_confidence",
+    assert list(rows[0]) == ["path", "label", "confidence", "novelty", "top1_label", "top1_confidence",
                              "top2_label", "top2_confidence"]
-    assert all(r["label"] in result["labels"] and r["label"] == r["top1_label"] for r in rows)
+    # held-out drawings of the six classes: each gets its top class, except one at most that is
+    # unlike every training drawing (seen: the flower drawing at 1.02, which the model called
+    # "animal", 42 %)
+    refused = [r for r in rows if r["label"] == "not one of your classes"]
+    assert len(refused) <= 1 and all(r["novelty"] > 1 for r in refused)
+    assert all(r["label"] in result["labels"] and r["label"] == r["top1_label"] for r in rows if r not in refused)
     assert "skipped" in proc.stderr and "junk.png" in proc.stderr
     csv_path = tmp_path / "p.csv"
     proc2 = cli("predict", out, TEST_IMAGES, "--top-k", "2", "--csv", csv_path)
@@ -81,6 +86,34 @@ def test_predict_json_lines_and_csv_agree(trained, tmp_path, cli):
         csv_rows = list(csv.DictReader(f))
     assert [(r["path"], r["label"]) for r in csv_rows] == [(r["path"], r["label"]) for r in rows]
     assert [float(r["confidence"]) for r in csv_rows] == pytest.approx([r["confidence"] for r in rows])
+
+
+def test_predict_says_a_photo_is_none_of_the_classes_unless_told_to_always_name_one(trained, cli):
+    out, result, _ = trained
+    photo = ROOT / "tests" / "data" / "chelsea.jpg"
+    row = json.loads(cli("predict", out.with_suffix(".zip"), photo).stdout)
+    assert row["label"] == "not one of your classes" and row["novelty"] > 1
+    assert row["top1_label"] in result["labels"]  # the closest classes are still listed
+    forced = json.loads(cli("predict", out, photo, "--always-a-class").stdout)
+    assert forced["label"] == row["top1_label"] and forced["novelty"] == pytest.approx(row["novelty"])
+
+
+@pytest.mark.slow
+def test_check_labels_ranks_a_flipped_picture_near_the_top_with_its_reason(tmp_path, cli):
+    data = copy_example(tmp_path / "d")
+    (data / "vehicle" / "bicycle_01.png").rename(data / "animal" / "bicycle_01.png")
+    proc = cli("check-labels", data)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert list(rows[0]) == ["rank", "path", "given_label", "suggested_label", "kind", "reason"]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    bike = next(r for r in rows if r["path"] == "animal/bicycle_01.png")
+    assert bike["rank"] <= 5 and bike["given_label"] == "animal" and bike["kind"] == "label"
+    assert bike["reason"].startswith("Labelled *animal*; the model that had not seen it says")
+    assert "pictures are worth a look" in proc.stderr
+    proc = cli("check-labels", data, "--csv", tmp_path / "c.csv")
+    with open(tmp_path / "c.csv") as f:
+        assert [dict(r, rank=int(r["rank"])) for r in csv.DictReader(f)] == rows
 
 
 def test_models_lists_the_catalog_with_availability(cli):

@@ -1,5 +1,6 @@
 """Classifying many images at once: the rows that the CLI's ``predict`` and the app's batch view
-both produce (same function, so their CSV files are equal), and the "not sure" rule."""
+both produce (same function, so their CSV files are equal), the "not sure" rule and the "none of
+these" answer."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from .archive import ArchiveLimits, extract_zip, is_hidden
 from .images import IMAGE_EXTENSIONS, IMAGE_READ_ERRORS, failure_reason, load_image
 from .errors import UserInputError
 from .inference import Predictor
+from .novelty import NONE_OF_THESE
 
-__all__ = ["NOT_SURE", "decide", "iter_image_files", "prediction_rows", "write_csv"]
+__all__ = ["NOT_SURE", "NONE_OF_THESE", "decide", "iter_image_files", "prediction_rows", "write_csv"]
 
 _logger = logging.getLogger(__name__)
 
@@ -24,11 +26,14 @@ NOT_SURE = "not sure"
 OnSkip = Callable[[str, str], None]
 
 
-def decide(probs: np.ndarray, labels: Sequence[str], threshold: float) -> tuple[str, float]:
-    """(answer, confidence) for one image: the top label, or ``NOT_SURE`` when its calibrated
-    probability is below ``threshold`` (0 = always answer)."""
+def decide(probs: np.ndarray, labels: Sequence[str], threshold: float, novel: bool = False) -> tuple[str, float]:
+    """(answer, confidence) for one image: ``NONE_OF_THESE`` when it is unlike every training
+    picture (``novel``), else the top label, or ``NOT_SURE`` when its calibrated probability is
+    below ``threshold`` (0 = always answer)."""
     top = int(np.argmax(probs))
     confidence = float(probs[top])
+    if novel:
+        return NONE_OF_THESE, confidence
     return (labels[top] if confidence >= threshold else NOT_SURE), confidence
 
 
@@ -74,9 +79,12 @@ def iter_image_files(sources: Iterable[tuple[str, Path]], tmp: Path,
 
 def prediction_rows(predictor: Predictor, images: Iterable[tuple[str, Path]], top_k: int,
                     threshold: float = 0.0, on_skip: OnSkip | None = None,
-                    batch_size: int = 32, megapixels: float = 100) -> Iterator[dict]:
-    """One row per readable image: path, label (or "not sure"), confidence, then
-    top1..topK label/confidence. Unreadable files go to ``on_skip`` with a reason.
+                    batch_size: int = 32, megapixels: float = 100, none_of_these: bool = True) -> Iterator[dict]:
+    """One row per readable image: path, label (or "not sure", or "not one of your classes"),
+    confidence, novelty (the "none of these" score, above 1: unlike every training picture; empty
+    for a model without the check), then top1..topK label/confidence. Unreadable files go to
+    ``on_skip`` with a reason. ``none_of_these=False`` always answers with a class (the score
+    is still given).
 
     Decoded images wait for their batch in memory: a batch is sent to the model when it holds
     ``batch_size`` images or ``megapixels`` million decoded pixels, whichever comes first (a
@@ -85,10 +93,11 @@ def prediction_rows(predictor: Predictor, images: Iterable[tuple[str, Path]], to
     k = max(1, min(top_k, len(predictor.labels)))
 
     def rows(batch):
-        probs = predictor.probabilities([img for _, img in batch])
-        for (shown, _), p in zip(batch, probs, strict=True):
-            label, confidence = decide(p, predictor.labels, threshold)
-            row = {"path": shown, "label": label, "confidence": confidence}
+        answers = predictor.answers([img for _, img in batch])
+        for j, ((shown, _), p) in enumerate(zip(batch, answers.probs, strict=True)):
+            label, confidence = decide(p, predictor.labels, threshold, none_of_these and answers.is_novel(j))
+            novelty = float(answers.novelty[j]) if answers.novelty is not None else ""
+            row = {"path": shown, "label": label, "confidence": confidence, "novelty": novelty}
             for rank, i in enumerate(np.argsort(-p, kind="stable")[:k], start=1):
                 row[f"top{rank}_label"] = predictor.labels[i]
                 row[f"top{rank}_confidence"] = float(p[i])

@@ -7,6 +7,7 @@ A bundle folder holds:
   transfer_gui.json  our metadata: metrics, training history, dataset summary, training config,
                      seed, library versions
   README.md          the model card (see card.py)
+  novelty.safetensors  training pictures' features for the "none of these" check (see novelty.py)
 
 so ``timm.create_model("local-dir:FOLDER", pretrained=True)`` rebuilds the model on its own, and
 the same folder can be pushed to the Hugging Face Hub as it is.
@@ -37,6 +38,7 @@ from .card import model_card
 from .config import public_model_name
 from .errors import DataError, ModelError, without_paths
 from .names import ModelName, class_names
+from .novelty import NOVELTY_FILE, Novelty, load_novelty
 from .preprocessing import MAX_INPUT_SIDE, check_pretrained_cfg, model_data_config
 
 if TYPE_CHECKING:  # training imports this module (continue_from)
@@ -67,6 +69,7 @@ class Bundle:
     data_config: dict
     metadata: dict
     folder: Path
+    novelty: Novelty | None = None
 
     @property
     def temperature(self) -> float:
@@ -169,7 +172,7 @@ def _read_metadata(folder: Path, architecture: str) -> dict:
 
 def save_bundle(result: TrainResult, folder: str | Path, *, dataset_report: dict | None = None,
                 evaluation: dict | None = None, calibration: dict | None = None,
-                estimate: dict | None = None) -> Path:
+                estimate: dict | None = None, novelty: Novelty | None = None) -> Path:
     """Write a trained model as a bundle folder.
 
     Args:
@@ -179,6 +182,7 @@ def save_bundle(result: TrainResult, folder: str | Path, *, dataset_report: dict
         evaluation: ``EvalReport.to_dict()`` on the checked images (out-of-fold or held out).
         calibration: ``Calibration.to_dict()``; its temperature is applied when the bundle is loaded.
         estimate: ``workflow.Estimate.to_dict()``: the headline figures and how they were measured.
+        novelty: the "none of these" check, written to ``novelty.safetensors`` (None: none).
 
     Returns:
         The folder.
@@ -212,9 +216,14 @@ def save_bundle(result: TrainResult, folder: str | Path, *, dataset_report: dict
         "dataset": dataset_report,
         "evaluation": evaluation,
         "calibration": calibration,
+        "novelty": novelty.to_dict() if novelty is not None else None,
         "versions": library_versions(),
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    if novelty is not None:
+        novelty.save(folder)
+    else:
+        (folder / NOVELTY_FILE).unlink(missing_ok=True)  # an older check would not fit this model
     (folder / CARD_FILE).write_text(model_card(json.loads(json.dumps(metadata, default=str))))
     _logger.info("Saved bundle %s", folder.name)
     return folder
@@ -320,7 +329,8 @@ def load_bundle(path: str | Path, workdir: str | Path | None = None,
     except (RuntimeError, OSError, KeyError, ValueError, SafetensorError) as exc:
         raise ModelError(f"The bundle in {folder.name} could not be loaded: {without_paths(str(exc).splitlines()[0])}") from exc
     data_config = model_data_config(model, f"config.json of {folder.name}")
-    return Bundle(model.eval(), list(labels), data_config, metadata, folder)
+    novelty = load_novelty(folder, int(getattr(model, "head_hidden_size", None) or model.num_features))
+    return Bundle(model.eval(), list(labels), data_config, metadata, folder, novelty)
 
 
 def continue_from(folder: str | Path, labels: list[str], max_params: int | None = None):

@@ -156,9 +156,14 @@ def _usage_section(metadata: dict, labels: list[str], counts: dict) -> list[str]
             "`transfer-gui predict FOLDER photo.jpg` does the same from a terminal (with the calibration "
             "applied).", "",
             "## Intended use and limits", "",
-            f"- Made to tell apart these {len(labels)} classes in pictures like the training images. It "
-            "always answers with one of them, even for a picture of something else: use a confidence "
-            "threshold (the app's \"not sure\") where that matters.",
+            f"- Made to tell apart these {len(labels)} classes in pictures like the training images. Loaded "
+            "with timm as above it always answers with one of them, even for a picture of something else. "
+            + ("`transfer-gui predict` and the app answer \"not one of your classes\" for a picture further "
+               "from every training picture than 98 % of them are from the rest (`novelty.safetensors`, "
+               "the `novelty` column); it catches pictures of another kind (photos for a model of drawings) "
+               "far more often than a new class of the same kind. "
+               if metadata.get("novelty") else "")
+            + "Use a confidence threshold (the app's \"not sure\") where a wrong answer matters.",
             f"- Trained on {sum(counts.values()) if counts else 'few'} images; the figures above are estimates "
             "from those same few images (the interval says how rough). Measure it on new pictures before "
             "relying on it.",

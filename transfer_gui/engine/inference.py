@@ -11,7 +11,7 @@ import copy
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -24,10 +24,41 @@ from .speed import autocast
 from .images import load_image
 from .evaluation import EvalReport, evaluate_predictions
 from .errors import DataError
+from .novelty import Novelty
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "Answers"]
 
 _logger = logging.getLogger(__name__)
+
+
+class _LogitsAndFeatures(nn.Module):
+    """A timm model's logits and the pooled features its classifier sees, from one backbone pass
+    (timm's forward is exactly ``forward_head(forward_features(x))``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        unpooled = self.model.forward_features(x)
+        return self.model.forward_head(unpooled), self.model.forward_head(unpooled, pre_logits=True)
+
+
+class Answers(NamedTuple):
+    """What a predictor says of some pictures.
+
+    Attributes:
+        probs: (n, classes) calibrated probabilities, columns in ``labels`` order.
+        novelty: (n,) "none of these" scores (above 1: not one of the classes), or None when the
+            model has no such check.
+    """
+
+    probs: np.ndarray
+    novelty: np.ndarray | None
+
+    def is_novel(self, i: int) -> bool:
+        """Picture ``i`` is unlike every training picture (always False without the check)."""
+        return self.novelty is not None and bool(self.novelty[i] > 1.0)
 
 
 class Predictor:
@@ -42,10 +73,11 @@ class Predictor:
         precision: "fp32" (the default), or "bf16"/"auto" for reduced-precision autocast where
             the device has it (``speed.fast_paths``). Exports are always checked against
             ``reference()``, an fp32 copy on the CPU, never against a reduced-precision answer.
+        novelty: the "none of these" check fitted on the training pictures, or None.
     """
 
     def __init__(self, model: nn.Module, labels: Sequence[str], data_config: dict, device: str = "auto",
-                 temperature: float = 1.0, precision: str = "fp32"):
+                 temperature: float = 1.0, precision: str = "fp32", novelty: Novelty | None = None):
         from .speed import fast_paths
         from .distributed import pick_device
 
@@ -62,6 +94,8 @@ class Predictor:
         self.data_config = dict(data_config)
         self.transform = eval_transform(self.data_config)
         self.temperature = float(temperature)
+        self.novelty = novelty
+        self._both = _LogitsAndFeatures(self.model)
         self._single_calls = 0
         self._frozen = None  # the single-image graph: None = not built yet, False = not usable
 
@@ -78,15 +112,23 @@ class Predictor:
 
     def logits(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> np.ndarray:
         """Raw (uncalibrated) class scores, one row per image, columns in ``labels`` order."""
+        return self._outputs(images, batch_size)[0]
+
+    def _outputs(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None
+                 ) -> tuple[np.ndarray, torch.Tensor]:
+        """(logits, pooled features) of the images, from one pass through the model."""
         batch_size = batch_size or self.batch_size
-        out: list[np.ndarray] = []
+        logits: list[np.ndarray] = []
+        features: list[torch.Tensor] = []
         batch: list[torch.Tensor] = []
 
         def flush() -> None:
             x = self.batch(batch)
             frozen = self._single_image_graph() if len(batch) == 1 else None
             with torch.inference_mode(), autocast(self.device, self.paths):
-                out.append((frozen or self.model)(x).float().cpu().numpy())
+                out, feats = (frozen or self._both)(x)
+            logits.append(out.float().cpu().numpy())
+            features.append(feats.float().cpu())
             batch.clear()
 
         for image in images:
@@ -95,7 +137,9 @@ class Predictor:
                 flush()
         if batch:
             flush()
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+        if not logits:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), torch.zeros(0, 0)
+        return np.concatenate(logits), torch.cat(features)
 
     def _single_image_graph(self):
         """A frozen TorchScript graph for one image at a time on the CPU, once the predictor is
@@ -124,10 +168,10 @@ class Predictor:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph
                 graph = torch.jit.optimize_for_inference(torch.jit.freeze(
-                    torch.jit.trace(self.model, probe, check_trace=False).eval()))
+                    torch.jit.trace(self._both, probe, check_trace=False).eval()))
                 for _ in range(2):  # the profiling executor settles on its second run
                     fast = graph(probe)
-                diff = (fast - self.model(probe)).abs().max().item()
+                diff = max((a - b).abs().max().item() for a, b in zip(fast, self._both(probe)))
         except (RuntimeError, TypeError, ValueError, torch.jit.Error) as exc:
             _logger.info("No frozen graph for single images (%s); the model runs as it is", exc)
             return None
@@ -146,7 +190,8 @@ class Predictor:
         """
         if self.device.type == "cpu" and self.paths.autocast_dtype is None:
             return self
-        return Predictor(self.model, self.labels, self.data_config, device="cpu", temperature=self.temperature)
+        return Predictor(self.model, self.labels, self.data_config, device="cpu", temperature=self.temperature,
+                         novelty=self.novelty)
 
     def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from ``logits()``' output."""
@@ -155,6 +200,12 @@ class Predictor:
     def probabilities(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> np.ndarray:
         """Calibrated class probabilities, one row per image, columns in ``labels`` order."""
         return self.to_probabilities(self.logits(images, batch_size))
+
+    def answers(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> Answers:
+        """Calibrated probabilities and, when the model has the check, "none of these" scores."""
+        logits, features = self._outputs(images, batch_size)
+        novelty = self.novelty.scores(features) if self.novelty is not None and len(logits) else None
+        return Answers(self.to_probabilities(logits), novelty)
 
     def predict(self, image: Image.Image | str | Path, top_k: int = 5) -> list[tuple[str, float]]:
         """The ``top_k`` most likely labels of one image, most likely first."""

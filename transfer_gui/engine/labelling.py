@@ -75,7 +75,8 @@ def suggestion_rows(predictor: Predictor, images: Iterable[tuple[str, Path]], to
                     on_skip: OnSkip | None = None) -> list[dict]:
     """``batch.prediction_rows`` (path, suggested label, calibrated confidence, top-k) for every
     readable image, with its ``margin``, least certain first."""
-    rows = list(prediction_rows(predictor, images, max(2, top_k), 0.0, on_skip))
+    # a pile is sorted into the classes: each picture gets one suggested, however unlike them it is
+    rows = list(prediction_rows(predictor, images, max(2, top_k), 0.0, on_skip, none_of_these=False))
     margin = [r["top1_confidence"] - r["top2_confidence"] for r in rows]
     out = []
     for i in ask_order(margin, [r["top1_label"] for r in rows]):

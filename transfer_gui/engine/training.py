@@ -66,6 +66,8 @@ class TrainResult:
         train_seconds: wall seconds of the whole run.
         error: why training broke off early (what was kept before it stays), or None.
         validation: how the kept model's figures were measured (None when nothing was trained).
+        features: the starting backbone's pooled features of every dataset image (what the head
+            was first fitted on), or None when training stopped before they were read.
     """
 
     model: nn.Module
@@ -82,6 +84,12 @@ class TrainResult:
     train_seconds: float
     error: str | None = None
     validation: Validation | None = None
+    features: torch.Tensor | None = None
+
+    @property
+    def backbone_trained(self) -> bool:
+        """The kept model's backbone was fine-tuned, so ``features`` are not what it sees."""
+        return self.best is not None and self.best.phase != "head"
 
     @property
     def val_accuracy(self) -> float:
@@ -122,7 +130,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
     yield run.event("load", 0, 0, 0, 0, message=f"Loading {what}...")
     loaded, model = _build(run, device)
     data_config = model_data_config(model)
-    validation = None
+    validation = features = None
     try:
         features = yield from cached_features(run, model, loaded, data_config, device)
         if not run.stopped:
@@ -134,7 +142,7 @@ def fit(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = Non
         _logger.exception("Training %s failed after %.1f s", config.model, run.elapsed())
         raise TrainingFailedError(f"Training broke off before the first model was trained: {without_paths(str(exc))}. "
                                   "Nothing was kept; check the images and press Train again.") from exc
-    yield _done(run, model, loaded, data_config, validation)
+    yield _done(run, model, loaded, data_config, validation, features)
 
 
 def _build(run: Run, device: torch.device) -> tuple[LoadedModel, nn.Module]:
@@ -159,7 +167,7 @@ def _build(run: Run, device: torch.device) -> tuple[LoadedModel, nn.Module]:
 
 
 def _done(run: Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
-          validation: Validation | None) -> ProgressEvent:
+          validation: Validation | None, features: torch.Tensor | None) -> ProgressEvent:
     """The last event: the kept weights back on the CPU, and the result."""
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
@@ -167,7 +175,8 @@ def _done(run: Run, model: nn.Module, loaded: LoadedModel, data_config: dict,
     error = validation.error if validation is not None else None
     result = TrainResult(model, list(run.dataset.labels), dict(data_config), run.config, loaded.name,
                          loaded.create_kwargs, loaded.source, run.split, run.history, run.best,
-                         run.stopped, run.elapsed(), error, validation)
+                         run.stopped, run.elapsed(), error, validation,
+                         features.cpu() if features is not None else None)
     if run.best is None or validation is None:  # stopped while reading the images: no model was trained
         return ProgressEvent("done", 0, 0, 0, 0, None, None, None, run.elapsed(), 0.0, False,
                              "Stopped before any model was trained.", result)

@@ -7,7 +7,8 @@ macro-F1, per-class figures, confusion matrix and mistakes, the expected calibra
 reliability table and what a "not sure" threshold means. ``save`` writes the bundle with all of
 it; ``finish_training`` is both, and the bundle's zip. ``train_model`` is ``fit`` to the end
 followed by ``finish``. ``open_model`` loads a saved bundle with its metadata as a ``SavedModel``,
-and ``continuing`` turns a training config into one that continues such a model.
+and ``continuing`` turns a training config into one that continues such a model. ``novelty_check``
+fits the "none of these" check that every trained model carries (see novelty.py).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from .errors import NothingTrainedError
 from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMeaning, evaluate_predictions,
                          expected_calibration_error, reliability_bins, threshold_meaning, wilson_interval)
 from .inference import Predictor
-from .features import FeatureCache
+from .features import FeatureCache, extract_features, make_loader
+from .novelty import Novelty, fit_novelty
+from .transforms import eval_transform
 from .progress import ProgressEvent
 from .training import TrainResult, train
 
 __all__ = ["Estimate", "TrainedModel", "SavedModel", "finish", "finish_training", "train_model", "save",
-           "open_model", "continuing"]
+           "open_model", "continuing", "kept_features", "novelty_check"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class TrainedModel:
         leakage: checked images byte-identical to an image their model learned from (a copy in
             another fold, or in the training part of a holdout).
         folder, zip_path: the saved bundle and its zip (``finish_training``), else None.
+        dataset: the images it was trained on (``result.validation.indices`` index into it).
     """
 
     result: TrainResult
@@ -111,6 +115,7 @@ class TrainedModel:
     leakage: Check
     folder: Path | None = None
     zip_path: Path | None = None
+    dataset: ImageDataset | None = None
 
     def reliability(self) -> list[ReliabilityBin]:
         """Confidence against observed accuracy on the checked images (15 bins)."""
@@ -156,7 +161,7 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
     logits = np.asarray(validation.logits, dtype=np.float64)
     calibration = fit_temperature(logits, targets)
     predictor = Predictor(result.model, result.labels, result.data_config, device=device,
-                          temperature=calibration.temperature)
+                          temperature=calibration.temperature, novelty=novelty_check(result, dataset))
     probs = torch.as_tensor(logits / calibration.temperature).softmax(dim=1).numpy()
     evaluation = evaluate_predictions(targets, probs, list(result.labels), [dataset.items[i].rel for i in indices])
     honest = cross_fitted_probabilities(logits, targets, validation.folds)
@@ -170,7 +175,25 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
     else:
         split = result.split
         leakage = split.leakage if split.leakage is not None else leakage_check(dataset, split)
-    return TrainedModel(result, predictor, calibration, evaluation, estimate, honest, targets, leakage)
+    return TrainedModel(result, predictor, calibration, evaluation, estimate, honest, targets, leakage,
+                        dataset=dataset)
+
+
+def kept_features(result: TrainResult, dataset: ImageDataset) -> torch.Tensor:
+    """The kept model's pooled features of every dataset image: the ones training started from
+    when only the head was trained, else read again through the fine-tuned backbone."""
+    if result.features is not None and not result.backbone_trained:
+        return result.features
+    loader = make_loader(dataset, list(range(len(dataset.items))), eval_transform(result.data_config), 32, False,
+                         result.config.seed)
+    *_, (_, features) = extract_features(result.model, loader, torch.device("cpu"))
+    return features
+
+
+def novelty_check(result: TrainResult, dataset: ImageDataset) -> Novelty:
+    """The "none of these" check of a trained model, its line drawn on its training images."""
+    return fit_novelty(kept_features(result, dataset), dataset.targets, result.config.seed,
+                       [item.sha1 for item in dataset.items])
 
 
 def train_model(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
@@ -187,7 +210,7 @@ def save(trained: TrainedModel, dataset: ImageDataset, folder: str | Path) -> Pa
 
     return save_bundle(trained.result, folder, dataset_report=dataset.report.to_dict(),
                        evaluation=trained.evaluation.to_dict(), calibration=trained.calibration.to_dict(),
-                       estimate=trained.estimate.to_dict())
+                       estimate=trained.estimate.to_dict(), novelty=trained.predictor.novelty)
 
 
 def finish_training(result: TrainResult, dataset: ImageDataset, folder: str | Path, *, device: str = "auto",
@@ -246,7 +269,7 @@ def open_model(path: str | Path, workdir: str | Path | None = None, *, device: s
     path = Path(path)
     bundle = load_bundle(path, workdir, limits, max_params)
     predictor = Predictor(bundle.model, bundle.labels, bundle.data_config, device=device,
-                          temperature=bundle.temperature)
+                          temperature=bundle.temperature, novelty=bundle.novelty)
     kept = None
     if path.is_file():
         kept = path if workdir is None else Path(workdir) / path.name
