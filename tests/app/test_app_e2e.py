@@ -60,12 +60,14 @@ def test_upload_train_predict_download_and_cli_agrees(app_url, example_zip, tmp_
     assert len(acc["value"]["data"]) > 1
     # the Results step (the browser runs it after training succeeds)
     (results, per_class, confusion, cell_true, cell_pred, note, cell, mistakes, _, reliability, feature_map,
-     map_note) = client.predict(api_name="/results")
+     map_note, check_note, check_gallery, *_) = client.predict(api_name="/results")
     # what the model sees: a map of all 96 images (the pretrained half; no comparison was run)
     assert feature_map["visible"] is True and "t-SNE" in map_note
     with Image.open(feature_map["value"]) as picture:
         assert picture.width == 432
     assert "5-fold cross-validation on all 96 images" in results and "Confidences were" in results
+    assert "picture(s) to check" in check_note and len(check_gallery) >= 1  # each with its reason
+    assert all(". " in item["caption"] for item in check_gallery)
     assert {row[2] for row in reliability["value"]["data"]} >= {"perfectly calibrated"}  # a component update
     # what the "not sure" threshold means, measured on the same out-of-fold answers
     assert client.predict(0.6, api_name="/not_sure_meaning").startswith("On your images")
@@ -154,6 +156,6 @@ def test_the_api_lists_named_parameters_and_only_the_public_steps(app_url):
     assert not {"/sort_accept", "/file_under", "/cell", "/mistakes", "/model_card"} & set(endpoints)
     assert len(endpoints) == 16  # /compare_models: step 2's "try every built-in model"
     names = {name: [p["parameter_name"] for p in ep["parameters"]] for name, ep in endpoints.items()}
-    assert names["/predict"] == ["image", "threshold"]
+    assert names["/predict"] == ["image", "threshold", "none_of_these"]
     assert names["/train"][:4] == ["model_choice", "custom_model", "weights_file", "mode"]
     assert not any(n.startswith("param_") for params in names.values() for n in params)

@@ -197,7 +197,7 @@ def test_cli_suggest_writes_suggestions_least_certain_first(cli, quick_bundle, t
     assert len(rows) == len(list(TEST_IMAGES.glob("*.png")))
     margin = [float(r["margin"]) for r in rows]
     assert ask_order(margin, [r["label"] for r in rows]).tolist() == list(range(len(rows)))
-    assert set(rows[0]) == {"path", "label", "confidence", "top1_label", "top1_confidence", "top2_label",
+    assert set(rows[0]) == {"path", "label", "confidence", "novelty", "top1_label", "top1_confidence", "top2_label",
                             "top2_confidence", "margin"}
     proc = cli("suggest", str(quick_bundle), str(TEST_IMAGES))
     lines = [json.loads(line) for line in proc.stdout.splitlines()]

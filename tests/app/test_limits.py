@@ -328,7 +328,7 @@ def test_heavy_events_share_one_small_group_across_all_users():
     groups = {fn.fn.__qualname__: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.fn}
     for name in ("DataStep.load_zip", "DataStep.add_images", "DataStep.use_classes", "ModelStep.load_model",
                  "ModelStep.evaluate_model", "ResultsStep.view", "ResultsStep.mistakes_view",
-                 "TestStep.batch_predict", "SortStep.load_pile", "SortStep.download"):
+                 "TestStep.batch_predict", "SortStep.load_pile", "SortStep.download", "CheckStep.corrected_zip"):
         assert groups[name] == ("heavy", 2), name
     assert groups["TestStep.predict"][0] != "heavy" and groups["TrainStep.train"][0] == "training"
     h.close()

@@ -81,8 +81,8 @@ def test_a_session_cannot_read_or_load_another_sessions_files(server, tmp_path):
     kind, out = _call(url, "train", TRAIN_ARGS, b)
     assert kind == "complete" and "**Done.**" in out[0]
     # B names A's files as its inputs: Gradio refuses any path outside its upload folder
-    for api, data in [("predict", [_file(a_image), 0.0]), ("load_model", [_file(a_bundle)]),
-                      ("load_zip", [_file(a_bundle)]), ("batch_predict", [[_file(a_image)], 0.5])]:
+    for api, data in [("predict", [_file(a_image), 0.0, True]), ("load_model", [_file(a_bundle)]),
+                      ("load_zip", [_file(a_bundle)]), ("batch_predict", [[_file(a_image)], 0.5, True])]:
         kind, out = _call(url, api, data, b)
         assert kind in ("error", "refused"), (api, out)
     # ...and will not serve them either
@@ -92,7 +92,7 @@ def test_a_session_cannot_read_or_load_another_sessions_files(server, tmp_path):
         assert err.value.code == 403
     # B's own model still answers with B's labels only, A's with A's
     own = handle_file(str(TEST_IMAGES / "animal_dolphin.png"))
-    kind, out = _call(url, "predict", [_file_uploaded(url, TEST_IMAGES / "animal_dolphin.png"), 0.0], b)
+    kind, out = _call(url, "predict", [_file_uploaded(url, TEST_IMAGES / "animal_dolphin.png"), 0.0, True], b)
     assert kind == "complete"
     b_labels = {c["label"] for c in out[1]["confidences"]}
     assert b_labels <= {p.name for p in EXAMPLE.iterdir()} and len(b_labels) == 5
@@ -284,12 +284,12 @@ def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_s
         kind, out = _call(url, "demo", [], user)
         assert kind == "complete" and "**Done.**" in out[0]
         picture = _file_uploaded(url, TEST_IMAGES / "animal_dolphin.png")
-        kind, first = _call(url, "predict", [picture, 0.0], user)
+        kind, first = _call(url, "predict", [picture, 0.0, True], user)
         assert kind == "complete"
         _drop_heartbeat(url, user, 2.0)
         time.sleep(5.0)
         assert h.sessions.find(user) is not None
-        kind, again = _call(url, "predict", [picture, 0.0], user)
+        kind, again = _call(url, "predict", [picture, 0.0, True], user)
         assert kind == "complete" and again[0] == first[0] and again[1]["label"] == first[1]["label"]
         folder = h.sessions.find(user).workdir
         _drop_heartbeat(url, user, 0.5)  # this time the page does not come back
@@ -299,7 +299,7 @@ def test_a_network_drop_keeps_the_users_model_and_only_a_long_absence_ends_the_s
         while (h.sessions.find(user) is not None or folder.exists()) and time.monotonic() < deadline:
             time.sleep(1.0)
         assert h.sessions.find(user) is None and not folder.exists()
-        kind, out = _call(url, "predict", [picture, 0.0], user)
+        kind, out = _call(url, "predict", [picture, 0.0, True], user)
         assert kind == "error" and "Train a model first" in str(out)
     finally:
         demo.close()
@@ -319,12 +319,12 @@ def test_random_session_hashes_make_no_folders_and_lock_nobody_out(monkeypatch):
         assert _call(url, "use_example", [], "real-user")[0] == "complete"
         owner = h.sessions.find("real-user")
         for i in range(20):
-            kind, out = _call(url, "predict", [None, 0.5], f"random-{i:04d}")
+            kind, out = _call(url, "predict", [None, 0.5, True], f"random-{i:04d}")
             assert kind == "complete", out
         assert h.sessions.find("real-user") is owner and owner.dataset is not None
         assert len(h.sessions.keys()) <= 3
         assert all(f.name.startswith(f"tls-session-{owner.id}-") for f in _session_folders(h))  # none of theirs
-        assert _call(url, "predict", [None, 0.5], "a-new-visitor")[0] == "complete"
+        assert _call(url, "predict", [None, 0.5, True], "a-new-visitor")[0] == "complete"
     finally:
         demo.close()
         h.close()

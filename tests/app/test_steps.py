@@ -329,7 +329,7 @@ def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
     shutil.copy(TEST_IMAGES / "vehicle_hummer_01.png", single)
     summary, table, csv_button = h.test.batch_predict(trained, [str(folder / "batch.zip"), str(single)], 0.6)
     assert "4 picture(s) classified" in summary and "1 file(s) skipped: batch.zip:notes.jpg" in summary
-    assert table.columns.tolist() == ["image", "label", "confidence"] and len(table) == 4
+    assert table.columns.tolist() == ["image", "label", "confidence", "novelty"] and len(table) == 4
     app_rows = list(csv.DictReader(open(csv_button.value["path"])))
     cli_csv = tmp_path / "cli.csv"
     proc = subprocess.run([sys.executable, "-m", "transfer_gui", "predict", str(trained.bundle_zip),
@@ -345,6 +345,8 @@ def test_batch_prediction_csv_equals_the_cli_rows(h, trained, tmp_path):
         for key in a:
             if "confidence" in key:
                 assert float(a[key]) == pytest.approx(float(c[key]), abs=1e-5)
+            elif key == "novelty":  # a distance over a line of ~0.5: the features' last digits, doubled
+                assert float(a[key]) == pytest.approx(float(c[key]), abs=1e-4)
             else:
                 assert a[key] == c[key]
 

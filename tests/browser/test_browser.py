@@ -222,6 +222,21 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     _wait_for_images(page, "#map-pick img")
     page.locator("#feature-map").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "05e-feature-map.png"))
+    # pictures to check: the likeliest mislabelled first, each with its reason; keep one, then undo
+    expect(page.locator("#check-note")).to_contain_text("picture(s) to check")
+    _wait_for_images(page, "#check-gallery img")
+    page.locator("#check-gallery img").first.click()
+    expect(page.locator("#check-pick")).to_contain_text("Labelled")
+    expect(page.locator("#check-pick")).to_contain_text("the model that had not seen it says")
+    page.locator("#check-keep").click()
+    expect(page.locator("#check-changes")).to_contain_text("kept as")
+    expect(page.locator("#check-undo")).to_be_enabled()
+    page.locator("#check-gallery img").first.click()  # the next one: its reason and a suggested class
+    expect(page.locator("#check-pick")).to_contain_text("the model that had not seen it says")
+    page.locator("#check-gallery").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "05f-pictures-to-check.png"))
+    page.locator("#check-undo").click()
+    expect(page.locator("#check-changes")).not_to_contain_text("kept as")
     # Pretrained vs from scratch on one seconds axis; then the map beside the random-weight one.
     _tab(page, "3. Train")
     page.locator("#compare-btn").click()

@@ -118,6 +118,7 @@ class DataStep:
         session.use_loaded(None)  # a model trained on the old images goes; an upload stays
         # new images: a pile sorted into the old classes, and pictures filed under them, go too
         session.pile, session.filed, session.sorted_zip, session.comparison = None, {}, None, None
+        session.review = None  # the pictures to check and the changes were about the old images
         return self.view(session)
 
     @staticmethod

@@ -60,8 +60,9 @@ class DownloadStep:
         from ..engine.export import export_all
         from .assets import TEST_IMAGES
 
-        if session.result is not None and session.result.validation is not None:
-            images = [session.dataset.items[i].path for i in session.result.validation.indices[:_PARITY_IMAGES]]
+        trained = session.trained
+        if trained is not None and trained.dataset is not None and trained.result.validation is not None:
+            images = [trained.dataset.items[i].path for i in trained.result.validation.indices[:_PARITY_IMAGES]]
         elif session.dataset is not None:
             images = [item.path for item in session.dataset.items[:_PARITY_IMAGES]]
         else:

@@ -4,7 +4,7 @@ its .zip) to test, measure on the images of step 1, or continue training."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import gradio as gr
 
@@ -18,7 +18,7 @@ from .session import Session
 if TYPE_CHECKING:
     from .context import StepContext
 
-__all__ = ["ModelStep", "ModelLoaded", "EvaluatedView", "model_choices", "describe_model"]
+__all__ = ["ModelStep", "ModelLoaded", "model_choices", "describe_model"]
 
 
 class ModelLoaded(NamedTuple):
@@ -28,25 +28,6 @@ class ModelLoaded(NamedTuple):
     continue_box: gr.Checkbox
     download_button: gr.DownloadButton
     session: Session
-
-
-class EvaluatedView(NamedTuple):
-    """The uploaded model measured on step 1's images: a status line, and the Results step
-    (the fields of ``results_step.ResultsView``)."""
-
-    status: str
-    summary: str
-    per_class: Any
-    confusion: Any
-    cell_true: Any
-    cell_pred: Any
-    cell_note: str
-    cell_gallery: list
-    mistakes: list
-    show_heat: bool
-    reliability: Any
-    feature_map: Any
-    map_note: str
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -105,8 +86,9 @@ class ModelStep:
         return ModelLoaded(status, gr.Checkbox(visible=True, value=True),
                            gr.DownloadButton(value=str(saved.zip_path), interactive=True), session)
 
-    def evaluate_model(self, session: Session) -> EvaluatedView:
-        """Measure the current model on every image from step 1 (e.g. new data for an uploaded model)."""
+    def evaluate_model(self, session: Session) -> tuple:
+        """Measure the current model on every image from step 1 (e.g. new data for an uploaded model):
+        a status line, then the fields of the Results step (``ResultsView``) filled for it."""
         if session.predictor is None:
             raise UserInputError("Upload a trained model (above) or train one in step 3 first.")
         if session.dataset is None:
@@ -117,13 +99,13 @@ class ModelStep:
         if session.trained is not None:
             # A model trained here has only ever met step 1's images (new images reset it), so
             # this figure is how well it learned them; its cross-validated estimate stays shown.
-            return EvaluatedView(
+            return (
                 f"Measured on the {evaluation.n_images} images it was trained on: **{evaluation.accuracy:.0%}** "
                 "right. That says how well it learned them, not how it will do on new pictures: for those, "
                 "step 4 keeps the estimate from pictures each fold's model had not seen. To measure it on new "
                 "pictures, download it (step 6), load new images in step 1, then upload it here.",
                 *ResultsStep.view(session))
         session.use_evaluation(evaluation)
-        return EvaluatedView(f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
-                             "The details are in step 4. If these include images the model was trained on, the "
-                             "figure is optimistic: measure on new pictures.", *ResultsStep.view(session))
+        return (f"Evaluated on {evaluation.n_images} images: accuracy **{evaluation.accuracy:.0%}**. "
+                "The details are in step 4. If these include images the model was trained on, the "
+                "figure is optimistic: measure on new pictures.", *ResultsStep.view(session))

@@ -23,7 +23,7 @@ def preload_engine(keep_malloc: bool = False) -> threading.Thread:
     def load() -> None:
         start = time.perf_counter()
         from ..engine import batch, bundle, comparison, data, explain, export, inference  # noqa: F401
-        from ..engine import learning_curve, workflow  # noqa: F401
+        from ..engine import corrections, label_check, learning_curve, workflow  # noqa: F401
         from ..engine.speed import tune_process
 
         tune_process(keep_malloc)  # the allocator's arenas are capped before request threads make their own

@@ -1,5 +1,6 @@
 """Step 4, "Results": the figures on images the model had not learned from, the clickable
-confusion matrix, the reliability chart and the most confident mistakes."""
+confusion matrix, the reliability chart, the most confident mistakes and the pictures to check
+(check_step.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from ..engine.figures import confusion_picture
+from .check_step import CheckStep
 from .plain import results_summary, worst_cell
 from .session import Session
 from .views import PER_CLASS_COLUMNS
@@ -37,6 +39,12 @@ class ResultsView(NamedTuple):
     reliability: Any
     feature_map: Any
     map_note: str
+    check_note: str
+    check_gallery: list
+    check_changes: str
+    check_undo: Any
+    check_pick: Any
+    check_move: Any
 
 
 class MapPick(NamedTuple):
@@ -72,7 +80,7 @@ class ResultsStep:
         if ev is None:
             picker = gr.Dropdown(choices=[], value=None)
             return ResultsView(NO_RESULTS, None, None, picker, picker, "", [], [], False,
-                               gr.update(value=None, visible=False), *cls.map_view(session))
+                               gr.update(value=None, visible=False), *cls.map_view(session), *CheckStep.view(session))
         table = pd.DataFrame([{"class": k, "precision": round(v["precision"], 2), "recall": round(v["recall"], 2),
                                "F1": round(v["f1"], 2), "images": v["support"]} for k, v in ev.per_class.items()],
                              columns=PER_CLASS_COLUMNS)
@@ -84,7 +92,7 @@ class ResultsStep:
                            gr.Dropdown(choices=ev.labels, value=true_label),
                            gr.Dropdown(choices=ev.labels, value=predicted),
                            *cls.cell_view(session, true_label, predicted), cls.mistakes_view(session, False), False,
-                           cls._reliability(session), *cls.map_view(session))
+                           cls._reliability(session), *cls.map_view(session), *CheckStep.view(session))
 
     @staticmethod
     def map_view(session: Session) -> tuple[Any, str]:
@@ -93,7 +101,8 @@ class ResultsStep:
         has read them. Hidden without a trained model."""
         from ..engine.feature_map import map_picture, trained_maps
 
-        trained, dataset = session.trained, session.dataset
+        trained = session.trained
+        dataset = trained.dataset if trained is not None else None  # what its indices point into
         if trained is None or dataset is None:
             session.feature_map = None
             return gr.update(value=None, visible=False), ""
@@ -116,14 +125,15 @@ class ResultsStep:
     def select_point(session: Session, evt: gr.SelectData) -> MapPick:
         """A click on the map: the image of the nearest dot, with its class and the answer it got."""
         picture = session.feature_map if isinstance(session, Session) else None
-        if picture is None or session.dataset is None or not isinstance(evt.index, (list, tuple)):
+        trained = session.trained if isinstance(session, Session) else None
+        if picture is None or trained is None or trained.dataset is None or not isinstance(evt.index, (list, tuple)):
             return MapPick(gr.skip(), gr.skip())
         found = picture.point_at(*evt.index)
         if found is None:
             return MapPick(gr.skip(), "No image right there: click on a dot.")
         k, index = found
         fmap = picture.maps[k]
-        item = session.dataset.items[index]
+        item = trained.dataset.items[index]
         said = fmap.predicted[fmap.indices.index(index)]
         note = f"**{item.rel}** · class **{item.label}**"
         if said is not None:
@@ -155,7 +165,9 @@ class ResultsStep:
 
     @staticmethod
     def _image_path(session: Session, rel: str) -> str:
-        root = session.dataset.root if session.dataset else Path(".")
+        trained = session.trained
+        data = trained.dataset if trained is not None and trained.dataset is not None else session.dataset
+        root = data.root if data else Path(".")
         return rel if Path(rel).is_absolute() else str(root / rel)
 
     @classmethod

@@ -32,6 +32,7 @@ from .errors import shown
 from .memory import MemoryGate
 from .model_step import ModelStep
 from .results_step import ResultsStep
+from .check_step import CheckStep
 from .registry import SessionRegistry
 from .session import Session, folder_bytes
 from .slots import TrainingSlots
@@ -171,6 +172,7 @@ class Server:
         self.trials = TrialsStep(ctx)  # step 2's "try every built-in model"
         self.train = TrainStep(ctx)
         self.results = ResultsStep()
+        self.check = CheckStep(ctx)  # step 4's pictures to check
         self.test = TestStep(ctx)
         self.download = DownloadStep(ctx)
         self.sort = SortStep(ctx, curve=self.train.curve)

@@ -27,6 +27,7 @@ from ..engine.errors import UserInputError
 from .current_model import CurrentModel
 
 if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served; see server.py
+    from .check_step import Review
     from ..engine.calibration import Calibration
     from ..engine.comparison import Comparison
     from ..engine.data import ImageDataset
@@ -97,6 +98,7 @@ class Session:
         feature_map: the map picture on show in the Results step (to turn a click into an image).
         pile: unlabelled pictures being sorted (step 7), with the decisions so far, or None.
         filed: test pictures filed under a class (step 5), by class: they join the next training.
+        review: the current model's pictures to check and the label changes made (step 4), or None.
         sorted_zip: the last zip of sorted pictures (step 7), or None.
         loaded: a model the user uploaded, or None. It stays the current model until a new
             training finishes, and is what "continue training" starts from.
@@ -139,6 +141,7 @@ class Session:
         self.model_trials: list | None = None  # engine.model_trials.ModelTrial, best first
         self.pile: Pile | None = None
         self.filed: dict[str, list[Path]] = {}
+        self.review: Review | None = None
         self.sorted_zip: Path | None = None
         self.feature_map: MapPicture | None = None
         self.loaded: SavedModel | None = None

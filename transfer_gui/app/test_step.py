@@ -1,5 +1,5 @@
-"""Step 5, "Test": one new picture with its heat map and a "not sure" threshold, or many at once
-as a table and a CSV."""
+"""Step 5, "Test": one new picture with its heat map, a "not sure" threshold and the "none of
+these" answer, or many at once as a table and a CSV."""
 
 from __future__ import annotations
 
@@ -46,10 +46,13 @@ class TestStep:
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
 
-    def predict(self, session: Session, image: str | Image.Image | None, threshold: float = 0.5) -> Verdict:
+    def predict(self, session: Session, image: str | Image.Image | None, threshold: float = 0.5,
+                none_of_these: bool = True) -> Verdict:
         """One picture (a file path or an image): the verdict, every class's confidence, the heat
-        map. Its decoding waits for room in the server's memory budget (``picture_bytes``)."""
-        from ..engine.batch import NOT_SURE, decide
+        map. Its decoding waits for room in the server's memory budget (``picture_bytes``).
+        ``none_of_these``: answer "not one of your classes" for a picture unlike every training
+        picture (when the model has that check)."""
+        from ..engine.batch import NONE_OF_THESE, NOT_SURE, decide
         from ..engine.explain import heat_map
         from ..engine.images import IMAGE_READ_ERRORS, failure_reason, load_image
 
@@ -66,10 +69,15 @@ class TestStep:
                                      "WebP picture.") from None
             predictor = session.predictor
             hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
+            novel = bool(none_of_these) and predictor.novelty is not None and predictor.answers([picture]).is_novel(0)
         probs = hm.probabilities
-        label, confidence = decide(probs, predictor.labels, threshold or 0.0)
+        label, confidence = decide(probs, predictor.labels, threshold or 0.0, novel)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])
-        if label == NOT_SURE:
+        if label == NONE_OF_THESE:
+            top = ", ".join(f"{name} {p:.0%}" for name, p in ranked[:3])
+            verdict = ("### Not one of your classes\nThis picture is unlike every picture the model learned from, "
+                       f"so it does not name a class. The closest classes: {top}.")
+        elif label == NOT_SURE:
             top = ", ".join(f"{name} {p:.0%}" for name, p in ranked[:3])
             verdict = (f"### Not sure\nThe best guess is **{ranked[0][0]}** at {confidence:.0%}, below your "
                        f"{threshold:.0%} threshold. Top candidates: {top}.")
@@ -78,9 +86,10 @@ class TestStep:
         return Verdict(verdict, dict(ranked), hm.overlay(), hm.caption(),
                        gr.Radio(choices=list(predictor.labels), value=None, interactive=True))
 
-    def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5) -> BatchView:
+    def batch_predict(self, session: Session, files: list[str] | None, threshold: float = 0.5,
+                      none_of_these: bool = True) -> BatchView:
         """Many pictures (and/or .zip files): a table and its CSV."""
-        from ..engine.batch import NOT_SURE, iter_image_files, prediction_rows, write_csv
+        from ..engine.batch import NONE_OF_THESE, NOT_SURE, iter_image_files, prediction_rows, write_csv
 
         predictor = session.predictor  # a training starting meanwhile forgets the session's model
         if predictor is None:
@@ -96,7 +105,7 @@ class TestStep:
                                       limits=limits.archive.within(session.room()))
             rows = list(prediction_rows(predictor, images, top_k=3, threshold=threshold or 0.0,
                                         on_skip=lambda shown, why: skipped.append(f"{shown}: {why}"),
-                                        megapixels=limits.batch_megapixels))
+                                        megapixels=limits.batch_megapixels, none_of_these=bool(none_of_these)))
         except BaseException:
             session.drop_folder(folder)
             raise
@@ -109,11 +118,15 @@ class TestStep:
         csv_path = folder / "predictions.csv"
         write_csv(rows, csv_path)
         session.keep_folder("batch", folder)
-        table = pd.DataFrame([{"image": r["path"], "label": r["label"], "confidence": round(r["confidence"], 3)}
+        table = pd.DataFrame([{"image": r["path"], "label": r["label"], "confidence": round(r["confidence"], 3),
+                               "novelty": round(r["novelty"], 2) if r["novelty"] != "" else None}
                               for r in rows], columns=BATCH_COLUMNS)
         unsure = sum(r["label"] == NOT_SURE for r in rows)
+        novel = sum(r["label"] == NONE_OF_THESE for r in rows)
         summary = f"**{len(rows)} picture(s) classified**"
-        summary += f", {unsure} of them 'not sure' (below {threshold:.0%})." if unsure else "."
+        summary += f", {unsure} of them 'not sure' (below {threshold:.0%})" if unsure else ""
+        summary += f", {novel} of them '{NONE_OF_THESE}'" if novel else ""
+        summary += "."
         if skipped:
             summary += f"  \n{len(skipped)} file(s) skipped: " + "; ".join(skipped[:10])
         return BatchView(summary, table, gr.DownloadButton(value=str(csv_path), interactive=True))

@@ -18,7 +18,8 @@ __all__ = ["outputs", "heavy_group", "fmt_s", "image_extensions", "OK", "WARN", 
 COUNTS_COLUMNS = ["class", "images"]
 SKIPPED_COLUMNS = ["file", "reason"]
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "F1", "images"]
-BATCH_COLUMNS = ["image", "label", "confidence"]
+# novelty: the "none of these" score (above 1: unlike every training picture)
+BATCH_COLUMNS = ["image", "label", "confidence", "novelty"]
 # Words, not emoji: a browser without an emoji font (seen in headless Chromium) shows empty boxes.
 OK, WARN = "OK ·", "**Look at this** ·"
 

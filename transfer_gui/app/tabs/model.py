@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from ...engine.catalog import DEFAULT_MODEL
-from ..model_step import EvaluatedView, ModelLoaded, describe_model, model_choices
+from ..model_step import ModelLoaded, describe_model, model_choices
 from ..model_trials_step import TRIAL_COLUMNS, TrialsView
 from ..views import outputs
 
@@ -74,5 +74,5 @@ class ModelTab:
                 show_progress_on=[self.trials_status], api_name="compare_models", **page.train.long_job(page.slots))
         w.event(self.use_best.click, trials.use_best, [], [self.model], api_visibility="private")
         w.event(self.evaluate_button.click, m.evaluate_model, [],
-                outputs(EvaluatedView, status=self.evaluate_status, **page.results.parts()),
+                [self.evaluate_status, *page.results.outputs()],  # a status line, then the Results step
                 heavy=True, show_progress_on=[self.evaluate_status], api_name="evaluate_model")

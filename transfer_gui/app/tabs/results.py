@@ -1,6 +1,7 @@
 """Tab "4. Results": the summary, per-class table, clickable confusion matrix, the map of the
-features, the reliability chart and the most confident mistakes. Events: ``ResultsStep``
-(results_step.py); its view is filled by steps 2 and 3 (``parts``/``outputs``)."""
+features, the reliability chart, the most confident mistakes and the pictures to check. Events:
+``ResultsStep`` (results_step.py) and ``CheckStep`` (check_step.py); its view is filled by steps 2
+and 3 (``parts``/``outputs``). The check's changes apply to step 1's data set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
+from ..check_step import NO_CHECKS, CheckView, PickView
 from ..results_step import NO_RESULTS, CellPick, CellView, MapPick, ResultsView
 from ..views import PER_CLASS_COLUMNS, outputs
 
@@ -43,6 +45,30 @@ class ResultsTab:
                                          value=False, elem_id="mistake-heat")
             self.mistakes = gr.Gallery(label="Mistakes (true → predicted)", columns=6, object_fit="contain",
                                        height="auto", elem_id="mistakes")
+            self._checks()
+
+    def _checks(self) -> None:
+        gr.Markdown("**Pictures to check**: pictures whose label is probably wrong (the models that had not "
+                    "seen them disagree with it, and so do the pictures most like them), near-duplicates, and "
+                    "pictures unlike all the others. Your changes apply to the data set of step 1; press "
+                    "**Train** again to learn from them.")
+        self.check_note = gr.Markdown(NO_CHECKS, elem_id="check-note")
+        # no preview: a click picks the picture (its reason shows below), the grid stays in view
+        self.check_gallery = gr.Gallery(label="Pictures to check (why, most likely first)", columns=6,
+                                        object_fit="contain", height="auto", allow_preview=False,
+                                        elem_id="check-gallery")
+        self.check_pick = gr.Markdown(elem_id="check-pick")
+        with gr.Row():
+            self.check_keep = gr.Button("Keep as it is", elem_id="check-keep", size="sm")
+            self.check_move = gr.Dropdown(label="Move it to", choices=[], elem_id="check-move", scale=2)
+            self.check_move_btn = gr.Button("Move", elem_id="check-move-btn", size="sm")
+            self.check_remove = gr.Button("Remove it", elem_id="check-remove", variant="stop", size="sm")
+        self.check_changes = gr.Markdown(elem_id="check-changes")
+        with gr.Row():
+            self.check_undo = gr.Button("Undo the last change", interactive=False, elem_id="check-undo", size="sm")
+            self.check_zip = gr.Button("Download the corrected data set (.zip)", elem_id="check-zip", size="sm")
+        self.check_file = gr.File(label="Corrected data set: one folder per class, and changes.csv",
+                                  visible=False, interactive=False, elem_id="check-file")
 
     def _confusion(self) -> None:
         with gr.Column(scale=2):
@@ -75,7 +101,9 @@ class ResultsTab:
         return dict(summary=self.summary, per_class=self.per_class, confusion=self.confusion,
                     cell_true=self.cell_true, cell_pred=self.cell_pred, cell_note=self.cell_note,
                     cell_gallery=self.cell_gallery, mistakes=self.mistakes, show_heat=self.show_heat,
-                    reliability=self.reliability, feature_map=self.feature_map, map_note=self.map_note)
+                    reliability=self.reliability, feature_map=self.feature_map, map_note=self.map_note,
+                    check_note=self.check_note, check_gallery=self.check_gallery, check_changes=self.check_changes,
+                    check_undo=self.check_undo, check_pick=self.check_pick, check_move=self.check_move)
 
     def outputs(self) -> list:
         """The output components of ``ResultsStep.view``."""
@@ -94,3 +122,18 @@ class ResultsTab:
                 outputs(MapPick, image=self.map_pick, note=self.map_pick_note), api_visibility="private")
         w.event(self.show_heat.input, r.mistakes_view, [self.show_heat], [self.mistakes], heavy=True,
                 show_progress_on=[self.mistakes], api_visibility="private")
+        self._wire_checks(page)
+
+    def _wire_checks(self, page: Page) -> None:
+        w, c = page.wire, page.wire.server.check
+        view = outputs(CheckView, note=self.check_note, gallery=self.check_gallery, changes=self.check_changes,
+                       undo=self.check_undo, pick=self.check_pick, move_to=self.check_move)
+        w.plain(self.check_gallery.select, c.select, [w.state], outputs(PickView, pick=self.check_pick,
+                                                                          move_to=self.check_move),
+                api_visibility="private")
+        w.event(self.check_keep.click, c.keep, [], view, api_visibility="private")
+        w.event(self.check_move_btn.click, c.move, [self.check_move], view, api_visibility="private")
+        w.event(self.check_remove.click, c.remove, [], view, api_visibility="private")
+        w.event(self.check_undo.click, c.undo, [], view, api_visibility="private")
+        w.event(self.check_zip.click, c.corrected_zip, [], [self.check_file], heavy=True,
+                show_progress_on=[self.check_file], api_visibility="private")

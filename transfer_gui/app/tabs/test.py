@@ -1,5 +1,5 @@
-"""Tab "5. Test": one picture (with "not sure", a heat map and "file it under") or many (a table
-and a CSV). Events: ``TestStep`` (test_step.py); "file it under" is step 7's (sort_step.py)."""
+"""Tab "5. Test": one picture (with "not sure", "not one of your classes", a heat map and "file it
+under") or many (a table and a CSV). Events: ``TestStep`` (test_step.py); "file it under" is step 7's (sort_step.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ class TestTab:
             self.threshold = gr.Slider(0, 1, value=0.5, step=0.05, elem_id="threshold",
                                        label='Answer "not sure" below this confidence')
             self.threshold_note = gr.Markdown(elem_id="threshold-note")
+            self.none_of_these = gr.Checkbox(
+                value=True, elem_id="none-of-these", label='Answer "not one of your classes" for pictures unlike all of yours',
+                info="The model compares each picture with every picture it learned from; one further from all of "
+                     "them than almost any of yours is from the rest gets no class. Untick to always get a class.")
             with gr.Row():
                 self._one_picture()
             gr.Markdown("**Many pictures at once**: choose pictures or .zip files; get a table and a CSV "
@@ -68,14 +72,15 @@ class TestTab:
                          heat_note=self.heat_note, file_under=self.file_under)
         # One picture decodes under the memory budget (TestStep.predict), in Gradio's own groups of
         # four per listener: a prediction of a photo takes seconds, never the heavy group's turn.
-        w.event(self.image.change, te.predict, [self.image, self.threshold], answer,
-                show_progress_on=[self.verdict], api_name="predict")
-        w.event(self.threshold.change, te.predict, [self.image, self.threshold], answer,
-                trigger_mode="always_last", show_progress_on=[self.verdict], api_visibility="private")
+        picture = [self.image, self.threshold, self.none_of_these]
+        w.event(self.image.change, te.predict, picture, answer, show_progress_on=[self.verdict], api_name="predict")
+        for setting in (self.threshold, self.none_of_these):
+            w.event(setting.change, te.predict, picture, answer, trigger_mode="always_last",
+                    show_progress_on=[self.verdict], api_visibility="private")
         w.event(self.threshold.change, w.server.results.threshold_note, [self.threshold], [self.threshold_note],
                 trigger_mode="always_last", api_name="not_sure_meaning")
         w.event(self.file_under.input, w.server.sort.file_test_picture, [self.image, self.file_under],
                 outputs(FiledView, note=self.filed_note, choice=self.file_under), api_visibility="private")
-        w.event(self.batch_button.click, te.batch_predict, [self.batch_files, self.threshold],
+        w.event(self.batch_button.click, te.batch_predict, [self.batch_files, self.threshold, self.none_of_these],
                 outputs(BatchView, summary=self.batch_note, table=self.batch_table, csv_button=self.batch_csv),
                 heavy=True, show_progress_on=[self.batch_note], api_name="batch_predict")
