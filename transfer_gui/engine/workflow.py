@@ -13,6 +13,7 @@ fits the "none of these" check that every trained model carries (see novelty.py)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 import threading
@@ -32,13 +33,14 @@ from .evaluation import (INTERVAL_NAME, EvalReport, ReliabilityBin, ThresholdMea
                          expected_calibration_error, reliability_bins, threshold_meaning, wilson_interval)
 from .inference import Predictor
 from .features import FeatureCache, extract_features, make_loader
-from .novelty import Novelty, fit_novelty
+from .distributed import pick_device
+from .novelty import MAX_BANK, Novelty, fit_novelty
 from .transforms import eval_transform
 from .progress import ProgressEvent
 from .training import TrainResult, train
 
 __all__ = ["Estimate", "TrainedModel", "SavedModel", "finish", "finish_training", "train_model", "save",
-           "open_model", "continuing", "kept_features", "novelty_check"]
+           "open_model", "continuing", "novelty_check"]
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
     logits = np.asarray(validation.logits, dtype=np.float64)
     calibration = fit_temperature(logits, targets)
     predictor = Predictor(result.model, result.labels, result.data_config, device=device,
-                          temperature=calibration.temperature, novelty=novelty_check(result, dataset))
+                          temperature=calibration.temperature, novelty=novelty_check(result, dataset, device))
     probs = torch.as_tensor(logits / calibration.temperature).softmax(dim=1).numpy()
     evaluation = evaluate_predictions(targets, probs, list(result.labels), [dataset.items[i].rel for i in indices])
     honest = cross_fitted_probabilities(logits, targets, validation.folds)
@@ -179,21 +181,27 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
                         dataset=dataset)
 
 
-def kept_features(result: TrainResult, dataset: ImageDataset) -> torch.Tensor:
-    """The kept model's pooled features of every dataset image: the ones training started from
+def _kept_features(result: TrainResult, dataset: ImageDataset, chosen: list[int], device: str) -> torch.Tensor:
+    """The kept model's pooled features of the ``chosen`` images: the ones training started from
     when only the head was trained, else read again through the fine-tuned backbone."""
     if result.features is not None and not result.backbone_trained:
-        return result.features
-    loader = make_loader(dataset, list(range(len(dataset.items))), eval_transform(result.data_config), 32, False,
-                         result.config.seed)
-    *_, (_, features) = extract_features(result.model, loader, torch.device("cpu"))
+        return result.features[torch.tensor(chosen)]
+    dev = pick_device(device)
+    model = result.model if dev.type == "cpu" else copy.deepcopy(result.model).to(dev)  # the result stays on the CPU
+    loader = make_loader(dataset, chosen, eval_transform(result.data_config), 32, False, result.config.seed)
+    *_, (_, features) = extract_features(model, loader, dev)
     return features
 
 
-def novelty_check(result: TrainResult, dataset: ImageDataset) -> Novelty:
-    """The "none of these" check of a trained model, its line drawn on its training images."""
-    return fit_novelty(kept_features(result, dataset), dataset.targets, result.config.seed,
-                       [item.sha1 for item in dataset.items])
+def novelty_check(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> Novelty:
+    """The "none of these" check of a trained model, its line drawn on its training images (past
+    ``MAX_BANK`` of them, on an even sample: the bundle keeps no more, and a fine-tuned model then
+    reads only those again)."""
+    n = len(dataset.items)
+    chosen = list(range(n)) if n <= MAX_BANK else np.linspace(0, n - 1, MAX_BANK).round().astype(int).tolist()
+    targets = np.asarray(dataset.targets)[chosen]
+    return fit_novelty(_kept_features(result, dataset, chosen, device), targets, result.config.seed,
+                       [dataset.items[i].sha1 for i in chosen])
 
 
 def train_model(dataset: ImageDataset, config: TrainConfig, *, split: Split | None = None,
