@@ -43,6 +43,10 @@ def test_train_prints_progress_and_one_json_object(trained):
     assert est["trained_on_all_images"] and result["n_train"] == 96
     assert est["interval"][0] < est["accuracy"] == result["val_accuracy"] < est["interval"][1]
     assert 0 <= result["ece"] == est["ece"] <= 1 and result["calibration"]["fitted"]
+    # the calibration chosen is recorded with the model, and how it was fitted
+    saved = json.loads((out / "transfer_gui.json").read_text())["calibration"]
+    assert saved == result["calibration"] and saved["method"] == "temperature scaling of the final model"
+    assert saved["fitted_on"] == "cross-validation" and saved["n_images"] == 96
     assert "Reading images with the pretrained model" in stderr and "Finished" in stderr
     assert "estimated by 5-fold cross-validation on all 96 images" in stderr
     assert (out / "model.safetensors").is_file() and out.with_suffix(".zip").is_file()

@@ -46,6 +46,12 @@ class Calibration:
         nll_after: the same with the fitted T (never higher than ``nll_before``).
         n_images: held-out predictions it was fitted on.
         fitted: False when there were too few of them (``MIN_CALIBRATION_IMAGES``): T stays 1.
+        method: how the confidences are calibrated (recorded in the bundle): one temperature for
+            the final model, fitted on the checked predictions. Measured against predicting with
+            the fold models' mean and against refitting the folds at the final penalty
+            (``benchmarks/bench_calibration.py``); neither won on both real sets.
+        fitted_on: the predictions it was fitted on: "cross-validation" (every image, each from
+            the fold model that did not see it) or "holdout".
     """
 
     temperature: float
@@ -53,6 +59,8 @@ class Calibration:
     nll_after: float
     n_images: int
     fitted: bool = True
+    method: str = "temperature scaling of the final model"
+    fitted_on: str = "cross-validation"
 
     def to_dict(self) -> dict:
         """JSON-ready form (stored in the bundle)."""

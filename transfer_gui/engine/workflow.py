@@ -161,7 +161,7 @@ def finish(result: TrainResult, dataset: ImageDataset, device: str = "auto") -> 
     all_targets = dataset.targets
     targets = np.array([all_targets[i] for i in indices], dtype=int)
     logits = np.asarray(validation.logits, dtype=np.float64)
-    calibration = fit_temperature(logits, targets)
+    calibration = dataclasses.replace(fit_temperature(logits, targets), fitted_on=validation.method)
     predictor = Predictor(result.model, result.labels, result.data_config, device=device,
                           temperature=calibration.temperature, novelty=novelty_check(result, dataset, device))
     probs = torch.as_tensor(logits / calibration.temperature).softmax(dim=1).numpy()
