@@ -17,19 +17,20 @@ def add_trials_command(sub) -> None:
     """Add ``compare-models`` to the command line's subcommands."""
     m = sub.add_parser("compare-models", help="Quick with every built-in model on your images, best first")
     m.add_argument("data", help="folder with one sub-folder per class, a .zip of it, or a CSV")
-    m.add_argument("--models", nargs="+", help="timm model names to try (default: every built-in model)")
+    m.add_argument("--models", nargs="+", help="timm model names to try (default: every built-in model, and "
+                                                "the catalog's others whose weights can be had here, smallest first)")
     m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
 def cmd_compare_models(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``compare-models``: progress on stderr, the ranked rows as JSON on stdout."""
     from .engine.data import open_dataset
-    from .engine.model_trials import ranked, try_models
+    from .engine.model_trials import models_to_try, ranked, try_models
     from .engine.names import model_name
-    from .engine.weights import check_available
+    from .engine.weights import check_available, hub_reachable
 
-    models = [model_name(m, "--models") for m in args.models] if args.models else None
-    for name in models or []:
+    models = [model_name(m, "--models") for m in args.models] if args.models else models_to_try(hub_reachable())
+    for name in models:
         check_available(name)  # before reading any images
     trials = []
     with tempfile.TemporaryDirectory(prefix="tls-cli-") as tmp:

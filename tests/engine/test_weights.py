@@ -168,3 +168,23 @@ def test_check_available_answers_before_any_work(monkeypatch, tmp_path):
         check_available("no_such_net")
     with pytest.raises(ModelError, match="does not exist"):
         check_available("resnet18", weights_file=tmp_path / "missing.safetensors")
+
+
+def test_the_models_tried_are_the_built_in_ones_and_online_the_catalogs_others_smallest_first():
+    from transfer_gui.engine.catalog import CATALOG
+    from transfer_gui.engine.model_trials import models_to_try
+    from transfer_gui.engine.weights import hub_cached_file
+
+    builtin = [m.name for m in CATALOG if m.builtin]
+    offline = models_to_try(online=False)
+    assert offline[:len(builtin)] == builtin  # nothing to download: only what is here
+    assert all(hub_cached_file(name) is not None for name in offline[len(builtin):])
+    online = models_to_try(online=True)
+    others = [m for m in CATALOG if not m.builtin]
+    assert online[:len(builtin)] == builtin and sorted(online) == sorted(m.name for m in CATALOG)
+    sizes = [next(m.params_m for m in others if m.name == name) for name in online[len(builtin):]]
+    assert sizes == sorted(sizes) and len(sizes) == len(others)
+    capped = models_to_try(online=True, max_params_m=10)  # a public server's cap leaves the large ones out
+    assert capped[:len(builtin)] == builtin
+    assert all(next(m.params_m for m in others if m.name == name) <= 10 for name in capped[len(builtin):])
+    assert len(capped) < len(online)

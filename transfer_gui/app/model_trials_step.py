@@ -1,4 +1,5 @@
-"""Step 2's "Try every built-in model": Quick with each built-in backbone on the images of step 1,
+"""Step 2's "Try every built-in model": Quick with each built-in backbone on the images of step 1
+(and, where the Hub is reachable, the catalog's other models within the server's parameter cap),
 in the training line, shown as a table best first; one click then picks the winner."""
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class TrialsStep:
     def try_models(self, session: Session) -> Iterator[TrialsView]:
         """Quick with each built-in model on the images of step 1, each cross-validated, the table
         ranked by the estimate the Results step would show (see ``engine.model_trials``)."""
-        from ..engine.catalog import CATALOG
-        from ..engine.model_trials import ranked, try_models
+        from ..engine.model_trials import models_to_try, ranked, try_models
+        from ..engine.weights import hub_reachable
 
         if session.dataset is None:
             raise UserInputError("Load some images first (step 1).")
@@ -58,11 +59,13 @@ class TrialsStep:
             yield TrialsView("Stopped before it started.", gr.skip(), hidden, session)
             return
         trials: list[ModelTrial] = []
-        n = sum(1 for m in CATALOG if m.builtin)
+        cap = self.ctx.limits.model_params_m or None
+        names = models_to_try(hub_reachable(), cap)
+        n = len(names)
         try:
             clock = Budget(self.ctx.limits.train_seconds, session)
-            for name, trial in try_models(session.dataset, weights_cache=self.ctx.weights_cache, cache=session.cache,
-                                          stop=session.stop):
+            for name, trial in try_models(session.dataset, names, weights_cache=self.ctx.weights_cache,
+                                          cache=session.cache, stop=session.stop):
                 clock.check()
                 if trial is None:
                     yield TrialsView(f"**Trying {name}** ({len(trials) + 1} of {n}: a Quick training, "

@@ -1,5 +1,9 @@
 """"Try every built-in model": Quick with each backbone on the user's images, best first.
 
+The built-in models are always tried; the catalog's other models join when their weights can be
+had (the Hub is reachable, or they were downloaded before), smallest first, within the server's
+parameter cap (``models_to_try``).
+
 Each model is trained the way Quick trains it (its head cross-validated on every image, see
 policies.quick), so the accuracy each one gets is the same estimate the Results step shows for
 it, with its interval; the table adds its expected calibration error on those out-of-fold answers,
@@ -17,9 +21,10 @@ from typing import Iterator, Sequence
 from .catalog import CATALOG, get_info
 from .config import TrainConfig
 from .data import ImageDataset
+from .errors import NothingTrainedError
 from .features import FeatureCache
 
-__all__ = ["ModelTrial", "try_models", "ranked"]
+__all__ = ["ModelTrial", "models_to_try", "try_models", "ranked"]
 
 _TIMED_PICTURES = 8  # pictures answered one at a time to time a prediction
 
@@ -59,10 +64,24 @@ def ranked(trials: Sequence[ModelTrial]) -> list[ModelTrial]:
     return sorted(trials, key=lambda t: (-round(t.accuracy, 3), round(t.ece, 3), t.seconds))
 
 
+def models_to_try(online: bool, max_params_m: float | None = None) -> list[str]:
+    """The built-in models, then the catalog's others whose weights can be had here (``online``:
+    the Hub is reachable; otherwise only those downloaded before), smallest first, none over
+    ``max_params_m`` million parameters."""
+    from .weights import hub_cached_file
+
+    names = [m.name for m in CATALOG if m.builtin]
+    others = sorted((m for m in CATALOG if not m.builtin), key=lambda m: m.params_m)
+    for m in others:
+        if (max_params_m is None or m.params_m <= max_params_m) and (online or hub_cached_file(m.name) is not None):
+            names.append(m.name)
+    return names
+
+
 def try_models(dataset: ImageDataset, models: Sequence[str] | None = None, *, seed: int = 0,
                weights_cache: str | None = None, cache: FeatureCache | None = None,
                stop: threading.Event | None = None) -> Iterator[tuple[str, ModelTrial | None]]:
-    """Quick with each of ``models`` (default: every built-in model) on ``dataset``.
+    """Quick with each of ``models`` (default: every built-in model, see ``models_to_try``) on ``dataset``.
 
     Yields:
         (model name, None) as each model starts, then (model name, its ModelTrial) when it ends.
@@ -76,8 +95,11 @@ def try_models(dataset: ImageDataset, models: Sequence[str] | None = None, *, se
             return
         yield name, None
         start = time.perf_counter()
-        trained = train_model(dataset, TrainConfig(model=name, mode="quick", seed=seed, weights_cache=weights_cache),
-                              stop=stop, cache=cache)
+        try:
+            trained = train_model(dataset, TrainConfig(model=name, mode="quick", seed=seed,
+                                                       weights_cache=weights_cache), stop=stop, cache=cache)
+        except NothingTrainedError:  # stopped while this model read the images: the others stand
+            return
         seconds = time.perf_counter() - start
         pictures = [item.path for item in dataset.items[:_TIMED_PICTURES]]
         trained.predictor.predict(pictures[0])  # the first answer pays for warming up

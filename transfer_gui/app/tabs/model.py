@@ -29,12 +29,13 @@ class ModelTab:
                                      elem_id="model")
             self.card = gr.Markdown(describe_model(DEFAULT_MODEL), elem_id="model-card")
             with gr.Row():
+                # online, the catalog's other models join the built-in ones (model_trials.models_to_try)
                 self.trials_button = gr.Button("Not sure? Try every built-in model on your pictures (a Quick each)",
                                                elem_id="trials-btn", scale=2)
                 self.use_best = gr.Button(visible=False, variant="primary", elem_id="use-best", scale=1)
             self.trials_status = gr.Markdown(elem_id="trials-status")
             self.trials_table = gr.Dataframe(pd.DataFrame(columns=TRIAL_COLUMNS), interactive=False,
-                                             label="Built-in models on your pictures, best first", elem_id="trials-table")
+                                             label="Models on your pictures, best first", elem_id="trials-table")
             with gr.Accordion("Advanced: any timm model, or your own weights", open=False):
                 self.custom_model = gr.Textbox("", label="timm model name (overrides the list)",
                                                placeholder="e.g. efficientnet_b1.ra4_e3600_r240_in1k",
