@@ -179,7 +179,7 @@ def check_labels(dataset: ImageDataset, features: torch.Tensor, checked: Sequenc
     out = []
     for i, reasons in found.items():
         reasons.sort(key=lambda r: -r[0])
-        urgency, kind, _, other, move_to = reasons[0]
+        urgency, kind = reasons[0][:2]
         move_to = next((r[4] for r in reasons if r[4] is not None), None)
         text = "; ".join(r[2] for r in reasons)
         out.append(Finding(i, kind, float(urgency), labels[given[i]], move_to, text[0].upper() + text[1:],

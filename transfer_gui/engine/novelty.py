@@ -56,7 +56,10 @@ def unit_rows(features: torch.Tensor) -> torch.Tensor:
 
 
 def _nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """Cosine distance from each (unit) query row to its nearest (unit) bank row."""
+    """Cosine distance from each (unit) query row to its nearest (unit) bank row (2, the largest
+    there is, when the bank is empty: a fold of copies of one picture leaves the others none)."""
+    if len(bank) == 0:
+        return torch.full((len(queries),), 2.0)
     out = [1 - (queries[i:i + _CHUNK] @ bank.T).amax(dim=1) for i in range(0, len(queries), _CHUNK)]
     return torch.cat(out) if out else torch.zeros(0)
 
