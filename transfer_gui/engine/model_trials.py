@@ -102,7 +102,8 @@ def try_models(dataset: ImageDataset, models: Sequence[str] | None = None, *, se
             return
         seconds = time.perf_counter() - start
         pictures = [item.path for item in dataset.items[:_TIMED_PICTURES]]
-        trained.predictor.predict(pictures[0])  # the first answer pays for warming up
+        for _ in range(3):  # warming up: the third single answer builds the frozen graph (inference.py)
+            trained.predictor.predict(pictures[0])
         start = time.perf_counter()
         for picture in pictures:
             trained.predictor.predict(picture)
