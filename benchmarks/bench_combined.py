@@ -28,22 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_engine import SETS, draw, load_set  # noqa: E402
-from transfer_gui.engine.calibration import fit_temperature  # noqa: E402
+from bench_labels import _quick  # noqa: E402
 from transfer_gui.engine.evaluation import expected_calibration_error  # noqa: E402
-from transfer_gui.engine.probe import cross_validate, fit_head, n_folds, stratified_folds  # noqa: E402
 
 MODELS = {"lite0": "tf_efficientnet_lite0.in1k", "lite1": "tf_efficientnet_lite1.in1k",
           "lite2": "tf_efficientnet_lite2.in1k"}
 ARMS = (*MODELS, "combined")
 
 
-def _quick(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int) -> dict:
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    n_classes = int(y.max()) + 1
-    folds = stratified_folds(y, n_folds(y), seed)
-    cv = cross_validate(xt, yt, n_classes, folds)
-    weight, bias = fit_head(xt, yt, n_classes, cv.penalty)
-    temperature = fit_temperature(cv.logits, y).temperature
+def _scores(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int) -> dict:
+    """Quick's head on (x, y) (bench_labels._quick), scored on the test set."""
+    _, _, weight, bias, temperature = _quick(x, y, int(y.max()) + 1, seed)
     probs = (torch.as_tensor(test_x) @ weight.T + bias).div(temperature).softmax(1).numpy()
     return {"acc": float((probs.argmax(1) == test_y).mean()), "ece": expected_calibration_error(probs, test_y)}
 
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                     feats["combined"] = np.concatenate([feats[a] for a in MODELS], axis=1)
                     tests["combined"] = np.concatenate([tests[a] for a in MODELS], axis=1)
                     row = {"set": name, "per_class": size, "seed": seed,
-                           **{arm: _quick(feats[arm], y, tests[arm], test_y, seed) for arm in ARMS}}
+                           **{arm: _scores(feats[arm], y, tests[arm], test_y, seed) for arm in ARMS}}
                     rows.append(row)
                     print(json.dumps(row, default=lambda v: round(v, 4) if isinstance(v, float) else str(v)),
                           flush=True)

@@ -60,7 +60,6 @@ class Finding:
         given: its label.
         suggested: the class to move it to, or None (duplicates within a class, outliers).
         reason: every reason, in words.
-        other: the index of its near-duplicate, or None.
     """
 
     index: int
@@ -69,7 +68,6 @@ class Finding:
     given: str
     suggested: str | None
     reason: str
-    other: int | None = None
 
     def row(self, dataset: ImageDataset, rank: int) -> dict:
         """The CSV / command-line row."""
@@ -146,7 +144,7 @@ def check_labels(dataset: ImageDataset, features: torch.Tensor, checked: Sequenc
         return []
     x = unit_rows(features)
     near, dist = _neighbours(x, NEIGHBOURS)
-    found: dict[int, list[tuple[float, str, str, int | None, str | None]]] = {}
+    found: dict[int, list[tuple[float, str, str, str | None]]] = {}  # (urgency, kind, reason, move to)
 
     checked = list(checked)
     flagged, suggested = flag_labels(np.asarray(probs), given[checked])
@@ -158,7 +156,7 @@ def check_labels(dataset: ImageDataset, features: torch.Tensor, checked: Sequenc
             agree = int(round((given[near[i].numpy()] == j).sum()))
             reason = (f"labelled *{labels[given[i]]}*; the model that had not seen it says *{labels[j]}* ({p:.0%})"
                       + (f", and {agree} of its {near.shape[1]} closest pictures are *{labels[j]}*" if agree else ""))
-            found.setdefault(i, []).append((1 - blended, LABEL, reason, None, labels[j]))
+            found.setdefault(i, []).append((1 - blended, LABEL, reason, labels[j]))
 
     nearest = dist[:, 0].numpy()
     line = DUPLICATE_SHARE * float(np.median(nearest))
@@ -167,23 +165,22 @@ def check_labels(dataset: ImageDataset, features: torch.Tensor, checked: Sequenc
         if nearest[i] <= line and items[i].sha1 != items[j].sha1:  # exact copies: step 1's report says so
             if given[i] != given[j]:
                 found.setdefault(i, []).append((_CROSS_COPY, DUPLICATE, f"almost the same picture as {items[j].rel} in "
-                                                f"*{labels[given[j]]}*", j, labels[given[j]]))
+                                                f"*{labels[given[j]]}*", labels[given[j]]))
             elif i < j or int(near[j, 0]) != i:  # a pair within a class is listed once
                 found.setdefault(i, []).append((_SAME_COPY, DUPLICATE, f"almost the same picture as {items[j].rel}, "
-                                                f"also *{labels[given[i]]}*", j, None))
+                                                f"also *{labels[given[i]]}*", None))
     q1, q3 = np.percentile(nearest, [25, 75])
     for i in np.flatnonzero(nearest > q3 + FAR_OUT * (q3 - q1)):
         j = int(near[i, 0])
         found.setdefault(int(i), []).append((_OUTLIER, OUTLIER, f"unlike every other picture here (the closest is "
-                                             f"{items[j].rel}, *{labels[given[j]]}*)", None, None))
+                                             f"{items[j].rel}, *{labels[given[j]]}*)", None))
     out = []
     for i, reasons in found.items():
         reasons.sort(key=lambda r: -r[0])
         urgency, kind = reasons[0][:2]
-        move_to = next((r[4] for r in reasons if r[4] is not None), None)
+        move_to = next((r[3] for r in reasons if r[3] is not None), None)
         text = "; ".join(r[2] for r in reasons)
-        out.append(Finding(i, kind, float(urgency), labels[given[i]], move_to, text[0].upper() + text[1:],
-                           next((r[3] for r in reasons if r[3] is not None), None)))
+        out.append(Finding(i, kind, float(urgency), labels[given[i]], move_to, text[0].upper() + text[1:]))
     out.sort(key=lambda f: (-f.urgency, f.index))
     return out
 
