@@ -13,7 +13,8 @@ import torch
 from transfer_gui.engine.calibration import MIN_CALIBRATION_IMAGES, TEMPERATURE_RANGE, fit_temperature
 from transfer_gui.engine.config import TrainConfig
 from transfer_gui.engine.transforms import eval_transform
-from transfer_gui.engine.evaluation import expected_calibration_error, wilson_interval
+from transfer_gui.engine.evaluation import (calibrated_floor, calibration_error, check_calibration,
+                                            expected_calibration_error, wilson_interval)
 from transfer_gui.engine.probe import fit_head, n_folds, stratified_folds
 from transfer_gui.engine.training import train
 from transfer_gui.engine.workflow import finish, save
@@ -124,6 +125,24 @@ def test_calibration_is_refused_on_too_little_evidence_and_bounded():
     wild = fit_temperature(logits * 50, y)  # absurdly over-confident: the fit stops at the bound
     assert wild.fitted and wild.temperature == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-3)
     assert fit_temperature(logits * 0.01, y).temperature == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-3)
+
+
+def test_a_calibration_error_is_read_against_what_sampling_alone_gives():
+    rng = np.random.default_rng(0)
+    probs = torch.randn(300, 8, dtype=torch.float64).mul(2).softmax(1).numpy()
+    targets = rng.integers(0, 8, 300)
+    assert calibration_error(probs.max(1), probs.argmax(1) == targets) == expected_calibration_error(probs, targets)
+    # one bin at 50 %: a perfectly calibrated model's hit rate on 320 answers is off by
+    # E|binomial mean - 0.5| = sqrt(2/pi) * sqrt(0.25/320) = 0.022 on average
+    assert calibrated_floor(np.full(320, 0.5)) == pytest.approx(0.0223, rel=0.15)
+    # confidences spread from 20 % to 95 %, as on a hard set: sampling alone passes 0.05
+    assert calibrated_floor(np.linspace(0.2, 0.95, 320)) > 0.05
+    assert calibrated_floor(np.ones(50)) == 0.0
+    # answers drawn right with their stated probability read as chance; 90 % said, half right, do not
+    stated = np.linspace(0.3, 0.95, 100)
+    assert check_calibration(stated, rng.random(100) < stated).within_chance
+    overconfident = check_calibration(np.full(100, 0.9), np.arange(100) % 2 == 0)
+    assert overconfident.ece == pytest.approx(0.4) and overconfident.chance == 0 and not overconfident.within_chance
 
 
 def test_probe_is_scikit_learns_logistic_regression(example_features, example_dataset):

@@ -246,10 +246,16 @@ def test_results_view_shows_metrics_matrix_and_cells_with_exactly_their_images(h
     # how far to trust its percentages, said with the numbers it is drawn from
     probs, targets = trained.trained.checked_probs, trained.trained.checked_targets
     said, right = probs.max(1).mean(), (probs.argmax(1) == targets).mean()
-    way = ("means what it says" if est.ece <= 0.05 else "right more often than it says" if said < right
-           else "right less often than it says")
+    from transfer_gui.engine.evaluation import check_calibration
+
+    check = check_calibration(probs.max(1), probs.argmax(1) == targets)
+    assert check.ece == pytest.approx(est.ece)
+    way = ("**Its confidence means what it says**" if est.ece <= 0.05
+           else "**As far as 96 pictures can tell, its confidence means what it says**" if check.chance >= 0.05
+           else "right more often than it says" if said < right else "right less often than it says")
     assert way in plain and f"{said:.0%}" in plain and f"{right:.0%}" in plain
     assert "macro-F1" in details and "Wilson" in details and "Expected calibration error" in details
+    assert f"would show {check.floor:.3f} on average on 96 pictures" in details
     assert "5-fold cross-validation on all 96 images" in details and "Confidences were" in details
     bins = reliability["value"]
     assert reliability["visible"] and set(bins["series"]) == {"perfectly calibrated", "your model"}

@@ -186,6 +186,9 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#train-status")).to_contain_text("Could not train: Model resnet18.a1_in1k needs the internet")
     expect(page.locator("#train-btn")).to_be_enabled()
     shot("03b-offline-model-error")
+    # a user closes the error's notice: it would otherwise stay over the later screenshots
+    page.locator(".toast-close").first.click()
+    expect(page.locator(".toast-close")).to_have_count(0)
     _tab(page, "2. Model")
     page.locator("#custom-model textarea, #custom-model input").first.fill("")
 
@@ -208,6 +211,8 @@ def test_whole_flow_from_images_to_prediction_stop_and_download(page, artifacts,
     expect(page.locator("#results-summary")).to_contain_text("Wilson score interval")
     expect(page.locator("#results-summary")).to_contain_text("Confidences were")
     expect(page.locator("#results-summary")).to_contain_text("Expected calibration error")
+    # ... read against what chance alone gives on 96 pictures
+    expect(page.locator("#results-summary")).to_contain_text("exactly right would show")
     expect(page.locator("#per-class")).to_contain_text("16")  # each class: all 16 images judged
     expect(page.locator("#reliability")).to_be_visible()
     expect(page.locator("#reliability")).to_contain_text("perfectly calibrated")

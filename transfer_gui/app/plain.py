@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.evaluation import INTERVAL_NAME
+from ..engine.evaluation import INTERVAL_NAME, check_calibration
 from .views import OK, WARN
 
 if TYPE_CHECKING:
-    from ..engine.evaluation import EvalReport
+    from ..engine.evaluation import CalibrationCheck, EvalReport
     from ..engine.workflow import TrainedModel
     from .session import Session
 
@@ -37,17 +37,28 @@ def in_words(share: float) -> str:
 
 
 def _confidence_sentence(trained: TrainedModel) -> str:
-    probs, targets = trained.checked_probs, trained.checked_targets
-    said = float(np.asarray(probs).max(1).mean())
-    right = float((np.asarray(probs).argmax(1) == np.asarray(targets)).mean())
+    probs, targets = np.asarray(trained.checked_probs), np.asarray(trained.checked_targets)
+    said = float(probs.max(1).mean())
+    right = float((probs.argmax(1) == targets).mean())
     if trained.estimate.ece <= TRUSTED_ECE:
         return ("**Its confidence means what it says**: when it says 80 %, it is right about 80 % of the time "
                 f"(on your pictures it said {said:.0%} on average and was right {right:.0%} of the time).")
+    if _calibration(trained).within_chance:
+        # on a few dozen pictures even exactly right percentages show gaps this size: saying "a little
+        # low" or "a little high" there would read chance as a fault
+        return (f"**As far as {len(targets)} pictures can tell, its confidence means what it says**: on average "
+                f"it said {said:.0%} and was right {right:.0%} of the time, and the gaps in the chart "
+                "below are as large as chance alone makes them on this many pictures.")
     if said < right:
         return (f"**It is right more often than it says**: on average it said {said:.0%} and was right "
                 f"{right:.0%} of the time, so read its percentages as a little low.")
     return (f"**It is right less often than it says**: on average it said {said:.0%} but was right only "
             f"{right:.0%} of the time, so read its percentages as a little high.")
+
+
+def _calibration(trained: TrainedModel) -> CalibrationCheck:
+    probs = np.asarray(trained.checked_probs)
+    return check_calibration(probs.max(1), probs.argmax(1) == np.asarray(trained.checked_targets))
 
 
 def worst_cell(ev: EvalReport) -> tuple[int, int, int]:
@@ -86,8 +97,11 @@ def _details(session: Session, ev: EvalReport) -> list[str]:
     if session.calibration is not None:
         lines.append(session.calibration.sentence())
     if trained is not None:
-        lines.append(f"Expected calibration error: {trained.estimate.ece:.3f} (confidences are off from the observed "
-                     f"accuracy by about {trained.estimate.ece:.0%} on average; the chart below shows where).")
+        check = _calibration(trained)
+        lines.append(f"Expected calibration error: {check.ece:.3f} (confidences are off from the observed "
+                     f"accuracy by about {check.ece:.0%} on average; the chart below shows where). A model whose "
+                     f"confidences were exactly right would show {check.floor:.3f} on average on {check.n} "
+                     f"pictures, and at least {check.ece:.3f} {check.chance:.0%} of the time.")
     return lines
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ImageResult", "EvalReport", "evaluate_predictions", "wilson_interval", "INTERVAL_NAME", "ECE_BINS",
-           "ReliabilityBin", "reliability_bins", "expected_calibration_error", "ThresholdMeaning",
-           "threshold_meaning"]
+           "ReliabilityBin", "reliability_bins", "expected_calibration_error",
+           "calibration_error", "calibrated_floor", "CalibrationCheck", "check_calibration",
+           "ThresholdMeaning", "threshold_meaning"]
 
 INTERVAL_NAME = "95 % Wilson score interval"  # what ``wilson_interval`` gives, in words for people
 
@@ -192,8 +193,7 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BIN
         return []
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets
-    # bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 cannot occur (max of a softmax)
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = _bin_index(confidence, bins)
     out = []
     for i in range(bins):
         mask = index == i
@@ -203,13 +203,81 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BIN
     return out
 
 
+def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    # bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 cannot occur (max of a softmax)
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error (Naeini et al. 2015; Guo et al. 2017): the mean gap between
     confidence and accuracy over equal-width confidence bins, weighted by how many predictions fall
     in each. 0 is perfect; 0.05 means confidences are off by about 5 points on average."""
-    found = reliability_bins(probs, targets, bins)
-    n = sum(b.count for b in found)
-    return float(sum(b.count * abs(b.accuracy - b.confidence) for b in found) / n) if n else float("nan")
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs) == 0:
+        return float("nan")
+    return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(targets, dtype=int), bins)
+
+
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """``expected_calibration_error`` from each answer's stated confidence and whether it was right."""
+    return float(_calibration_errors(np.asarray(confidence, dtype=np.float64),
+                                     np.asarray(correct, dtype=np.float64)[None], bins)[0])
+
+
+def _calibration_errors(confidence: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of each row of ``correct`` (draws, n) against one row of confidences: per bin, the
+    number right minus the confidences' sum, in absolute value, summed and divided by n."""
+    index = _bin_index(confidence, bins)
+    member = np.zeros((len(confidence), bins))
+    member[np.arange(len(confidence)), index] = 1.0
+    said = confidence @ member
+    return np.abs(correct @ member - said).sum(1) / max(len(confidence), 1)
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """A measured ECE read against chance: even a model whose confidences are exactly right shows a
+    gap on a finite number of answers (about 0.07 on 300 answers spread over the bins), so the ECE
+    alone cannot say whether confidences are off.
+
+    Attributes:
+        ece: the measured expected calibration error.
+        floor: the mean ECE of a perfectly calibrated model stating the same confidences on as many
+            answers (each drawn right with exactly its stated probability).
+        chance: the share of those draws whose ECE is at least the measured one.
+        n: how many answers.
+    """
+
+    ece: float
+    floor: float
+    chance: float
+    n: int
+
+    @property
+    def within_chance(self) -> bool:
+        """True when a perfectly calibrated model would show a gap this large at least 1 time in 20."""
+        return self.chance >= 0.05
+
+
+def check_calibration(confidence: np.ndarray, correct: np.ndarray, draws: int = 400, seed: int = 0,
+                      bins: int = ECE_BINS) -> CalibrationCheck:
+    """The ECE of these answers and how often a perfectly calibrated model would show as much."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    ece = calibration_error(confidence, correct, bins)
+    by_chance = _calibrated_errors(confidence, draws, seed, bins)
+    return CalibrationCheck(ece, float(by_chance.mean()), float((by_chance >= ece - 1e-12).mean()), len(confidence))
+
+
+def calibrated_floor(confidence: np.ndarray, draws: int = 400, seed: int = 0, bins: int = ECE_BINS) -> float:
+    """The ECE that a perfectly calibrated model stating these confidences would show on average on
+    this many answers (``CalibrationCheck.floor``)."""
+    return float(_calibrated_errors(np.asarray(confidence, dtype=np.float64), draws, seed, bins).mean())
+
+
+def _calibrated_errors(confidence: np.ndarray, draws: int, seed: int, bins: int) -> np.ndarray:
+    # seeded, so the page says the same thing of the same answers every time
+    right = np.random.default_rng(seed).random((draws, len(confidence)), dtype=np.float32) < confidence
+    return _calibration_errors(confidence, right.astype(np.float32), bins)
 
 
 @dataclass(frozen=True)
