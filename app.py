@@ -6,12 +6,14 @@ Face Spaces sets) take precedence. Works offline with the built-in model and the
 
 import logging
 import os
+import shutil
 import signal
 import sys
 
 from transfer_gui.app.hosting import launch_kwargs
 from transfer_gui.app.layout import build_demo
 from transfer_gui.app.preload import preload_engine
+from transfer_gui.app.server import own_upload_folder
 from transfer_gui.settings import Settings
 
 
@@ -22,6 +24,19 @@ def main() -> None:
     # the session folders are deleted on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings.from_env()  # read once, here, and passed down
+    uploads = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        # Gradio reads this when the page is built: set before build_demo
+        uploads = own_upload_folder()
+        os.environ["GRADIO_TEMP_DIR"] = str(uploads)
+    try:
+        _serve(settings)
+    finally:
+        if uploads is not None:
+            shutil.rmtree(uploads, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> None:
     demo = build_demo(settings=settings)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

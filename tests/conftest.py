@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,12 @@ TEST_IMAGES = ROOT / "assets" / "test_images"
 PHOTOS = ROOT / "tests" / "data"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
+# Gradio's uploads and downloads for the servers these tests start go to a folder of this run's own
+# (set before any test module imports gradio): a server's disk budget counts Gradio's folder, and
+# the machine's shared one holds whatever other runs and killed servers left there.
+UPLOADS = Path(tempfile.mkdtemp(prefix="tls-tests-gradio-"))
+os.environ["GRADIO_TEMP_DIR"] = str(UPLOADS)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def tuned_process():
@@ -26,6 +34,13 @@ def tuned_process():
     from transfer_gui.engine.speed import tune_process
 
     tune_process()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_upload_folder():
+    """``UPLOADS`` goes when the run ends."""
+    yield
+    shutil.rmtree(UPLOADS, ignore_errors=True)
 
 
 def shape_image(kind: str, seed: int, size: int = 64) -> Image.Image:

@@ -341,3 +341,44 @@ def test_a_place_whose_event_never_started_is_given_back():
     time.sleep(0.6)
     session.admit_event(2)  # the two dropped places were given back
     session.close()
+
+
+@pytest.mark.slow
+def test_app_py_keeps_uploads_in_a_folder_of_its_own_and_counts_only_those(tmp_path, example_zip):
+    """Gradio's shared upload folder holds what other and earlier servers left (a killed one leaves
+    everything); `python app.py` must not count that against its users, nor touch it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+
+    left = tmp_path / "gradio" / "left-by-a-killed-server" / "big.bin"
+    left.parent.mkdir(parents=True)
+    with open(left, "wb") as f:
+        f.truncate(200 * 1024**2)  # 200 MB, sparse: counted at its size, costs no disk
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(TMPDIR=str(tmp_path), TLS_SERVER_DISK_MB="50", GRADIO_SERVER_PORT=str(port),
+               GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+                time.sleep(0.5)
+        summary = Client(url, verbose=False).predict(handle_file(str(example_zip)), api_name="/load_zip")[0]
+        assert "96 images in 6 classes" in summary  # not "the server's disk budget ... is nearly used up"
+        own = [p.parent for p in tmp_path.glob("tls-app-*/**/example.zip")]
+        assert own, "the upload did not land in the server's own folder"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert not list(tmp_path.glob("tls-app-*")) and left.exists()

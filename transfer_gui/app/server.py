@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # the engine (torch, timm) loads after the page is served
     from ..engine.data import ImageDataset
     from ..engine.progress import ProgressEvent
 
-__all__ = ["Server", "client_address"]
+__all__ = ["Server", "client_address", "own_upload_folder"]
 
 _logger = logging.getLogger(__name__)
 
@@ -70,6 +70,18 @@ def _remove_orphans() -> None:
             _logger.info("Removed %s, left by a server that is gone", folder.name)
         except PermissionError:
             pass  # alive, another user's
+
+
+def own_upload_folder() -> Path:
+    """A new folder, owned by this process, for Gradio's uploads and downloads (its
+    ``GRADIO_TEMP_DIR``). The server's disk budget counts Gradio's folder; the shared default one
+    holds whatever other and earlier servers left there (one killed before it could clean up leaves
+    everything), which would be counted against this server's users. Deleted when the process
+    ends; after a crash, by the next server's start (``_remove_orphans``)."""
+    _remove_orphans()
+    folder = Path(tempfile.mkdtemp(prefix=_APP_PREFIX))
+    (folder / _OWNER_FILE).write_text(str(os.getpid()))
+    return folder
 
 
 def client_address(request: gr.Request | None, proxy_hops: int = 0) -> str:
