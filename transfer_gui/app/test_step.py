@@ -68,8 +68,8 @@ class TestStep:
                 raise UserInputError(f"This picture cannot be used: {failure_reason(exc, image)}. Try a JPEG, PNG or "
                                      "WebP picture.") from None
             predictor = session.predictor
-            hm = heat_map(predictor, picture)  # its forward pass also gives every class's probability
-            novel = bool(none_of_these) and predictor.novelty is not None and predictor.answers([picture]).is_novel(0)
+            hm = heat_map(predictor, picture)  # its forward pass also gives the answers
+        novel = bool(none_of_these) and hm.novel
         probs = hm.probabilities
         label, confidence = decide(probs, predictor.labels, threshold or 0.0, novel)
         ranked = sorted(zip(predictor.labels, probs.tolist()), key=lambda t: -t[1])

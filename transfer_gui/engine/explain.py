@@ -54,6 +54,8 @@ class HeatMap:
         reason: why there is no map, in plain words (None when there is one).
         probabilities: the model's (calibrated) probabilities of every class for this picture,
             from the same forward pass (so a caller showing both needs no second pass).
+        novel: the picture is unlike every training picture ("none of these"; always False for
+            a model without that check), from that pass too.
     """
 
     image: Image.Image
@@ -63,6 +65,7 @@ class HeatMap:
     method: str
     reason: str | None = None
     probabilities: np.ndarray | None = None
+    novel: bool = False
 
     def overlay(self) -> Image.Image:
         """The picture with the heat drawn over it (the picture alone when there is no map)."""
@@ -178,8 +181,8 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
     x = predictor.batch([predictor.transform(picture)])  # the prediction sees the full picture
     picture = _for_display(picture)
     model = predictor.model
-    with torch.inference_mode():
-        probs = predictor.to_probabilities(model(x).float().cpu().numpy())[0]
+    answers = predictor.answers_of(x)
+    probs, novel = answers.probs[0], answers.is_novel(0)
     if label is not None and label not in predictor.labels:
         raise KeyError(label)
     target = int(np.argmax(probs)) if label is None else predictor.labels.index(label)
@@ -192,19 +195,19 @@ def heat_map(predictor: Predictor, image: Image.Image | str | Path, label: str |
     if cam is None:
         return HeatMap(picture, chosen, float(probs[target]), None, "",
                        "This model's inner layers do not form a grid over the picture, so no heat map "
-                       "can be drawn for it; its predictions are not affected.", probs)
+                       "can be drawn for it; its predictions are not affected.", probs, novel)
     cam = cam.float().cpu()
     peak = float(cam.max())
     if peak <= 0:
         heat = np.zeros((picture.height, picture.width), dtype=np.float32)
         return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}",
                        f"Nothing in this picture speaks for '{chosen}': the model chose it only "
-                       "because the other classes fit even worse.", probs)
+                       "because the other classes fit even worse.", probs, novel)
     heat = _to_picture(cam / peak, predictor, picture.size)
     visible = float(heat.max())
     if visible > 0:  # the peak may lie in the part the centre crop cuts off: scale to what is shown
         heat = heat / visible
-    return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}", None, probs)
+    return HeatMap(picture, chosen, float(probs[target]), heat, f"Grad-CAM on {layer}", None, probs, novel)
 
 
 def _for_display(picture: Image.Image) -> Image.Image:

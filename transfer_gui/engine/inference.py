@@ -203,7 +203,17 @@ class Predictor:
 
     def answers(self, images: Iterable[Image.Image | str | Path], batch_size: int | None = None) -> Answers:
         """Calibrated probabilities and, when the model has the check, "none of these" scores."""
-        logits, features = self._outputs(images, batch_size)
+        return self._answers(*self._outputs(images, batch_size))
+
+    def answers_of(self, x: torch.Tensor) -> Answers:
+        """``answers`` for a batch already preprocessed (``batch``), from one pass of the model as
+        it is: for a caller that runs passes of its own too (a heat map), for which building the
+        single-image graph (seconds, once) would not pay."""
+        with torch.inference_mode(), autocast(self.device, self.paths):
+            out, feats = self._both(x)
+        return self._answers(out.float().cpu().numpy(), feats.float().cpu())
+
+    def _answers(self, logits: np.ndarray, features: torch.Tensor) -> Answers:
         novelty = self.novelty.scores(features) if self.novelty is not None and len(logits) else None
         return Answers(self.to_probabilities(logits), novelty)
 
