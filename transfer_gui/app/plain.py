@@ -36,14 +36,14 @@ def in_words(share: float) -> str:
     return f"{nearest.numerator} in {nearest.denominator}"
 
 
-def _confidence_sentence(trained: TrainedModel) -> str:
+def _confidence_sentence(trained: TrainedModel, check: CalibrationCheck) -> str:
     probs, targets = np.asarray(trained.checked_probs), np.asarray(trained.checked_targets)
     said = float(probs.max(1).mean())
     right = float((probs.argmax(1) == targets).mean())
     if trained.estimate.ece <= TRUSTED_ECE:
         return ("**Its confidence means what it says**: when it says 80 %, it is right about 80 % of the time "
                 f"(on your pictures it said {said:.0%} on average and was right {right:.0%} of the time).")
-    if _calibration(trained).within_chance:
+    if check.within_chance:
         # on a few dozen pictures even exactly right percentages show gaps this size: saying "a little
         # low" or "a little high" there would read chance as a fault
         return (f"**As far as {len(targets)} pictures can tell, its confidence means what it says**: on average "
@@ -77,7 +77,7 @@ def _worst_mix_up(ev: EvalReport) -> str | None:
             f"({count} picture{'s' if count != 1 else ''}; the matrix below shows them all).")
 
 
-def _details(session: Session, ev: EvalReport) -> list[str]:
+def _details(session: Session, ev: EvalReport, check: CalibrationCheck | None) -> list[str]:
     """The figures with their names, as the statistics call them."""
     trained = session.trained
     lines: list[str] = []
@@ -96,12 +96,11 @@ def _details(session: Session, ev: EvalReport) -> list[str]:
                          "fine-tuning on all images.")
     if session.calibration is not None:
         lines.append(session.calibration.sentence())
-    if trained is not None:
-        check = _calibration(trained)
+    if check is not None:
         lines.append(f"Expected calibration error: {check.ece:.3f} (confidences are off from the observed "
                      f"accuracy by about {check.ece:.0%} on average; the chart below shows where). A model whose "
                      f"confidences were exactly right would show {check.floor:.3f} on average on {check.n} "
-                     f"pictures, and at least {check.ece:.3f} {check.chance:.0%} of the time.")
+                     f"pictures, and {check.ece:.3f} or more in {check.chance:.0%} of tries.")
     return lines
 
 
@@ -111,6 +110,7 @@ def results_summary(session: Session) -> str:
     ev = session.evaluation
     correct = round(ev.accuracy * ev.n_images)
     trained = session.trained
+    check = _calibration(trained) if trained is not None else None
     if trained is None:  # an uploaded model, evaluated on every image of step 1
         plain = [f"**The uploaded model got {correct} of the {ev.n_images} pictures of step 1 right** "
                  f"({ev.accuracy:.0%})."]
@@ -121,7 +121,7 @@ def results_summary(session: Session) -> str:
         plain = [f"**About {in_words(est.accuracy)} pictures like yours will be right** (somewhere between "
                  f"{est.low:.0%} and {est.high:.0%}).",
                  f"It got {correct} of {ev.n_images} of your pictures right, {judged}.",
-                 _confidence_sentence(trained)]
+                 _confidence_sentence(trained, check)]
     mix_up = _worst_mix_up(ev)
     if mix_up:
         plain.append(mix_up)
@@ -129,6 +129,6 @@ def results_summary(session: Session) -> str:
         plain.append(f"{OK if trained.leakage.ok else WARN} {trained.leakage.message}")
     if trained is not None:
         plain.append('The "not sure" threshold in step 5 says what its percentages mean on your pictures.')
-    details = "\n\n".join(_details(session, ev))
+    details = "\n\n".join(_details(session, ev, check))
     return ("  \n".join(plain) + "\n\n<details><summary>Details, with the statistics' names</summary>\n\n"
             + details + "\n\n</details>")
